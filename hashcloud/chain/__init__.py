@@ -1,0 +1,1 @@
+"""The L1 chain: transactions, blocks, state transition, flat-file store (SPEC 6)."""

@@ -1,0 +1,1 @@
+"""The `hashcloud` command line (SPEC 7): one Typer app, one module per command."""

@@ -1,0 +1,119 @@
+"""Shared CLI plumbing: consoles, the home directory, JSON output and error mapping (SPEC 7).
+
+Only the `cli` package prints. Commands wrap their bodies with `@cli_command`, which turns
+`HashCloudError` into a one-line message on stderr and exit code 1 (`UsageError`: 2), so a
+user never sees a traceback for a user error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.keystore import DEFAULT_KEY_NAME, Keystore
+from hashcloud.errors import HashCloudError, KeystoreError, UsageError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+PASSPHRASE_ENV = "HASHCLOUD_PASSPHRASE"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class CliState:
+    """Per-invocation state set by the global options."""
+
+    home: Path
+
+    @property
+    def keystore(self) -> Keystore:
+        """The keystore under the home directory."""
+        return Keystore(self.home)
+
+
+def state(ctx: typer.Context) -> CliState:
+    """The CliState of this invocation (set by the app callback)."""
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):  # invoked without the callback (should not happen)
+        obj = CliState(home=default_home())
+        ctx.find_root().obj = obj
+    return obj
+
+
+def default_home() -> Path:
+    """`$HASHCLOUD_HOME` or `~/.hashcloud` (SPEC 7)."""
+    env = os.environ.get("HASHCLOUD_HOME")
+    return Path(env).expanduser() if env else Path("~/.hashcloud").expanduser()
+
+
+def print_json(obj: object) -> None:
+    """Print exactly one JSON object on stdout (the `--json` convention of SPEC 7)."""
+    sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = EXIT_FAIL) -> typer.Exit:
+    """Print `message` on stderr and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code=code)
+
+
+def cli_command(func: F) -> F:
+    """Map HashCloud errors raised by a command to stderr + exit code 1 (usage: 2)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+        except HashCloudError as exc:
+            raise fail(str(exc), EXIT_FAIL) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def passphrase_from_env_or_prompt(name: str, *, confirm: bool = False) -> str:
+    """The key passphrase from `$HASHCLOUD_PASSPHRASE`, else prompted without echo."""
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise KeystoreError(
+            f"key {name!r} needs a passphrase: set {PASSPHRASE_ENV} or run interactively"
+        )
+    return typer.prompt(f"Passphrase for key {name!r}", hide_input=True,
+                        confirmation_prompt=confirm)
+
+
+def load_key(st: CliState, name: str = DEFAULT_KEY_NAME) -> PrivateKey:
+    """Load key `name` from the home, asking for its passphrase if it is encrypted."""
+    ks = st.keystore
+    if ks.exists(name) and ks.is_encrypted(name):
+        return ks.load(name, passphrase_from_env_or_prompt(name))
+    return ks.load(name)
+
+
+def load_or_create_key(st: CliState, name: str = DEFAULT_KEY_NAME) -> tuple[PrivateKey, bool]:
+    """Load key `name`, creating a plaintext 0600 key if there is none; (key, created)."""
+    ks = st.keystore
+    if not ks.exists(name):
+        info = ks.create(name)
+        err.print(f"created key [bold]{name}[/] ({info.address}) at {info.path}")
+        return ks.load(name), True
+    return load_key(st, name), False

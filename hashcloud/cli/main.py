@@ -1,0 +1,53 @@
+"""The `hashcloud` Typer app: global options and command registration (SPEC 7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hashcloud import __version__
+from hashcloud.cli import keygen as keygen_cmd
+from hashcloud.cli.common import CliState, default_home
+
+app = typer.Typer(
+    name="hashcloud",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # keys are secrets: never dump locals
+    add_completion=False,
+    help="HashCloud: GPU proof-of-compute miner, validator node and L1 chain.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hashcloud {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="HASHCLOUD_HOME",
+            help="Home directory for keys, config and the embedded node [default: ~/.hashcloud].",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """HashCloud command line."""
+    ctx.obj = CliState(home=(home.expanduser() if home else default_home()))
+
+
+app.command("keygen")(keygen_cmd.keygen)
+app.add_typer(keygen_cmd.keys_app, name="keys")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,94 @@
+"""ECDSA signatures over SHA-256 with RFC 6979 nonces, 64-byte r||s, low-S (SPEC 5).
+
+This module alone signs and verifies, so a faster backend can be swapped in without
+touching callers. Signing uses the `ecdsa` package (deterministic RFC 6979 nonces, then
+low-S canonicalisation). Verification first applies the strict SPEC 5 rules (length 64,
+0 < r, s < n, s <= n/2), then checks the curve equation with libsecp256k1 (`coincurve`)
+when it is installed, else with `ecdsa`; tests cross-check the two verifiers.
+
+Every protocol message is domain-tagged by its record module (see `domain_tag`), so a
+signature can never be replayed as another kind of message or on another chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ecdsa import BadSignatureError, SECP256k1, VerifyingKey
+from ecdsa.util import sigencode_string_canonize
+
+from hashcloud.crypto.keys import CURVE_ORDER, PrivateKey, PublicKey
+from hashcloud.errors import InvalidSignature
+
+try:  # libsecp256k1 fast path
+    import coincurve as _coincurve
+    from coincurve.ecdsa import cdata_to_der as _cdata_to_der
+    from coincurve.ecdsa import deserialize_compact as _deserialize_compact
+except ImportError:  # pragma: no cover - coincurve is a declared dependency
+    _coincurve = None
+
+SIGNATURE_SIZE = 64
+_HALF_ORDER = CURVE_ORDER // 2
+
+
+def domain_tag(kind: str, chain_id: str | None = None) -> bytes:
+    """The domain prefix `hc/<kind>/v1[/<chain_id>]` that starts every signed message."""
+    tag = f"hc/{kind}/v1" if chain_id is None else f"hc/{kind}/v1/{chain_id}"
+    return tag.encode("ascii")
+
+
+def sign(private_key: PrivateKey, message: bytes) -> bytes:
+    """Sign SHA256(message): RFC 6979 nonce, low-S, 64 bytes r||s."""
+    digest = hashlib.sha256(message).digest()
+    return private_key.signing_key.sign_digest_deterministic(
+        digest, hashfunc=hashlib.sha256, sigencode=sigencode_string_canonize
+    )
+
+
+def check_signature_encoding(signature: object) -> tuple[int, int]:
+    """Return (r, s) if `signature` is a canonical 64-byte low-S signature, else raise."""
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_SIZE:
+        raise InvalidSignature("signature must be exactly 64 bytes (r || s)")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:], "big")
+    if not (0 < r < CURVE_ORDER and 0 < s < CURVE_ORDER):
+        raise InvalidSignature("signature r or s is out of range")
+    if s > _HALF_ORDER:
+        raise InvalidSignature("signature is not low-S")
+    return r, s
+
+
+def verify(public_key: PublicKey, message: bytes, signature: bytes) -> None:
+    """Raise InvalidSignature unless `signature` is valid for `message` under `public_key`."""
+    check_signature_encoding(signature)
+    if _coincurve is not None:
+        ok = verify_libsecp256k1(public_key, message, signature)
+    else:  # pragma: no cover
+        ok = verify_ecdsa(public_key, message, signature)
+    if not ok:
+        raise InvalidSignature("signature does not verify")
+
+
+def verify_libsecp256k1(public_key: PublicKey, message: bytes, signature: bytes) -> bool:
+    """Curve check with libsecp256k1 (encoding must already be checked)."""
+    digest = hashlib.sha256(message).digest()
+    der = _cdata_to_der(_deserialize_compact(signature))
+    return _coincurve.PublicKey(public_key.data).verify(der, digest, hasher=None)
+
+
+def verify_ecdsa(public_key: PublicKey, message: bytes, signature: bytes) -> bool:
+    """Curve check with the pure-Python `ecdsa` package (encoding must already be checked)."""
+    vk = VerifyingKey.from_string(public_key.data, curve=SECP256k1)
+    try:
+        return vk.verify_digest(signature, hashlib.sha256(message).digest())
+    except BadSignatureError:
+        return False
+
+
+def is_valid(public_key: PublicKey, message: bytes, signature: bytes) -> bool:
+    """Boolean form of `verify`, for reports that list every failed check."""
+    try:
+        verify(public_key, message, signature)
+    except InvalidSignature:
+        return False
+    return True

@@ -1,0 +1,421 @@
+"""HC-GEMM-v1, the deterministic work of one loop (SPEC 1), over an array module `xp`.
+
+Every step is written once against an array module `xp` (NumPy or CuPy) with in-place
+ufuncs on preallocated buffers, so the NumPy test-suite exercises the same lines the GPU
+runs. The pipeline of one loop `i` is:
+
+1. `loop_seed` / `loop_key` (SPEC 1.1-1.2), on the host with `hashlib`;
+2. SplitMix64 words in uint64 (SPEC 1.3), entries `(b & 0x7F) - 64` written straight into
+   float32 (SPEC 1.4-1.5);
+3. `C = A @ B` in float32, exact by SPEC 1.6, then converted to int32;
+4. fmix32 row digests in uint32, summed as uint64 (SPEC 1.7);
+5. `output = u64le(d_0) || ...` (SPEC 1.8) and `leaf = SHA256(loop_seed || output)`
+   (SPEC 1.9), on the host.
+
+`Engine` chains these steps over preallocated buffers for mining; the module-level
+functions are the building blocks plus simple allocating wrappers (`generate_operands`,
+`row_digests`, `compute_leaves`, `compute_leaf`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import numpy as np
+
+from hashcloud.engine.backends import BackendChoice, cpu_core_count, select_backend
+from hashcloud.errors import EngineError
+
+__all__ = [
+    "DEFAULT_N",
+    "Engine",
+    "MAX_N",
+    "MIN_N",
+    "column_mix",
+    "compute_leaf",
+    "compute_leaves",
+    "digests_to_output",
+    "entries_into",
+    "generate_operands",
+    "leaf_hash",
+    "loop_key",
+    "loop_keys",
+    "loop_seed",
+    "row_digests",
+    "row_digests_into",
+    "splitmix64_into",
+    "suggested_batch_size",
+    "validate_n",
+    "validate_seed",
+    "word_counters",
+]
+
+DEFAULT_N = 1024
+MIN_N = 64
+MAX_N = 4096
+
+# SplitMix64 constants (SPEC 1.3).
+SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
+SPLITMIX_M1 = 0xBF58476D1CE4E5B9
+SPLITMIX_M2 = 0x94D049BB133111EB
+# fmix32 constants (SPEC 1.7).
+FMIX_COLUMN = 0x9E3779B1
+FMIX_M1 = 0x85EBCA6B
+FMIX_M2 = 0xC2B2AE35
+
+# Each uint64 byte b becomes (b & 0x7F) - 64 (SPEC 1.4): mask all 8 bytes of a word at once.
+_BYTE_MASK = 0x7F7F7F7F7F7F7F7F
+_ENTRY_OFFSET = 64
+
+_U64 = np.uint64
+_U32 = np.uint32
+_SEED_RE = re.compile(r"[0-9a-f]+")
+
+
+def validate_n(n: int) -> int:
+    """Return `n` if it is a legal matrix size (SPEC 1: multiple of 64, 64..4096).
+
+    Raises `EngineError` otherwise (including for bools and non-integers).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise EngineError(f"n must be an integer, got {type(n).__name__}")
+    n = int(n)
+    if n < MIN_N or n > MAX_N or n % 64:
+        raise EngineError(f"n must be a multiple of 64 in [{MIN_N}, {MAX_N}], got {n}")
+    return n
+
+
+def validate_seed(seed: str) -> str:
+    """Return `seed` if it is a non-empty lower-case hex string (SPEC 1 inputs).
+
+    Raises `EngineError` otherwise.
+    """
+    if not isinstance(seed, str) or not _SEED_RE.fullmatch(seed):
+        raise EngineError("seed must be a non-empty lower-case hex string")
+    return seed
+
+
+def _validate_range(start: int, count: int) -> None:
+    """Check a loop-index range [start, start+count) (SPEC 1: 0-based loop indices)."""
+    for name, value in (("start", start), ("count", count)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise EngineError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def loop_seed(seed: str, i: int) -> str:
+    """`loop_seed_i = seed + ":" + str(i)` (SPEC 1.1), decimal without padding."""
+    validate_seed(seed)
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0:
+        raise EngineError(f"loop index must be a non-negative integer, got {i!r}")
+    return f"{seed}:{int(i)}"
+
+
+def loop_key(seed: str, i: int) -> int:
+    """`key = int.from_bytes(SHA256(ascii(loop_seed_i))[0:8], "little")` (SPEC 1.2)."""
+    digest = hashlib.sha256(loop_seed(seed, i).encode("ascii")).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def loop_keys(seed: str, start: int, count: int) -> np.ndarray:
+    """SPEC 1.2 keys of loops [start, start+count) as a host uint64 array of shape (count,)."""
+    _validate_range(start, count)
+    return np.array([loop_key(seed, i) for i in range(start, start + count)], dtype=_U64)
+
+
+def word_counters(xp: Any, n_words: int) -> Any:
+    """The loop-independent SplitMix64 increments `(t + 1) * gamma mod 2^64`, t < n_words.
+
+    SPEC 1.3's `z = key + (t+1) * gamma` only depends on the loop through `key`, so this
+    array is computed once per `n` and each loop costs one add.
+    """
+    t = xp.arange(1, n_words + 1, dtype=_U64)
+    return xp.multiply(t, _U64(SPLITMIX_GAMMA), out=t)
+
+
+def splitmix64_into(xp: Any, key: Any, counters: Any, out: Any, tmp: Any) -> Any:
+    """Write SplitMix64 words `word_t` (SPEC 1.3) for `counters = (t+1)*gamma` into `out`.
+
+    `key` is a uint64 scalar or an array broadcasting against `counters` (e.g. shape
+    (b, 1) for a batch of loops); `out` and `tmp` are uint64 buffers of the broadcast
+    shape. All arithmetic wraps mod 2^64 in uint64; no allocation happens.
+    """
+    z = xp.add(counters, key, out=out)
+    for shift, mult in ((30, SPLITMIX_M1), (27, SPLITMIX_M2)):
+        xp.right_shift(z, _U64(shift), out=tmp)
+        xp.bitwise_xor(z, tmp, out=z)
+        xp.multiply(z, _U64(mult), out=z)
+    xp.right_shift(z, _U64(31), out=tmp)
+    return xp.bitwise_xor(z, tmp, out=z)
+
+
+def entries_into(xp: Any, words: Any, out: Any) -> Any:
+    """Turn SplitMix64 words into float32 matrix entries `(b & 0x7F) - 64` (SPEC 1.4).
+
+    `words` (uint64, C-contiguous, last axis of w words) is masked in place, then its
+    little-endian bytes (SPEC 1.4's `u64le` stream) are converted and offset in one ufunc
+    straight into float32 `out` (last axis 8*w). `words` is clobbered.
+    """
+    xp.bitwise_and(words, _U64(_BYTE_MASK), out=words)
+    as_bytes = words.view(xp.uint8)
+    if as_bytes.shape != out.shape:
+        as_bytes = as_bytes.reshape(out.shape)
+    return xp.subtract(as_bytes, np.float32(_ENTRY_OFFSET), out=out, dtype=np.float32)
+
+
+def generate_operands(xp: Any, seed: str, start: int, count: int, n: int) -> tuple[Any, Any]:
+    """Return the operands `A, B` of loops [start, start+count) (SPEC 1.3-1.5).
+
+    Both are float32 arrays of shape (count, n, n) on `xp`'s device: A is the first n*n
+    entries of each loop's stream and B the next n*n, row-major. Allocating; the engine
+    uses the same steps on reused buffers.
+    """
+    n = validate_n(n)
+    validate_seed(seed)
+    keys = xp.asarray(loop_keys(seed, start, count)).reshape(count, 1)
+    n_words = 2 * n * n // 8
+    counters = word_counters(xp, n_words)
+    words = xp.empty((count, n_words), dtype=_U64)
+    tmp = xp.empty_like(words)
+    splitmix64_into(xp, keys, counters, words, tmp)
+    entries = xp.empty((count, 2 * n * n), dtype=np.float32)
+    entries_into(xp, words, entries)
+    ab = entries.reshape(count, 2, n, n)
+    return ab[:, 0], ab[:, 1]
+
+
+def column_mix(xp: Any, n: int) -> Any:
+    """The per-column term `j * 0x9E3779B1 mod 2^32` of SPEC 1.7, as uint32 of shape (n,)."""
+    j = xp.arange(n, dtype=_U32)
+    return xp.multiply(j, _U32(FMIX_COLUMN), out=j)
+
+
+def row_digests_into(xp: Any, c: Any, colmix: Any, out: Any, work: Any, tmp: Any) -> Any:
+    """Row digests `d_r` (SPEC 1.7) of the exact product `c` written into uint64 `out`.
+
+    `c` is the float32 (or int32) product with rows on the second-to-last axis; `work`
+    and `tmp` are uint32 buffers of `c`'s shape, `out` has `c`'s shape without the last
+    axis. Steps: float32 -> int32 (exact integers) reinterpreted as uint32 (two's
+    complement), xor the column term, fmix32 in uint32, sum each row as uint64.
+    """
+    # float32 -> int32 is exact (|C| <= 2^24); the uint32 view is SPEC 1.7's uint32(v).
+    xp.copyto(work.view(xp.int32), c, casting="unsafe")
+    x = work
+    xp.bitwise_xor(x, colmix, out=x)
+    xp.multiply(x, _U32(FMIX_M1), out=x)
+    xp.right_shift(x, _U32(13), out=tmp)
+    xp.bitwise_xor(x, tmp, out=x)
+    xp.multiply(x, _U32(FMIX_M2), out=x)
+    xp.right_shift(x, _U32(16), out=tmp)
+    xp.bitwise_xor(x, tmp, out=x)
+    # n terms below 2^32 with n <= 4096: the uint64 sum cannot overflow.
+    return xp.add.reduce(x, axis=-1, dtype=_U64, out=out)
+
+
+def row_digests(xp: Any, c: Any) -> Any:
+    """Row digests (SPEC 1.7) of product(s) `c` of shape (..., n, n); uint64 (..., n).
+
+    Allocating convenience wrapper around `row_digests_into`.
+    """
+    work = xp.empty(c.shape, dtype=_U32)
+    tmp = xp.empty_like(work)
+    out = xp.empty(c.shape[:-1], dtype=_U64)
+    return row_digests_into(xp, c, column_mix(xp, c.shape[-1]), out, work, tmp)
+
+
+def digests_to_output(digests: np.ndarray) -> bytes:
+    """`output_i = u64le(d_0) || ... || u64le(d_{n-1})` (SPEC 1.8) from host uint64 digests."""
+    return np.ascontiguousarray(digests, dtype="<u8").tobytes()
+
+
+def leaf_hash(loop_seed_i: str, output: bytes) -> bytes:
+    """`leaf_i = SHA256(ascii(loop_seed_i) || output_i)` (SPEC 1.9)."""
+    h = hashlib.sha256(loop_seed_i.encode("ascii"))
+    h.update(output)
+    return h.digest()
+
+
+def compute_leaves(
+    seed: str, start: int, count: int, n: int = DEFAULT_N, backend: str = "numpy"
+) -> list[bytes]:
+    """Leaves of loops [start, start+count) (SPEC 1) on `backend` ("auto"/"numpy"/"cupy").
+
+    Runs the batched `Engine` pipeline; returns `count` 32-byte leaves in loop order.
+    """
+    validate_seed(seed)
+    _validate_range(start, count)
+    engine = Engine(backend, n=n)
+    try:
+        return engine.compute_batch(seed, start, count)
+    finally:
+        engine.close()
+
+
+def compute_leaf(seed: str, i: int, n: int = DEFAULT_N) -> bytes:
+    """Recompute one leaf (SPEC 1) with NumPy: what verifiers and auditors call.
+
+    Simple and allocation-based on purpose (one loop, no threads, no cached state).
+    """
+    n = validate_n(n)
+    ls = loop_seed(seed, i)
+    a, b = generate_operands(np, seed, i, 1, n)
+    c = np.matmul(a[0], b[0])
+    digests = row_digests(np, c)
+    return leaf_hash(ls, digests_to_output(digests))
+
+
+def suggested_batch_size(n: int, backend: str) -> int:
+    """Loops per `Engine.compute_batch` call: about 0.1 s of work on CPU, more on GPU.
+
+    Large enough to amortise per-call overhead, small enough that a mining round stops
+    close to its deadline. On CuPy it is also the number of loops per device batch.
+    """
+    n = validate_n(n)
+    target_flop = 1e10 if backend == "numpy" else 2e11
+    per_loop = 2.0 * n**3
+    return int(min(256, max(1, target_flop // per_loop)))
+
+
+class _NumpyPipeline:
+    """CPU pipeline for SPEC 1 on preallocated buffers, element-wise work split over threads.
+
+    NumPy element-wise ufuncs run on one core while the BLAS GEMM uses all of them, so
+    generation and digests are cut into cache-sized chunks spread over `threads` workers
+    (NumPy releases the GIL inside ufuncs). Memory is fixed at construction: operands,
+    product and per-worker scratch; nothing grows with the number of loops.
+    """
+
+    # Chunk sizes keep each worker's scratch in L2: 8192 words -> 64 KiB entries of scratch.
+    WORDS_PER_CHUNK = 8192
+    ROWS_ELEMENTS = 65536
+
+    def __init__(self, n: int, threads: int) -> None:
+        self.n = n
+        self.threads = max(1, threads)
+        self.n_words = 2 * n * n // 8
+        self.counters = word_counters(np, self.n_words)
+        self.colmix = column_mix(np, n)
+        self.entries = np.empty(2 * n * n, dtype=np.float32)
+        self.a = self.entries[: n * n].reshape(n, n)
+        self.b = self.entries[n * n :].reshape(n, n)
+        self.c = np.empty((n, n), dtype=np.float32)
+        self.digests = np.empty(n, dtype=_U64)
+        w = min(self.WORDS_PER_CHUNK, self.n_words)
+        rows = max(1, min(n, self.ROWS_ELEMENTS // n))
+        self.rows_per_chunk = rows
+        # One scratch set per part: part k is only ever run by one task at a time.
+        self.scratch = [
+            (np.empty(w, dtype=_U64), np.empty(w, dtype=_U64),
+             np.empty((rows, n), dtype=_U32), np.empty((rows, n), dtype=_U32))
+            for _ in range(self.threads)
+        ]
+        self.word_parts = _split(self.n_words, self.threads, 8)
+        self.row_parts = _split(n, self.threads, 1)
+        self.pool = None
+        if self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="hc-engine")
+
+    def _run_parts(self, fn: Any, parts: list[tuple[int, int]], *args: Any) -> None:
+        """Run fn(k, lo, hi, *args) for each part, part 0 on the calling thread."""
+        futures = [self.pool.submit(fn, k, lo, hi, *args)
+                   for k, (lo, hi) in enumerate(parts) if k > 0 and self.pool is not None]
+        fn(0, *parts[0], *args)
+        for f in futures:
+            f.result()
+
+    def _generate_part(self, k: int, lo: int, hi: int, key: np.uint64) -> None:
+        """SPEC 1.3-1.5 for words [lo, hi): SplitMix64 chunk -> float32 entries."""
+        words, tmp, _, _ = self.scratch[k]
+        step = len(words)
+        for w0 in range(lo, hi, step):
+            w1 = min(hi, w0 + step)
+            wb = words[: w1 - w0]
+            splitmix64_into(np, key, self.counters[w0:w1], wb, tmp[: w1 - w0])
+            entries_into(np, wb, self.entries[8 * w0 : 8 * w1])
+
+    def _digest_part(self, k: int, lo: int, hi: int) -> None:
+        """SPEC 1.7 digests of rows [lo, hi) of the product."""
+        _, _, work, tmp = self.scratch[k]
+        step = self.rows_per_chunk
+        for r0 in range(lo, hi, step):
+            r1 = min(hi, r0 + step)
+            row_digests_into(np, self.c[r0:r1], self.colmix, self.digests[r0:r1],
+                             work[: r1 - r0], tmp[: r1 - r0])
+
+    def leaf(self, seed: str, i: int) -> bytes:
+        """Leaf of loop `i` (SPEC 1) on the reused buffers."""
+        ls = loop_seed(seed, i)
+        key = _U64(loop_key(seed, i))
+        self._run_parts(self._generate_part, self.word_parts, key)
+        np.matmul(self.a, self.b, out=self.c)  # SPEC 1.6: float32 is exact here
+        self._run_parts(self._digest_part, self.row_parts)
+        return leaf_hash(ls, digests_to_output(self.digests))
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+
+def _split(total: int, parts: int, align: int) -> list[tuple[int, int]]:
+    """Cut [0, total) into `parts` contiguous ranges whose inner bounds are multiples of align."""
+    bounds = [min(total, (total * k // parts) // align * align) for k in range(parts)]
+    bounds.append(total)
+    return [(bounds[k], bounds[k + 1]) for k in range(parts) if bounds[k + 1] > bounds[k]]
+
+
+class Engine:
+    """Mining engine: leaves of consecutive loops of one `n` on one backend (SPEC 1).
+
+    Attributes: `backend` ("numpy" or "cupy"), `device` (human name), `peak_flops`
+    (conservative upper bound of the device's FLOP/s, for SPEC 3's rate sanity check),
+    `reason` (why this backend), `n`, and `batch_size` (suggested loops per
+    `compute_batch` call). Buffers are allocated once, so memory stays bounded however
+    many loops a round runs; only the returned 32-byte leaves accumulate at the caller.
+    Use as a context manager or call `close()` to stop worker threads / free the device.
+    """
+
+    def __init__(
+        self,
+        backend: str | BackendChoice = "auto",
+        n: int = DEFAULT_N,
+        batch_size: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        choice = backend if isinstance(backend, BackendChoice) else select_backend(backend)
+        self.n = validate_n(n)
+        self.backend = choice.name
+        self.device = choice.device
+        self.peak_flops = choice.peak_flops
+        self.reason = choice.reason
+        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+            raise EngineError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size or suggested_batch_size(self.n, self.backend)
+        if self.backend == "cupy":
+            from hashcloud.engine import cupy_backend  # lazy: CuPy-only module
+
+            self._impl: Any = cupy_backend.CupyPipeline(self.n, self.batch_size)
+        else:
+            self._impl = _NumpyPipeline(self.n, threads or cpu_core_count())
+
+    def compute_batch(self, seed: str, start: int, count: int) -> list[bytes]:
+        """Leaves of loops [start, start+count) in order (SPEC 1), reusing the buffers."""
+        validate_seed(seed)
+        _validate_range(start, count)
+        if self.backend == "cupy":
+            return self._impl.leaves(seed, start, count)
+        return [self._impl.leaf(seed, i) for i in range(start, start + count)]
+
+    def close(self) -> None:
+        """Release worker threads and device buffers; the engine is unusable afterwards."""
+        self._impl.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

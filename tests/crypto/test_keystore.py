@@ -1,0 +1,77 @@
+"""Key files: 0600, atomic, never overwritten, optional scrypt + AES-GCM encryption."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.keystore import Keystore
+from hashcloud.errors import KeystoreError
+
+
+def test_create_is_0600_and_loads(tmp_path):
+    ks = Keystore(tmp_path)
+    info = ks.create("default", PrivateKey(42))
+    mode = stat.S_IMODE(info.path.stat().st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(ks.directory.stat().st_mode) == 0o700
+    assert ks.load("default") == PrivateKey(42)
+    assert not list(ks.directory.glob(".*.tmp"))
+
+
+def test_never_overwrites(tmp_path):
+    ks = Keystore(tmp_path)
+    ks.create("k", PrivateKey(1))
+    before = ks.path_for("k").read_bytes()
+    with pytest.raises(KeystoreError, match="already exists"):
+        ks.create("k", PrivateKey(2))
+    assert ks.path_for("k").read_bytes() == before
+
+
+def test_encrypted_round_trip_and_wrong_passphrase(tmp_path):
+    ks = Keystore(tmp_path)
+    info = ks.create("enc", PrivateKey(99), passphrase="correct horse")
+    raw = info.path.read_text()
+    assert "private_key" not in json.loads(raw)
+    assert format(99, "064x") not in raw
+    assert ks.load("enc", "correct horse") == PrivateKey(99)
+    with pytest.raises(KeystoreError, match="wrong passphrase"):
+        ks.load("enc", "wrong")
+    with pytest.raises(KeystoreError, match="passphrase is needed"):
+        ks.load("enc")
+
+
+def test_damaged_files_are_clear_errors(tmp_path):
+    ks = Keystore(tmp_path)
+    ks.create("a", PrivateKey(3))
+    p = ks.path_for("a")
+    p.write_text("{not json")
+    with pytest.raises(KeystoreError, match="unreadable"):
+        ks.load("a")
+    p.write_text(json.dumps({"version": 1, "address": "cpc1x", "private_key": "00" * 32}))
+    with pytest.raises(KeystoreError, match="damaged"):
+        ks.load("a")
+    other = PrivateKey(4).public_key.address
+    p.write_text(json.dumps({"version": 1, "address": other, "private_key": format(3, "064x")}))
+    with pytest.raises(KeystoreError, match="does not match"):
+        ks.load("a")
+    with pytest.raises(KeystoreError, match="no key named"):
+        ks.load("missing")
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 65])
+def test_bad_names(tmp_path, name):
+    with pytest.raises(KeystoreError):
+        Keystore(tmp_path).create(name)
+
+
+def test_list(tmp_path):
+    ks = Keystore(tmp_path)
+    assert ks.list() == []
+    ks.create("b", PrivateKey(2))
+    ks.create("a", PrivateKey(1), passphrase="pw")
+    names = [(k.name, k.encrypted) for k in ks.list()]
+    assert names == [("a", True), ("b", False)]
