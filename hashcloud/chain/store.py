@@ -321,9 +321,7 @@ class ChainStore:
                 raise StoreError(f"cannot lock chain store: {exc.strerror}") from None
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise StoreLocked(
-                f"chain store is locked by another process (pid {holder})"
-            ) from None
+            raise StoreLocked(f"chain store is locked by another process (pid {holder})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
@@ -399,8 +397,7 @@ class ChainStore:
             fh.flush()
             os.fsync(fh.fileno())
         logger.warning(
-            "block log: removed %d bytes of a torn last record at offset %d "
-            "(interrupted append)",
+            "block log: removed %d bytes of a torn last record at offset %d (interrupted append)",
             res.torn_bytes,
             res.end,
         )
@@ -488,7 +485,9 @@ class ChainStore:
     def _persist_index(self) -> None:
         """Write ``blocks.idx`` atomically, best effort (the log stays the source of truth)."""
         parts = [_IDX_HEAD.pack(INDEX_MAGIC, FORMAT_VERSION, self._end, len(self._offsets))]
-        parts.extend(_IDX_ENTRY.pack(o, h) for o, h in zip(self._offsets, self._hashes))
+        parts.extend(
+            _IDX_ENTRY.pack(o, h) for o, h in zip(self._offsets, self._hashes, strict=True)
+        )
         data = b"".join(parts)
         try:
             _write_atomic(
@@ -568,7 +567,7 @@ class ChainStore:
                 return
             self._write_durably(b"".join(encoded))
             pos = self._end
-            for rec, block_hash in zip(encoded, new_hashes):
+            for rec, block_hash in zip(encoded, new_hashes, strict=True):
                 self._by_hash[block_hash] = len(self._offsets)
                 self._offsets.append(pos)
                 self._hashes.append(block_hash)

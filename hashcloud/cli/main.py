@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 from hashcloud import __version__
+from hashcloud.cli import engine_cmds
 from hashcloud.cli import keygen as keygen_cmd
+from hashcloud.cli import mine as mine_cmd
+from hashcloud.cli import verify as verify_cmd
 from hashcloud.cli.common import CliState, default_home
 
 app = typer.Typer(
@@ -46,6 +49,10 @@ def main_callback(
 
 app.command("keygen")(keygen_cmd.keygen)
 app.add_typer(keygen_cmd.keys_app, name="keys")
+app.command("mine")(mine_cmd.mine)
+app.command("verify")(verify_cmd.verify)
+app.command("selftest")(engine_cmds.selftest)
+app.command("bench")(engine_cmds.bench)
 
 
 def main() -> None:

@@ -153,15 +153,18 @@ def splitmix64_into(xp: Any, key: Any, counters: Any, out: Any, tmp: Any) -> Any
 def entries_into(xp: Any, words: Any, out: Any) -> Any:
     """Turn SplitMix64 words into float32 matrix entries `(b & 0x7F) - 64` (SPEC 1.4).
 
-    `words` (uint64, C-contiguous, last axis of w words) is masked in place, then its
-    little-endian bytes (SPEC 1.4's `u64le` stream) are converted and offset in one ufunc
-    straight into float32 `out` (last axis 8*w). `words` is clobbered.
+    `words` (uint64, C-contiguous, last axis of w words) is masked 8 bytes at a time in
+    place, then its little-endian bytes (SPEC 1.4's `u64le` stream) are cast straight into
+    float32 `out` (last axis 8*w) and offset there. `words` is clobbered.
     """
     xp.bitwise_and(words, _U64(_BYTE_MASK), out=words)
     as_bytes = words.view(xp.uint8)
     if as_bytes.shape != out.shape:
         as_bytes = as_bytes.reshape(out.shape)
-    return xp.subtract(as_bytes, np.float32(_ENTRY_OFFSET), out=out, dtype=np.float32)
+    # A plain uint8 -> float32 cast then an in-place float32 subtract beats one mixed-type
+    # ufunc (which casts through an internal buffer).
+    xp.copyto(out, as_bytes, casting="unsafe")
+    return xp.subtract(out, np.float32(_ENTRY_OFFSET), out=out)
 
 
 def generate_operands(xp: Any, seed: str, start: int, count: int, n: int) -> tuple[Any, Any]:
@@ -191,13 +194,16 @@ def column_mix(xp: Any, n: int) -> Any:
     return xp.multiply(j, _U32(FMIX_COLUMN), out=j)
 
 
-def row_digests_into(xp: Any, c: Any, colmix: Any, out: Any, work: Any, tmp: Any) -> Any:
+def row_digests_into(
+    xp: Any, c: Any, colmix: Any, out: Any, work: Any, tmp: Any, sums: Any = None
+) -> Any:
     """Row digests `d_r` (SPEC 1.7) of the exact product `c` written into uint64 `out`.
 
     `c` is the float32 (or int32) product with rows on the second-to-last axis; `work`
     and `tmp` are uint32 buffers of `c`'s shape, `out` has `c`'s shape without the last
-    axis. Steps: float32 -> int32 (exact integers) reinterpreted as uint32 (two's
-    complement), xor the column term, fmix32 in uint32, sum each row as uint64.
+    axis and `sums` (optional) is uint32 of shape (2,) + out.shape. Steps: float32 ->
+    int32 (exact integers) reinterpreted as uint32 (two's complement), xor the column
+    term, fmix32 in uint32, then the exact uint64 row sum from two uint32 reductions.
     """
     # float32 -> int32 is exact (|C| <= 2^24); the uint32 view is SPEC 1.7's uint32(v).
     xp.copyto(work.view(xp.int32), c, casting="unsafe")
@@ -208,9 +214,21 @@ def row_digests_into(xp: Any, c: Any, colmix: Any, out: Any, work: Any, tmp: Any
     xp.bitwise_xor(x, tmp, out=x)
     xp.multiply(x, _U32(FMIX_M2), out=x)
     xp.right_shift(x, _U32(16), out=tmp)
+    # Exact sum without widening every element: the final x is (h << 16) | (l ^ h) with
+    # h = tmp, so sum(x) = (H << 16) + L where H = sum(h) < 2^28 and L = sum(l ^ h) < 2^28
+    # (n <= 4096 terms below 2^16). Both fit uint32, and L = (sum(x) mod 2^32) - (H << 16)
+    # mod 2^32, so two wrapping uint32 reductions give the uint64 d_r.
+    if sums is None:
+        sums = xp.empty((2,) + out.shape, dtype=_U32)
+    high, total = sums[0], sums[1]
+    xp.add.reduce(tmp, axis=-1, out=high)
     xp.bitwise_xor(x, tmp, out=x)
-    # n terms below 2^32 with n <= 4096: the uint64 sum cannot overflow.
-    return xp.add.reduce(x, axis=-1, dtype=_U64, out=out)
+    xp.add.reduce(x, axis=-1, out=total)
+    xp.left_shift(high, _U32(16), out=tmp[..., 0])  # (H << 16) mod 2^32
+    xp.subtract(total, tmp[..., 0], out=total)  # L, exactly (wraps back into range)
+    xp.copyto(out, high)
+    xp.left_shift(out, _U64(16), out=out)
+    return xp.add(out, total, out=out)
 
 
 def row_digests(xp: Any, c: Any) -> Any:
@@ -307,7 +325,8 @@ class _NumpyPipeline:
         # One scratch set per part: part k is only ever run by one task at a time.
         self.scratch = [
             (np.empty(w, dtype=_U64), np.empty(w, dtype=_U64),
-             np.empty((rows, n), dtype=_U32), np.empty((rows, n), dtype=_U32))
+             np.empty((rows, n), dtype=_U32), np.empty((rows, n), dtype=_U32),
+             np.empty((2, rows), dtype=_U32))
             for _ in range(self.threads)
         ]
         self.word_parts = _split(self.n_words, self.threads, 8)
@@ -328,7 +347,7 @@ class _NumpyPipeline:
 
     def _generate_part(self, k: int, lo: int, hi: int, key: np.uint64) -> None:
         """SPEC 1.3-1.5 for words [lo, hi): SplitMix64 chunk -> float32 entries."""
-        words, tmp, _, _ = self.scratch[k]
+        words, tmp = self.scratch[k][:2]
         step = len(words)
         for w0 in range(lo, hi, step):
             w1 = min(hi, w0 + step)
@@ -338,12 +357,12 @@ class _NumpyPipeline:
 
     def _digest_part(self, k: int, lo: int, hi: int) -> None:
         """SPEC 1.7 digests of rows [lo, hi) of the product."""
-        _, _, work, tmp = self.scratch[k]
+        work, tmp, sums = self.scratch[k][2:]
         step = self.rows_per_chunk
         for r0 in range(lo, hi, step):
             r1 = min(hi, r0 + step)
             row_digests_into(np, self.c[r0:r1], self.colmix, self.digests[r0:r1],
-                             work[: r1 - r0], tmp[: r1 - r0])
+                             work[: r1 - r0], tmp[: r1 - r0], sums[:, : r1 - r0])
 
     def leaf(self, seed: str, i: int) -> bytes:
         """Leaf of loop `i` (SPEC 1) on the reused buffers."""

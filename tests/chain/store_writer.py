@@ -21,8 +21,8 @@ def block_hash(height: int) -> bytes:
 
 
 def block_payload(height: int) -> bytes:
-    """Deterministic payload of varying size (up to ~200 KB, so some writes are long)."""
-    size = 64 + (height * 7919) % 200_000
+    """Deterministic payload of varying size (up to ~64 KB, so some writes are long)."""
+    size = 64 + (height * 7919) % 65_536
     seed = hashlib.sha256(b"crash-test-payload:%d" % height).digest()
     return (seed * (size // 32 + 1))[:size]
 

@@ -1,0 +1,257 @@
+"""Genesis: the chain's founding parameters and its deterministic height-0 block (SPEC 6).
+
+A `Genesis` fixes the chain id (part of every domain tag), the initial allocations, the
+proposer keys (`authorities`, proof-of-authority block production), the PoC validator keys
+whose receipts the chain pays (`validators`), and the reward rate: a SUBMIT_RESULT earns
+`loops * n**3 * reward_numerator // reward_denominator` base units, i.e. by default one base
+unit per multiply-add of audited work.
+
+`genesis_hash(g)` is `sha256(encode_genesis(g))`; a chain store is bound to it.
+Genesis files are JSON (`write_genesis`/`load_genesis`), validated strictly on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hashcloud.chain.block import EMPTY_TX_ROOT, ZERO_HASH, Block, BlockHeader
+from hashcloud.chain.encoding import (
+    MAX_AMOUNT,
+    U64,
+    AddressStr,
+    Amount,
+    ChainId,
+    PublicKeyHex,
+    decode_amount,
+    decode_canonical,
+    describe_validation_error,
+    encode_amount,
+    encode_canonical,
+    expect_array,
+)
+from hashcloud.chain.state import Account, State, state_root
+from hashcloud.crypto.hashing import sha256
+from hashcloud.crypto.keys import PrivateKey, PublicKey
+from hashcloud.errors import ChainError, DecodeError, InvalidKey
+
+__all__ = [
+    "DEFAULT_CHAIN_ID",
+    "LOCAL_NODE_ALLOCATION",
+    "Genesis",
+    "GenesisError",
+    "authority_addresses",
+    "decode_genesis",
+    "encode_genesis",
+    "genesis_block",
+    "genesis_hash",
+    "genesis_state",
+    "load_genesis",
+    "make_local_genesis",
+    "write_genesis",
+]
+
+DEFAULT_CHAIN_ID = "hashcloud-local"
+GENESIS_FORMAT = 1
+LOCAL_NODE_ALLOCATION = 10**15
+"""Initial balance of the node key in `make_local_genesis` (for local transfers)."""
+
+
+class GenesisError(ChainError):
+    """A genesis file or record that is missing, malformed or inconsistent."""
+
+
+def _check_keys(keys: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Require distinct valid compressed public keys."""
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{what} contain a duplicate key")
+    for key in keys:
+        try:
+            PublicKey.from_hex(key)
+        except InvalidKey as exc:
+            raise ValueError(f"{what} key {key}: {exc}") from None
+    return keys
+
+
+class Genesis(BaseModel):
+    """The founding parameters of one chain (SPEC 6)."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+    chain_id: ChainId
+    timestamp: U64
+    allocations: dict[AddressStr, Amount] = Field(default_factory=dict)
+    authorities: tuple[PublicKeyHex, ...]
+    validators: tuple[PublicKeyHex, ...] = ()
+    reward_numerator: U64 = 1
+    reward_denominator: Annotated[int, Field(ge=1, lt=2**64)] = 1
+    block_time_ms: Annotated[int, Field(ge=1, lt=2**32)] = 2000
+
+    @field_validator("allocations")
+    @classmethod
+    def _sorted_allocations(cls, value: dict[str, int]) -> dict[str, int]:
+        """Sort by address (one canonical form) and cap the initial supply below 2**96."""
+        if sum(value.values()) >= MAX_AMOUNT:
+            raise ValueError("allocations add up to 2**96 or more")
+        return dict(sorted(value.items()))
+
+    @field_validator("authorities")
+    @classmethod
+    def _check_authorities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """At least one proposer; distinct valid keys."""
+        if not value:
+            raise ValueError("genesis needs at least one authority")
+        return _check_keys(value, "authorities")
+
+    @field_validator("validators")
+    @classmethod
+    def _check_validators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Distinct valid keys (an empty list means no compute rewards can be claimed)."""
+        return _check_keys(value, "validators")
+
+
+def authority_addresses(genesis: Genesis) -> dict[str, str]:
+    """Map each authority's address to its public key hex (who may propose blocks)."""
+    return {PublicKey.from_hex(key).address: key for key in genesis.authorities}
+
+
+def reward_for(genesis: Genesis, loops: int, n: int) -> int:
+    """Compute reward of `loops` audited loops at size `n`: `loops*n**3*num//den` (SPEC 6)."""
+    return loops * n**3 * genesis.reward_numerator // genesis.reward_denominator
+
+
+def encode_genesis(genesis: Genesis) -> bytes:
+    """Canonical msgpack of every genesis field (allocations as sorted pairs)."""
+    return encode_canonical([
+        GENESIS_FORMAT,
+        genesis.chain_id,
+        genesis.timestamp,
+        [[address, encode_amount(amount)] for address, amount in genesis.allocations.items()],
+        list(genesis.authorities),
+        list(genesis.validators),
+        genesis.reward_numerator,
+        genesis.reward_denominator,
+        genesis.block_time_ms,
+    ])
+
+
+def decode_genesis(data: bytes) -> Genesis:
+    """Decode `encode_genesis` bytes strictly, raising DecodeError."""
+    fields = expect_array(decode_canonical(data), 9, "genesis")
+    fmt, chain_id, timestamp, raw_alloc, auth, vals, num, den, block_time = fields
+    if fmt != GENESIS_FORMAT:
+        raise DecodeError(f"unknown genesis format {fmt!r}")
+    if not all(isinstance(x, list) for x in (raw_alloc, auth, vals)):
+        raise DecodeError("genesis allocations, authorities and validators must be arrays")
+    pairs = [expect_array(p, 2, "allocation") for p in raw_alloc]
+    addresses = [p[0] for p in pairs]
+    if not all(isinstance(a, str) for a in addresses) or addresses != sorted(set(addresses)):
+        raise DecodeError("genesis allocations are not strictly sorted by address")
+    try:
+        return Genesis(
+            chain_id=chain_id,
+            timestamp=timestamp,
+            allocations={a: decode_amount(v, "allocation") for a, v in pairs},
+            authorities=tuple(auth),
+            validators=tuple(vals),
+            reward_numerator=num,
+            reward_denominator=den,
+            block_time_ms=block_time,
+        )
+    except ValidationError as exc:
+        raise DecodeError(f"invalid genesis: {describe_validation_error(exc)}") from None
+
+
+def genesis_hash(genesis: Genesis) -> str:
+    """Hex `sha256(encode_genesis(genesis))`: the identity a chain store is bound to."""
+    return sha256(encode_genesis(genesis)).hex()
+
+
+def genesis_state(genesis: Genesis) -> State:
+    """The state before block 1: the allocations, nothing minted."""
+    accounts = {a: Account(v, 0) for a, v in genesis.allocations.items() if v}
+    return State(accounts, set(), sum(genesis.allocations.values()), 0)
+
+
+def genesis_block(genesis: Genesis) -> Block:
+    """The deterministic height-0 block: zero prev_hash, no proposer, txs or signature."""
+    header = BlockHeader(
+        height=0,
+        prev_hash=ZERO_HASH,
+        timestamp=genesis.timestamp,
+        proposer="",
+        tx_root=EMPTY_TX_ROOT,
+        state_root=state_root(genesis_state(genesis)),
+        compute_root="",
+        signature="",
+    )
+    return Block(header=header, transactions=())
+
+
+def genesis_to_json(genesis: Genesis) -> dict[str, Any]:
+    """The JSON object of a genesis file."""
+    return genesis.model_dump(mode="json")
+
+
+def write_genesis(path: Path | str, genesis: Genesis) -> None:
+    """Write `genesis` as JSON to `path` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(genesis_to_json(genesis), indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_genesis(path: Path | str) -> Genesis:
+    """Read and validate a genesis JSON file, raising GenesisError with the reason."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GenesisError(f"genesis file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GenesisError(f"genesis file {path} is unreadable: {exc}") from None
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise GenesisError(f"genesis file {path} is not valid JSON: {exc}") from None
+    try:
+        return Genesis.model_validate_json(text)
+    except ValidationError as exc:
+        raise GenesisError(
+            f"genesis file {path} is invalid: {describe_validation_error(exc)}"
+        ) from None
+
+
+def make_local_genesis(
+    node_key: PrivateKey,
+    extra_alloc: dict[str, int] | None = None,
+    chain_id: str = DEFAULT_CHAIN_ID,
+    timestamp: int = 0,
+) -> Genesis:
+    """A single-node chain: `node_key` is the sole authority and sole PoC validator.
+
+    The node's address receives `LOCAL_NODE_ALLOCATION` plus anything in `extra_alloc`.
+    The default timestamp 0 makes the genesis (and its hash) a function of the key alone.
+    """
+    public_key = node_key.public_key
+    allocations = {public_key.address: LOCAL_NODE_ALLOCATION}
+    for address, amount in (extra_alloc or {}).items():
+        allocations[address] = allocations.get(address, 0) + amount
+    return Genesis(
+        chain_id=chain_id,
+        timestamp=timestamp,
+        allocations=allocations,
+        authorities=(public_key.hex(),),
+        validators=(public_key.hex(),),
+    )

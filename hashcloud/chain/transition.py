@@ -1,0 +1,403 @@
+"""The state transition: transaction validity, application, and whole blocks (SPEC 6).
+
+One code path serves every block: `build_block` (local production) ends by running
+`apply_block` on what it built, and imported blocks go through the same `apply_block`.
+Validation raises (`InvalidTransaction` / `InvalidBlock` subclasses with a short reason),
+it never returns a flag; a transaction is fully validated before the state is touched, and
+a block is applied to a copy of the state that replaces the original only on success.
+
+Transaction rules, in checking order:
+1. gas: `gas_price >= 1000`, `gas_limit` equals the type's gas, `fee == gas_limit *
+   gas_price`;
+2. keys: `public_key` is a curve point whose address is `from_address`;
+3. signature over `tx_signing_bytes(tx, genesis.chain_id)` (low-S, SPEC 5); a signature made
+   for another chain id does not verify here;
+4. nonce equals the account's next nonce;
+5. TRANSFER: balance covers `amount + fee`;
+6. SUBMIT_RESULT: payload worker is the sender, payload signature by the sender, receipt
+   decodes, names this chain, is signed by a genesis PoC validator, matches task id, worker,
+   result hash and loops, its task was never rewarded, and `reward >= fee`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from hashcloud.chain.block import (
+    Block,
+    BlockHeader,
+    block_hash,
+    block_signing_bytes,
+    compute_root,
+    sign_header,
+    tx_root,
+)
+from hashcloud.chain.encoding import MAX_AMOUNT, MAX_U64
+from hashcloud.chain.genesis import Genesis, authority_addresses, reward_for
+from hashcloud.chain.state import (
+    InsufficientBalance,
+    State,
+    credit,
+    debit,
+    get_account,
+    increment_nonce,
+    is_task_rewarded,
+    mark_task_rewarded,
+    mint,
+    state_root,
+)
+from hashcloud.chain.tx import (
+    GAS_BY_TYPE,
+    MIN_GAS_PRICE,
+    SUBMIT_RESULT,
+    TRANSFER,
+    ComputeResult,
+    Transaction,
+    compute_result_signing_bytes,
+    tx_id,
+    tx_signing_bytes,
+)
+from hashcloud.crypto.keys import PrivateKey, PublicKey
+from hashcloud.crypto.signatures import check_signature_encoding, verify
+from hashcloud.errors import (
+    DecodeError,
+    InvalidBlock,
+    InvalidKey,
+    InvalidSignature,
+    InvalidTransaction,
+)
+from hashcloud.poc.receipt import InvalidReceipt, Receipt, decode_receipt, verify_receipt
+
+__all__ = [
+    "MAX_BLOCK_TRANSACTIONS",
+    "MAX_FUTURE_DRIFT_MS",
+    "BuiltBlock",
+    "FeeMismatch",
+    "GasMismatch",
+    "InvalidComputeResult",
+    "InvalidTxSignature",
+    "NonceMismatch",
+    "RewardBelowFee",
+    "TaskAlreadyRewarded",
+    "apply_block",
+    "apply_transaction",
+    "build_block",
+    "validate_transaction",
+]
+
+MAX_FUTURE_DRIFT_MS = 30_000
+"""A block timestamp may be at most this far ahead of the validating node's clock."""
+
+MAX_BLOCK_TRANSACTIONS = 5_000
+"""Most transactions one block may carry (bounds validation work per block)."""
+
+
+class InvalidTxSignature(InvalidTransaction):
+    """Bad, high-S or non-verifying signature, or a key that does not own from_address."""
+
+
+class NonceMismatch(InvalidTransaction):
+    """The nonce is not the sender account's next nonce."""
+
+
+class GasMismatch(InvalidTransaction):
+    """gas_price below the minimum or gas_limit not the type's fixed gas."""
+
+
+class FeeMismatch(InvalidTransaction):
+    """fee is not gas_limit * gas_price."""
+
+
+class InvalidComputeResult(InvalidTransaction):
+    """A SUBMIT_RESULT payload or receipt that does not entitle the sender to a reward."""
+
+
+class TaskAlreadyRewarded(InvalidComputeResult):
+    """The challenge was already paid (no double claims)."""
+
+
+class RewardBelowFee(InvalidComputeResult):
+    """The reward would not cover the fee, so the claim is invalid (SPEC 6)."""
+
+
+# ------------------------------------------------------------------ transactions
+
+
+def _check_gas(tx: Transaction) -> None:
+    """SPEC 6 gas rules: minimum price, fixed gas per type, fee = gas_limit * gas_price."""
+    if tx.gas_price < MIN_GAS_PRICE:
+        raise GasMismatch(f"gas_price {tx.gas_price} is below the minimum {MIN_GAS_PRICE}")
+    expected_gas = GAS_BY_TYPE[tx.tx_type]
+    if tx.gas_limit != expected_gas:
+        raise GasMismatch(f"gas_limit {tx.gas_limit} but {tx.tx_type} needs {expected_gas}")
+    if tx.fee != tx.gas_limit * tx.gas_price:
+        raise FeeMismatch(
+            f"fee {tx.fee} is not gas_limit * gas_price = {tx.gas_limit * tx.gas_price}"
+        )
+    if not 0 <= tx.amount < MAX_AMOUNT:
+        raise InvalidTransaction(f"amount {tx.amount} outside [0, 2**96)")
+
+
+def _sender_key(tx: Transaction) -> PublicKey:
+    """The sender's public key, which must hash to `from_address`."""
+    try:
+        public_key = PublicKey.from_hex(tx.public_key)
+    except InvalidKey as exc:
+        raise InvalidTxSignature(f"public key is invalid: {exc}") from None
+    if public_key.address != tx.from_address:
+        raise InvalidTxSignature("public key does not match from_address")
+    return public_key
+
+
+def _check_signature(public_key: PublicKey, message: bytes, signature_hex: str,
+                     what: str, chain_id: str) -> None:
+    """Verify a domain-tagged signature, naming the chain when it does not verify."""
+    signature = bytes.fromhex(signature_hex)
+    try:
+        check_signature_encoding(signature)
+    except InvalidSignature as exc:
+        raise InvalidTxSignature(f"bad {what} signature: {exc}") from None
+    try:
+        verify(public_key, message, signature)
+    except InvalidSignature:
+        raise InvalidTxSignature(
+            f"{what} signature does not verify for chain {chain_id}"
+        ) from None
+
+
+def _check_nonce(state: State, tx: Transaction) -> None:
+    """The nonce must be exactly the sender's next nonce (no gaps, no replays)."""
+    expected = get_account(state, tx.from_address).nonce
+    if tx.nonce != expected:
+        raise NonceMismatch(f"nonce {tx.nonce} but account expects {expected}")
+    if tx.nonce + 1 >= MAX_U64:
+        raise NonceMismatch("account nonce is exhausted")
+
+
+def _check_receipt(state: State, tx: Transaction, result: ComputeResult,
+                   genesis: Genesis) -> Receipt:
+    """Decode and check the receipt inside a ComputeResult; return it."""
+    try:
+        receipt = decode_receipt(bytes.fromhex(result.proof))
+    except DecodeError as exc:
+        raise InvalidComputeResult(f"receipt does not decode: {exc}") from None
+    if receipt.chain_id != genesis.chain_id:
+        raise InvalidComputeResult(
+            f"receipt is for chain {receipt.chain_id}, not {genesis.chain_id}"
+        )
+    try:
+        verify_receipt(receipt, genesis.validators)
+    except (InvalidReceipt, InvalidSignature) as exc:
+        raise InvalidComputeResult(str(exc)) from None
+    mismatches = [
+        name
+        for name, ours, theirs in (
+            ("task_id", result.task_id, receipt.task_id),
+            ("worker_address", result.worker_address, receipt.worker_address),
+            ("result_hash", result.result_hash, receipt.merkle_root),
+            ("nonce (loops)", result.nonce, receipt.loops),
+        )
+        if ours != theirs
+    ]
+    if mismatches:
+        raise InvalidComputeResult(f"receipt does not match the result's {mismatches[0]}")
+    return receipt
+
+
+def _check_compute_result(state: State, tx: Transaction, public_key: PublicKey,
+                          genesis: Genesis) -> int:
+    """All SUBMIT_RESULT rules (SPEC 6); return the reward to mint."""
+    result = tx.payload
+    if result is None or tx.to_address is not None or tx.amount != 0:
+        raise InvalidComputeResult("SUBMIT_RESULT needs a payload, no to_address, amount 0")
+    if result.worker_address != tx.from_address:
+        raise InvalidComputeResult("payload worker_address is not the sender")
+    _check_signature(public_key, compute_result_signing_bytes(result, genesis.chain_id),
+                     result.signature, "compute result", genesis.chain_id)
+    receipt = _check_receipt(state, tx, result, genesis)
+    if is_task_rewarded(state, result.task_id):
+        raise TaskAlreadyRewarded(f"task {result.task_id} was already rewarded")
+    reward = reward_for(genesis, receipt.loops, receipt.n)
+    if reward < tx.fee:
+        raise RewardBelowFee(f"reward {reward} is below the fee {tx.fee}")
+    if state.total_supply + reward >= MAX_AMOUNT:
+        raise InvalidComputeResult(f"reward {reward} would push the supply past 2**96")
+    return reward
+
+
+def validate_transaction(state: State, tx: Transaction, genesis: Genesis) -> int:
+    """Raise an InvalidTransaction subclass unless `tx` applies to `state` (SPEC 6).
+
+    Returns the reward a valid SUBMIT_RESULT mints (0 for a TRANSFER); never mutates.
+    """
+    _check_gas(tx)
+    public_key = _sender_key(tx)
+    _check_signature(public_key, tx_signing_bytes(tx, genesis.chain_id), tx.signature,
+                     "transaction", genesis.chain_id)
+    _check_nonce(state, tx)
+    if tx.tx_type == TRANSFER:
+        if tx.to_address is None or tx.payload is not None:
+            raise InvalidTransaction("TRANSFER needs a to_address and no payload")
+        balance = get_account(state, tx.from_address).balance
+        if balance < tx.amount + tx.fee:
+            raise InsufficientBalance(
+                f"insufficient balance: {balance} < amount + fee = {tx.amount + tx.fee}"
+            )
+        return 0
+    if tx.tx_type == SUBMIT_RESULT:
+        return _check_compute_result(state, tx, public_key, genesis)
+    raise InvalidTransaction(f"unknown transaction type {tx.tx_type!r}")  # pragma: no cover
+
+
+def apply_transaction(state: State, tx: Transaction, genesis: Genesis, proposer: str) -> None:
+    """Validate `tx`, then apply it to `state`, paying its fee to `proposer` (SPEC 6).
+
+    TRANSFER: sender pays amount + fee, recipient gets amount. SUBMIT_RESULT: the reward is
+    minted to the worker, the task is marked paid, then the worker pays the fee. Either way
+    the sender's nonce advances. `state` is untouched when validation fails.
+    """
+    reward = validate_transaction(state, tx, genesis)
+    if tx.tx_type == TRANSFER:
+        debit(state, tx.from_address, tx.amount + tx.fee)
+        credit(state, tx.to_address, tx.amount)  # type: ignore[arg-type]
+    else:
+        mint(state, tx.from_address, reward)
+        mark_task_rewarded(state, tx.payload.task_id)  # type: ignore[union-attr]
+        debit(state, tx.from_address, tx.fee)
+    credit(state, proposer, tx.fee)
+    increment_nonce(state, tx.from_address)
+
+
+# ------------------------------------------------------------------ blocks
+
+
+def _check_header(header: BlockHeader, parent: BlockHeader, genesis: Genesis,
+                  now_ms: int | None) -> None:
+    """Height, parent link, timestamp window, proposer authority and signature."""
+    if header.height != parent.height + 1:
+        raise InvalidBlock(f"block height {header.height} but parent is {parent.height}")
+    if header.prev_hash != block_hash(parent):
+        raise InvalidBlock("prev_hash does not match the parent block's hash")
+    if header.timestamp < parent.timestamp:
+        raise InvalidBlock(
+            f"timestamp {header.timestamp} is before the parent's {parent.timestamp}"
+        )
+    if now_ms is not None and header.timestamp > now_ms + MAX_FUTURE_DRIFT_MS:
+        raise InvalidBlock(f"timestamp {header.timestamp} is more than 30 s in the future")
+    authorities = authority_addresses(genesis)
+    if header.proposer not in authorities:
+        raise InvalidBlock(f"proposer {header.proposer!r} is not a genesis authority")
+    if not header.signature:
+        raise InvalidBlock("block is not signed")
+    try:
+        verify(PublicKey.from_hex(authorities[header.proposer]),
+               block_signing_bytes(header, genesis.chain_id), bytes.fromhex(header.signature))
+    except InvalidSignature as exc:
+        raise InvalidBlock(f"block signature is invalid: {exc}") from None
+
+
+def apply_block(state: State, block: Block, parent_header: BlockHeader, genesis: Genesis,
+                now_ms: int | None = None) -> State:
+    """Validate `block` on top of `parent_header` and return the state after it (SPEC 6).
+
+    `state` (the state after the parent) is not modified: the block is applied to a copy,
+    returned on success. `now_ms` (the node's clock) bounds how far in the future the
+    timestamp may be; `None` skips that check (replaying stored history). Raises
+    InvalidBlock naming the first problem.
+    """
+    header = block.header
+    _check_header(header, parent_header, genesis, now_ms)
+    if len(block.transactions) > MAX_BLOCK_TRANSACTIONS:
+        raise InvalidBlock(f"block has more than {MAX_BLOCK_TRANSACTIONS} transactions")
+    ids = [tx_id(tx) for tx in block.transactions]
+    if len(set(ids)) != len(ids):
+        raise InvalidBlock("block contains a duplicate transaction")
+    if header.tx_root != tx_root(ids):
+        raise InvalidBlock("tx_root does not match the block's transactions")
+    if header.compute_root != compute_root(block.transactions):
+        raise InvalidBlock("compute_root does not match the block's compute results")
+    new_state = state.copy()
+    for index, (tx, txid) in enumerate(zip(block.transactions, ids, strict=True)):
+        try:
+            apply_transaction(new_state, tx, genesis, header.proposer)
+        except InvalidTransaction as exc:
+            raise InvalidBlock(f"transaction {index} ({txid}) is invalid: {exc}") from None
+    if header.state_root != state_root(new_state):
+        raise InvalidBlock("state_root does not match the state after the block")
+    return new_state
+
+
+class BuiltBlock(NamedTuple):
+    """What `build_block` returns: the block, the state after it, and the refused txs."""
+
+    block: Block
+    state: State
+    rejected: tuple[tuple[Transaction, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """Transactions chosen for a block and the state after them."""
+
+    transactions: tuple[Transaction, ...]
+    ids: tuple[str, ...]
+    state: State
+    rejected: tuple[tuple[Transaction, str], ...]
+
+
+def _select_transactions(state: State, candidates: list[Transaction], genesis: Genesis,
+                         proposer: str) -> _Selection:
+    """Apply candidates in order to a copy, keeping those that validate."""
+    working = state.copy()
+    chosen: list[Transaction] = []
+    ids: list[str] = []
+    seen: set[str] = set()
+    rejected: list[tuple[Transaction, str]] = []
+    for tx in candidates:
+        txid = tx_id(tx)
+        if txid in seen:
+            rejected.append((tx, "duplicate transaction"))
+            continue
+        if len(chosen) >= MAX_BLOCK_TRANSACTIONS:
+            rejected.append((tx, "block is full"))
+            continue
+        try:
+            apply_transaction(working, tx, genesis, proposer)
+        except InvalidTransaction as exc:
+            rejected.append((tx, str(exc)))
+            continue
+        seen.add(txid)
+        chosen.append(tx)
+        ids.append(txid)
+    return _Selection(tuple(chosen), tuple(ids), working, tuple(rejected))
+
+
+def build_block(state: State, parent_header: BlockHeader, candidate_txs: list[Transaction],
+                genesis: Genesis, proposer_key: PrivateKey,
+                timestamp_ms: int | None = None) -> BuiltBlock:
+    """Produce and sign the next block from the candidates that validate (SPEC 6).
+
+    Invalid candidates are skipped and returned in `rejected` with the reason. The result
+    is then checked by `apply_block`, the same path every imported block takes.
+    """
+    proposer = proposer_key.public_key.address
+    if proposer not in authority_addresses(genesis):
+        raise InvalidBlock(f"{proposer} is not a genesis authority and cannot propose")
+    now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    selection = _select_transactions(state, list(candidate_txs), genesis, proposer)
+    header = BlockHeader(
+        height=parent_header.height + 1,
+        prev_hash=block_hash(parent_header),
+        timestamp=max(now, parent_header.timestamp),
+        proposer=proposer,
+        tx_root=tx_root(list(selection.ids)),
+        state_root=state_root(selection.state),
+        compute_root=compute_root(selection.transactions),
+        signature="",
+    )
+    block = Block(header=sign_header(header, proposer_key, genesis.chain_id),
+                  transactions=selection.transactions)
+    new_state = apply_block(state, block, parent_header, genesis, now_ms=None)
+    return BuiltBlock(block, new_state, selection.rejected)

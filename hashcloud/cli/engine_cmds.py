@@ -1,0 +1,55 @@
+"""`hashcloud selftest` and `hashcloud bench` (engine checks for GPU owners)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hashcloud.cli.common import cli_command, out, print_json
+from hashcloud.engine.bench import bench as run_bench
+from hashcloud.engine.selftest import run_selftest
+
+
+@cli_command
+def selftest(
+    n: Annotated[int, typer.Option(help="Matrix size for the loops checked.")] = 64,
+    loops: Annotated[int, typer.Option(min=1, help="Loops per backend.")] = 4,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Run a few loops on every available backend; compare with NumPy and the vectors."""
+    results = run_selftest(n=n, loops=loops)
+    rows = [{"backend": r.backend, "device": r.device, "reason": r.reason, "ok": r.ok,
+             "checks": r.checks, "failures": list(r.failures), "seconds": r.seconds}
+            for r in results]
+    ok = bool(rows) and all(r["ok"] for r in rows)
+    if json_:
+        print_json({"ok": ok, "backends": rows})
+    else:
+        table = Table("backend", "device", "checks", "result", "failures")
+        for r in rows:
+            table.add_row(r["backend"], r["device"], str(r["checks"]),
+                          "[green]ok[/]" if r["ok"] else "[red]FAIL[/]",
+                          "; ".join(r["failures"]))
+        out.print(table)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@cli_command
+def bench(
+    n: Annotated[int, typer.Option(help="Matrix size.")] = 1024,
+    seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per measurement.")] = 5.0,
+    backend: Annotated[str, typer.Option(help="auto | numpy | cupy")] = "auto",
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Loops/s, effective GFLOP/s and the ratio to a raw GEMM of the same size."""
+    result = run_bench(backend=backend, n=n, seconds=seconds)
+    if json_:
+        print_json(result)
+        return
+    table = Table("metric", "value")
+    for k, v in result.items():
+        table.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))
+    out.print(table)

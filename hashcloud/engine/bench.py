@@ -1,0 +1,82 @@
+"""Engine benchmark: mining rate of HC-GEMM-v1 (SPEC 1) against the bare GEMM it wraps.
+
+`bench` alternates windows of real mining (`Engine.compute_batch`) and of the same float32
+n x n GEMM alone on the same device, so both see the same machine state; the ratio says how
+much of the device's GEMM speed the full loop (generation, GEMM, digests, hashing) keeps.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from hashcloud.engine.backends import select_backend
+from hashcloud.engine.gemm import Engine, generate_operands, validate_n
+from hashcloud.errors import EngineError
+
+__all__ = ["BENCH_SEED", "bench"]
+
+BENCH_SEED = "be7c4"
+_WINDOWS = 4
+
+
+def _synchronize(xp: Any) -> None:
+    """Wait for queued device work (no-op on NumPy)."""
+    if xp is not np:
+        xp.cuda.Device().synchronize()
+
+
+def bench(backend: str = "auto", n: int = 1024, seconds: float = 10.0) -> dict:
+    """Measure mining loops/s and raw GEMM FLOP/s at size n for about `seconds` in total.
+
+    Returns {backend, device, reason, n, loops, mining_seconds, loops_per_s,
+    effective_gflops (2*n^3 per loop), raw_gemm_gflops, ratio}. Half the time mines, half
+    runs the bare GEMM, interleaved in windows.
+    """
+    n = validate_n(n)
+    if not seconds > 0:
+        raise EngineError(f"seconds must be positive, got {seconds!r}")
+    choice = select_backend(backend)
+    xp = choice.xp
+    window = seconds / (2 * _WINDOWS)
+    flop = 2.0 * n**3
+    with Engine(choice, n=n) as engine:
+        batch = engine.batch_size
+        a, b = generate_operands(xp, BENCH_SEED, 0, batch, n)
+        c = xp.empty_like(a)
+        engine.compute_batch(BENCH_SEED, 0, batch)  # warm-up: threads, kernels, pools
+        xp.matmul(a, b, out=c)
+        _synchronize(xp)
+        loops = gemms = 0
+        mine_time = gemm_time = 0.0
+        for _ in range(_WINDOWS):
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < window:
+                engine.compute_batch(BENCH_SEED, loops, batch)
+                loops += batch
+            mine_time += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < window:
+                xp.matmul(a, b, out=c)
+                _synchronize(xp)
+                gemms += batch
+            gemm_time += time.perf_counter() - t0
+    loops_per_s = loops / mine_time
+    raw = gemms * flop / gemm_time
+    effective = loops_per_s * flop
+    return {
+        "backend": choice.name,
+        "device": choice.device,
+        "reason": choice.reason,
+        "n": n,
+        "batch_size": batch,
+        "loops": loops,
+        "mining_seconds": mine_time,
+        "loops_per_s": loops_per_s,
+        "effective_gflops": effective / 1e9,
+        "raw_gemm_gflops": raw / 1e9,
+        "ratio": effective / raw,
+        "peak_gflops": choice.peak_flops / 1e9,
+    }

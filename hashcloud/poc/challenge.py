@@ -1,0 +1,150 @@
+"""Challenges and the node's signed messages around a round (SPEC 3).
+
+A node issues a `Challenge` whose `token` is its signature over the canonical encoding of
+every other field; the seed is bound to the chain head, the worker and the challenge id.
+After the commitment the node signs the sample indices it drew (`indices_signature`).
+Signed bytes are canonical msgpack arrays that start with a domain tag naming the message
+kind and the chain id (SPEC 5), so no signature can be replayed as another message.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field
+
+from hashcloud.crypto.hashing import sha256
+from hashcloud.crypto.keys import PrivateKey, PublicKey
+from hashcloud.crypto.signatures import domain_tag, sign, verify
+from hashcloud.errors import AuditError, InvalidSignature
+from hashcloud.types import AddressStr, Hex32, HexId16
+
+MAX_N = 4096
+
+
+class Challenge(BaseModel):
+    """A node-issued challenge `{challenge_id, seed, n, worker_address, issued_height,
+    block_hash, expiry, token}` (SPEC 3); `expiry` is unix milliseconds."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+    challenge_id: HexId16
+    seed: Hex32
+    n: int = Field(ge=64, le=MAX_N, multiple_of=64)
+    worker_address: AddressStr
+    issued_height: int = Field(ge=0)
+    block_hash: Hex32
+    expiry: int = Field(ge=0)
+    token: str = Field(pattern=r"^[0-9a-f]{128}$")
+
+
+def derive_seed(block_hash: str, worker_address: str, challenge_id: str) -> str:
+    """`hex(SHA256(ascii(block_hash + ":" + worker_address + ":" + challenge_id)))` (SPEC 3)."""
+    return sha256(f"{block_hash}:{worker_address}:{challenge_id}".encode("ascii")).hex()
+
+
+def challenge_signing_bytes(
+    chain_id: str,
+    challenge_id: str,
+    seed: str,
+    n: int,
+    worker_address: str,
+    issued_height: int,
+    block_hash: str,
+    expiry: int,
+) -> bytes:
+    """Canonical bytes the token signs: domain tag + every challenge field but the token."""
+    return msgpack.packb(
+        [
+            domain_tag("challenge", chain_id).decode(),
+            challenge_id,
+            seed,
+            n,
+            worker_address,
+            issued_height,
+            block_hash,
+            expiry,
+        ],
+        use_bin_type=True,
+    )
+
+
+def issue_challenge(
+    node_key: PrivateKey,
+    chain_id: str,
+    worker_address: str,
+    n: int,
+    head_height: int,
+    head_hash: str,
+    expiry_ms: int,
+    challenge_id: str | None = None,
+) -> Challenge:
+    """Make and sign a fresh challenge for `worker_address` bound to the chain head."""
+    cid = challenge_id or secrets.token_hex(16)
+    seed = derive_seed(head_hash, worker_address, cid)
+    token = sign(
+        node_key,
+        challenge_signing_bytes(
+            chain_id, cid, seed, n, worker_address, head_height, head_hash, expiry_ms
+        ),
+    )
+    return Challenge(
+        challenge_id=cid,
+        seed=seed,
+        n=n,
+        worker_address=worker_address,
+        issued_height=head_height,
+        block_hash=head_hash,
+        expiry=expiry_ms,
+        token=token.hex(),
+    )
+
+
+def verify_challenge(challenge: Challenge, node_public_key: PublicKey, chain_id: str) -> None:
+    """Raise unless the token is the node's signature and the seed is derived per SPEC 3."""
+    if challenge.seed != derive_seed(
+        challenge.block_hash, challenge.worker_address, challenge.challenge_id
+    ):
+        raise AuditError("challenge seed is not derived from block hash, worker and id")
+    message = challenge_signing_bytes(
+        chain_id,
+        challenge.challenge_id,
+        challenge.seed,
+        challenge.n,
+        challenge.worker_address,
+        challenge.issued_height,
+        challenge.block_hash,
+        challenge.expiry,
+    )
+    try:
+        verify(node_public_key, message, bytes.fromhex(challenge.token))
+    except InvalidSignature:
+        raise AuditError("challenge token is not signed by this node") from None
+
+
+def indices_signing_bytes(
+    chain_id: str, challenge_id: str, merkle_root: str, loops: int, indices: Sequence[int]
+) -> bytes:
+    """Canonical bytes of the node's signature over the sample indices it drew (SPEC 3)."""
+    return msgpack.packb(
+        [domain_tag("indices", chain_id).decode(), challenge_id, merkle_root, loops, list(indices)],
+        use_bin_type=True,
+    )
+
+
+def commit_message(
+    challenge_id: str,
+    seed: str,
+    n: int,
+    worker_address: str,
+    loops: int,
+    compute_time: float,
+    merkle_root: str,
+) -> bytes:
+    """The SPEC 4 commit message the worker signs (`device_signature`); root with `0x`."""
+    return (
+        f"hc/commit/v1|{challenge_id}|{seed}|{n}|{worker_address}|{loops}|"
+        f"{round(compute_time * 1000)}|{merkle_root}"
+    ).encode("ascii")

@@ -1,0 +1,285 @@
+"""HC-MERKLE-v1: the RFC 6962 / RFC 9162 Merkle Tree Hash with SHA-256 (SPEC 2).
+
+The tree commits to the loop leaves `leaf_0 .. leaf_{L-1}` of SPEC 1. Each tree leaf is the
+domain-separated hash `SHA256(0x00 || leaf_i)` and each interior node
+`SHA256(0x01 || left || right)`; the root is `MTH` exactly as RFC 6962 defines it, and
+inclusion proofs are RFC 6962 audit paths verified with the RFC 9162 section 2.1.3.2
+algorithm, which binds both the leaf index and the tree size.
+
+Building bottom-up (pair adjacent nodes, carry an odd last node up *unchanged*) gives the same
+root and audit paths as the recursive "largest power of two smaller than L" split, because
+every split point of the recursion is a power of two and so falls on a pair boundary at every
+level. The tests check this against a literal recursive reference.
+
+Each level is kept as one flat `bytes` buffer of 32-byte hashes (half the memory of a list of
+`bytes` objects), so an audit path is `O(log L)` slices. Large trees are hashed in worker
+processes on power-of-two aligned chunks (each chunk is a complete subtree), since hashlib
+holds the GIL for inputs this small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from hashcloud.errors import MerkleError
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "LEAF_PREFIX",
+    "NODE_PREFIX",
+    "MerkleTree",
+    "is_included",
+    "leaf_hash",
+    "merkle_root",
+    "node_hash",
+    "verify_inclusion",
+]
+
+# Bound once: attribute lookups dominate the per-hash cost in pure Python.
+_sha256 = hashlib.sha256
+
+#: Size in bytes of every tree hash (SHA-256).
+HASH_SIZE = 32
+#: RFC 6962 domain-separation byte for leaf hashes.
+LEAF_PREFIX = b"\x00"
+#: RFC 6962 domain-separation byte for interior nodes.
+NODE_PREFIX = b"\x01"
+#: `MTH({})`: the root of the empty tree is the hash of the empty string (SPEC 2).
+EMPTY_ROOT = _sha256(b"").digest()
+
+# Below this many leaves, starting worker processes costs more than it saves.
+_PARALLEL_MIN_LEAVES = 1 << 17
+# Aim for about this many chunks per worker so uneven chunks still balance the load.
+_CHUNKS_PER_WORKER = 4
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """Return the RFC 6962 leaf hash `SHA256(0x00 || data)` (SPEC 2)."""
+    return _sha256(LEAF_PREFIX + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """Return the RFC 6962 interior node hash `SHA256(0x01 || left || right)` (SPEC 2)."""
+    return _sha256(NODE_PREFIX + left + right).digest()
+
+
+def _hash_leaves(leaves: Sequence[bytes]) -> bytes:
+    """Leaf hashes of `leaves`, concatenated into one flat buffer."""
+    sha, prefix = _sha256, LEAF_PREFIX
+    return b"".join([sha(prefix + d).digest() for d in leaves])
+
+
+def _parent_level(level: bytes) -> bytes:
+    """Hash adjacent pairs of a flat level; an odd last node is carried up unchanged."""
+    sha, prefix = _sha256, NODE_PREFIX
+    pair_bytes = len(level) // (2 * HASH_SIZE) * (2 * HASH_SIZE)
+    parents = b"".join(
+        [sha(prefix + level[i : i + 2 * HASH_SIZE]).digest() for i in range(0, pair_bytes, 64)]
+    )
+    # No duplication of the last node (SPEC 2): it moves up as is.
+    return parents + level[pair_bytes:]
+
+
+def _levels_from_hashes(level: bytes) -> list[bytes]:
+    """All levels, bottom (leaf hashes) first, above a flat level of hashes."""
+    levels = [level]
+    while len(level) > HASH_SIZE:
+        level = _parent_level(level)
+        levels.append(level)
+    return levels
+
+
+def _subtree_levels(leaves: Sequence[bytes]) -> list[bytes]:
+    """Levels of the tree over `leaves`, bottom (leaf hashes) first."""
+    return _levels_from_hashes(_hash_leaves(leaves))
+
+
+def _flat_subtree_levels(flat: bytes, width: int) -> list[bytes]:
+    """Levels of the tree over equal-width leaves packed in `flat` (worker entry point).
+
+    Shipping one flat buffer to a worker is a memory copy; pickling a million small `bytes`
+    objects costs about as much as hashing them.
+    """
+    sha, prefix = _sha256, LEAF_PREFIX
+    hashes = b"".join(
+        [sha(prefix + flat[i : i + width]).digest() for i in range(0, len(flat), width)]
+    )
+    return _levels_from_hashes(hashes)
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _parallel_levels(leaves: Sequence[bytes], workers: int) -> list[bytes]:
+    """Levels of the tree over `leaves`, hashing aligned chunks in `workers` processes.
+
+    A chunk of `2^c` leaves starting at a multiple of `2^c` is a complete subtree, so level
+    `h <= c` of the whole tree is the concatenation of the chunks' levels `h` (only the last,
+    possibly short, chunk carries an odd node, and it is last at every level too).
+    """
+    size = len(leaves)
+    # Largest power of two not above size / (workers * _CHUNKS_PER_WORKER).
+    chunk = 1 << (max(1, size // (workers * _CHUNKS_PER_WORKER)).bit_length() - 1)
+    width = len(leaves[0])
+    # "spawn": never fork a process that may hold other threads' locks (node, CUDA).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        if all(len(d) == width for d in leaves):
+            flat = b"".join(leaves)
+            step = chunk * width
+            pieces = [flat[i : i + step] for i in range(0, len(flat), step)]
+            results = list(pool.map(_flat_subtree_levels, pieces, [width] * len(pieces)))
+        else:
+            pieces = [leaves[i : i + chunk] for i in range(0, size, chunk)]
+            results = list(pool.map(_subtree_levels, pieces))
+    chunk_height = chunk.bit_length() - 1
+    # A short last chunk has fewer levels; its root is carried up unchanged to the top.
+    levels = [b"".join([r[min(h, len(r) - 1)] for r in results]) for h in range(chunk_height + 1)]
+    # Above the chunk roots, finish in this process.
+    return levels[:-1] + _levels_from_hashes(levels[-1])
+
+
+def _build_levels(leaves: Sequence[bytes], workers: int | None) -> list[bytes]:
+    """Levels of the tree over `leaves`, in parallel when it pays off."""
+    if workers is None:
+        workers = _usable_cpus() if len(leaves) >= _PARALLEL_MIN_LEAVES else 1
+    if workers > 1 and len(leaves) >= 2 * workers:
+        try:
+            return _parallel_levels(leaves, workers)
+        except (OSError, BrokenProcessPool):
+            pass  # Processes unavailable (sandbox, unguarded __main__): hash in-process.
+    return _subtree_levels(leaves)
+
+
+class MerkleTree:
+    """An HC-MERKLE-v1 tree over a fixed list of leaves, built once (SPEC 2).
+
+    `root` is `MTH(leaves)`; `audit_path(m)` is the RFC 6962 `PATH(m, D[n])`, leaf level
+    first. `workers` sets the number of hashing processes (default: one per CPU for large
+    trees, in-process otherwise; `1` never starts a process).
+    """
+
+    __slots__ = ("_levels", "_size")
+
+    def __init__(self, leaves: Sequence[bytes], *, workers: int | None = None) -> None:
+        """Hash every level of the tree over `leaves` (SPEC 2)."""
+        if workers is not None and workers < 1:
+            raise MerkleError("workers must be at least 1")
+        self._size = len(leaves)
+        self._levels = _build_levels(leaves, workers) if self._size else []
+
+    @property
+    def size(self) -> int:
+        """Number of leaves `L` (SPEC 2)."""
+        return self._size
+
+    @property
+    def root(self) -> bytes:
+        """`MTH` of the leaves; `SHA256("")` for the empty tree (SPEC 2)."""
+        return self._levels[-1] if self._levels else EMPTY_ROOT
+
+    def leaf_hash_at(self, index: int) -> bytes:
+        """The stored leaf hash `SHA256(0x00 || leaf_index)` (SPEC 2)."""
+        self._check_index(index)
+        return self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE]
+
+    def audit_path(self, index: int) -> list[bytes]:
+        """RFC 6962 audit path for leaf `index`: sibling hashes, leaf level first (SPEC 2).
+
+        At each level the sibling of node `j` is `j ^ 1`; a node with no sibling is the odd
+        last node, carried up unchanged, and contributes nothing to the path.
+        """
+        self._check_index(index)
+        path = []
+        for level in self._levels[:-1]:
+            sibling = (index ^ 1) * HASH_SIZE
+            if sibling < len(level):
+                path.append(level[sibling : sibling + HASH_SIZE])
+            index >>= 1
+        return path
+
+    def _check_index(self, index: int) -> None:
+        """Reject an index outside `[0, size)`."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise MerkleError("leaf index must be an integer")
+        if not 0 <= index < self._size:
+            raise MerkleError(f"leaf index {index} out of range for tree size {self._size}")
+
+    def __repr__(self) -> str:
+        """Size and root, for debugging."""
+        return f"MerkleTree(size={self._size}, root={self.root.hex()})"
+
+
+def merkle_root(leaves: Sequence[bytes], *, workers: int | None = None) -> bytes:
+    """Return `MTH(leaves)` (SPEC 2); the empty list gives `SHA256("")`."""
+    return MerkleTree(leaves, workers=workers).root
+
+
+def _check_hash(value: object, what: str) -> None:
+    """Require a 32-byte `bytes` hash."""
+    if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+        raise MerkleError(f"{what} is not {HASH_SIZE} bytes")
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes
+) -> None:
+    """Check that `leaf` is leaf `index` of the size-`size` tree with `root` (SPEC 2).
+
+    This is RFC 9162 section 2.1.3.2 verbatim: the path must have exactly the length and the
+    left/right shape of `PATH(index, size)`, so a proof for one index never passes for
+    another, and one for another size passes only where both sizes give that index the same
+    shape (e.g. index 0 of sizes 3 and 4). The commitment's signature binds `size` (loops)
+    to `root` (SPEC 3). `leaf` is the committed data `leaf_i`; its leaf hash is computed
+    here. Raises `MerkleError` with a short reason; returns `None` when the proof holds.
+    """
+    if not isinstance(leaf, bytes):
+        raise MerkleError("leaf is not bytes")
+    for value, what in ((index, "leaf index"), (size, "tree size")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise MerkleError(f"{what} must be a non-negative integer")
+    if index >= size:
+        raise MerkleError(f"leaf index {index} out of range for tree size {size}")
+    _check_hash(root, "root")
+    for k, node in enumerate(path):
+        _check_hash(node, f"path element {k}")
+
+    fn, sn = index, size - 1
+    r = leaf_hash(leaf)
+    for node in path:
+        if sn == 0:
+            raise MerkleError("audit path too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(node, r)
+            # Skip the levels where this node is the carried-up last node.
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, node)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise MerkleError("audit path too short")
+    if r != root:
+        raise MerkleError("root mismatch")
+
+
+def is_included(leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> bool:
+    """`verify_inclusion` as a boolean, for callers that only branch on it (SPEC 2)."""
+    try:
+        verify_inclusion(leaf, index, size, path, root)
+    except MerkleError:
+        return False
+    return True

@@ -1,0 +1,170 @@
+"""The PoC validator's acceptance receipt (SPEC 3, 6).
+
+After a challenge's commitment passed the audit, the validator (a node whose public key is
+listed in genesis as a PoC validator) signs a `Receipt`. The worker carries its canonical
+encoding, hex, in `ComputeResult.proof`; the chain checks the signature against the genesis
+validator keys and pays `loops * n**3` for the audited work.
+
+Signing bytes are the canonical msgpack array `[domain_tag("receipt", chain_id), every field
+except signature, in declaration order]`, so a receipt signature can be neither replayed on
+another chain nor reused as any other kind of signed message (SPEC 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hashcloud.chain.encoding import (
+    U64,
+    AddressStr,
+    ChainId,
+    Hex32,
+    PublicKeyHex,
+    SignatureHex,
+    TaskId,
+    decode_canonical,
+    describe_validation_error,
+    encode_canonical,
+    expect_array,
+)
+from hashcloud.crypto.keys import PrivateKey, PublicKey
+from hashcloud.crypto.signatures import domain_tag, sign, verify
+from hashcloud.errors import ChainError, DecodeError, InvalidKey, InvalidSignature
+
+__all__ = [
+    "InvalidReceipt",
+    "Receipt",
+    "decode_receipt",
+    "encode_receipt",
+    "receipt_signing_bytes",
+    "sign_receipt",
+    "verify_receipt",
+]
+
+_UNSIGNED = "00" * 64
+
+
+class InvalidReceipt(ChainError):
+    """A receipt that is not signed by an allowed PoC validator or is malformed."""
+
+
+class Receipt(BaseModel):
+    """A PoC validator's signed statement that one challenge's work passed its audit."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+    chain_id: ChainId
+    task_id: TaskId
+    worker_address: AddressStr
+    seed: Hex32
+    n: Annotated[int, Field(ge=64, le=4096, multiple_of=64)]
+    loops: Annotated[int, Field(ge=1, lt=2**64)]
+    merkle_root: Hex32
+    compute_time_ms: U64
+    samples: Annotated[int, Field(ge=1, lt=2**64)]
+    audited: Annotated[int, Field(ge=1, lt=2**64)]
+    issued_height: U64
+    accepted_at: U64
+    validator_public_key: PublicKeyHex
+    signature: SignatureHex
+
+    @model_validator(mode="after")
+    def _check_counts(self) -> Receipt:
+        """SPEC 3: 1 <= audited (m) <= samples (s) <= loops."""
+        if not self.audited <= self.samples <= self.loops:
+            raise ValueError("receipt needs audited <= samples <= loops")
+        return self
+
+
+RECEIPT_FIELDS: tuple[str, ...] = tuple(Receipt.model_fields)
+"""Field names in encoding order."""
+
+
+def _field_values(receipt: Receipt) -> list:
+    """All field values in declaration order."""
+    return [getattr(receipt, name) for name in RECEIPT_FIELDS]
+
+
+def receipt_signing_bytes(receipt: Receipt) -> bytes:
+    """The bytes the validator signs: tag, then every field but the signature (SPEC 5)."""
+    values = _field_values(receipt)[:-1]
+    return encode_canonical([domain_tag("receipt", receipt.chain_id), *values])
+
+
+def sign_receipt(
+    *,
+    chain_id: str,
+    task_id: str,
+    worker_address: str,
+    seed: str,
+    n: int,
+    loops: int,
+    merkle_root: str,
+    compute_time_ms: int,
+    samples: int,
+    audited: int,
+    issued_height: int,
+    accepted_at: int,
+    key: PrivateKey,
+) -> Receipt:
+    """Build and sign a receipt with the validator's `key` (fields validated first)."""
+    draft = Receipt(
+        chain_id=chain_id,
+        task_id=task_id,
+        worker_address=worker_address,
+        seed=seed,
+        n=n,
+        loops=loops,
+        merkle_root=merkle_root,
+        compute_time_ms=compute_time_ms,
+        samples=samples,
+        audited=audited,
+        issued_height=issued_height,
+        accepted_at=accepted_at,
+        validator_public_key=key.public_key.hex(),
+        signature=_UNSIGNED,
+    )
+    signature = sign(key, receipt_signing_bytes(draft))
+    return draft.model_copy(update={"signature": signature.hex()})
+
+
+def verify_receipt(receipt: Receipt, allowed_validator_keys: Collection[str]) -> None:
+    """Raise unless `receipt` is signed by one of `allowed_validator_keys` (SPEC 6).
+
+    InvalidReceipt when the signer is not an allowed validator, InvalidSignature when the
+    signature does not verify.
+    """
+    if receipt.validator_public_key not in allowed_validator_keys:
+        raise InvalidReceipt(
+            f"receipt signer {receipt.validator_public_key} is not a PoC validator of this chain"
+        )
+    try:
+        public_key = PublicKey.from_hex(receipt.validator_public_key)
+    except InvalidKey as exc:
+        raise InvalidReceipt(f"receipt validator key is invalid: {exc}") from None
+    try:
+        verify(public_key, receipt_signing_bytes(receipt), bytes.fromhex(receipt.signature))
+    except InvalidSignature as exc:
+        raise InvalidSignature(f"receipt signature is invalid: {exc}") from None
+
+
+def encode_receipt(receipt: Receipt) -> bytes:
+    """Canonical msgpack array of every field, signature last."""
+    return encode_canonical(_field_values(receipt))
+
+
+def receipt_from_fields(values: list) -> Receipt:
+    """Build a receipt from its field array (decoded msgpack), raising DecodeError."""
+    expect_array(values, len(RECEIPT_FIELDS), "receipt")
+    try:
+        return Receipt(**dict(zip(RECEIPT_FIELDS, values, strict=True)))
+    except ValidationError as exc:
+        raise DecodeError(f"invalid receipt: {describe_validation_error(exc)}") from None
+
+
+def decode_receipt(data: bytes) -> Receipt:
+    """Decode `encode_receipt` bytes strictly, raising DecodeError."""
+    return receipt_from_fields(decode_canonical(data))

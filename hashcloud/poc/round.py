@@ -1,0 +1,136 @@
+"""One mining round (SPEC 1-4): run loops for a duration, commit, and build proofs.
+
+The loop runner keeps only the 32-byte leaves (the engine reuses its buffers), so memory
+grows by 32 bytes per loop whatever the matrix size. Ctrl-C (KeyboardInterrupt) or a stop
+event ends the round early; what was computed is still committed and proven.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.signatures import sign
+from hashcloud.engine.gemm import Engine
+from hashcloud.errors import EngineError
+from hashcloud.poc.challenge import commit_message
+from hashcloud.poc.merkle import MerkleTree
+from hashcloud.poc.proof import DeviceInfo, ProofFile, make_samples
+from hashcloud.poc.sampling import offline_indices, sample_count
+from hashcloud.types import to_phex
+
+ProgressFn = Callable[[int, float], None]
+"""Called as `progress(loops_done, elapsed_seconds)` after every batch."""
+
+
+@dataclass
+class RoundWork:
+    """The result of running loops: leaves, the committed tree and the compute time."""
+
+    seed: str
+    n: int
+    leaves: list[bytes]
+    compute_time: float
+    interrupted: bool
+    tree: MerkleTree
+
+    @property
+    def loops(self) -> int:
+        """Number of loops computed (L)."""
+        return len(self.leaves)
+
+    @property
+    def merkle_root(self) -> str:
+        """`0x` hex of the Merkle root (SPEC 2, proof-file form)."""
+        return to_phex(self.tree.root)
+
+
+def run_loops(
+    engine: Engine,
+    seed: str,
+    duration: float,
+    *,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+    max_loops: int | None = None,
+) -> RoundWork:
+    """Run loops 0, 1, 2, ... of `seed` until `duration` seconds, `max_loops` or a stop.
+
+    At least one loop is always computed (SPEC 3 requires loops >= 1)."""
+    if duration <= 0 and not max_loops:
+        raise EngineError("duration must be positive")
+    if duration <= 0:
+        duration = float("inf")  # bounded by max_loops only
+    leaves: list[bytes] = []
+    interrupted = False
+    start = time.perf_counter()
+    try:
+        while True:
+            elapsed = time.perf_counter() - start
+            if leaves and (elapsed >= duration or (stop is not None and stop.is_set())):
+                break
+            if max_loops is not None and len(leaves) >= max_loops:
+                break
+            # Size batches to the time left so a round ends close to `duration`.
+            if leaves:
+                per_loop = elapsed / len(leaves)
+                left = (duration - elapsed) / per_loop if per_loop > 0 else engine.batch_size
+                count = max(1, min(engine.batch_size, int(min(left, 1e9)) + 1))
+            else:
+                count = 1
+            if max_loops is not None:
+                count = min(count, max_loops - len(leaves))
+            leaves.extend(engine.compute_batch(seed, len(leaves), count))
+            if progress is not None:
+                progress(len(leaves), time.perf_counter() - start)
+    except KeyboardInterrupt:
+        interrupted = True
+        if not leaves:
+            raise
+    compute_time = time.perf_counter() - start
+    return RoundWork(seed, engine.n, leaves, compute_time, interrupted, MerkleTree(leaves))
+
+
+def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork) -> str:
+    """The worker's `device_signature` over the SPEC 4 commit message, `0x` hex."""
+    msg = commit_message(
+        challenge_id,
+        work.seed,
+        work.n,
+        key.public_key.address,
+        work.loops,
+        work.compute_time,
+        work.merkle_root,
+    )
+    return to_phex(sign(key, msg))
+
+
+def new_offline_challenge() -> tuple[str, str]:
+    """A fresh (challenge_id, seed) pair for an offline round (SPEC 4)."""
+    return secrets.token_hex(16), secrets.token_hex(32)
+
+
+def offline_proof(key: PrivateKey, engine: Engine, challenge_id: str, work: RoundWork) -> ProofFile:
+    """A self-audited offline proof: indices derived from the root (SPEC 3), never rewarded."""
+    s = sample_count(work.loops)
+    indices = offline_indices(work.merkle_root, work.loops, s)
+    return ProofFile(
+        version=1,
+        challenge_id=challenge_id,
+        token=None,
+        seed=work.seed,
+        n=work.n,
+        worker_address=key.public_key.address,
+        loops=work.loops,
+        compute_time=work.compute_time,
+        merkle_root=work.merkle_root,
+        samples=make_samples(work.tree, work.leaves, indices),
+        public_key=to_phex(key.public_key.data),
+        device_signature=sign_commit(key, challenge_id, work),
+        device=DeviceInfo(name=engine.device, backend=engine.backend),
+        offline=True,
+    )

@@ -1,0 +1,52 @@
+"""Benchmark HC-MERKLE-v1 (SPEC 2): tree build, audit path and inclusion check times.
+
+Usage: `python scripts/bench_merkle.py [LEAVES] [--workers N]` (default 1,000,000 leaves,
+automatic worker count). A developer tool: it prints, the core package never does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+
+from hashcloud.poc.merkle import MerkleTree, merkle_root, verify_inclusion
+
+
+def main() -> None:
+    """Build one tree over synthetic 32-byte leaves and time the SPEC 2 operations."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("leaves", nargs="?", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--samples", type=int, default=256, help="paths to time")
+    args = parser.parse_args()
+
+    leaves = [hashlib.sha256(b"leaf%d" % i).digest() for i in range(args.leaves)]
+
+    start = time.perf_counter()
+    tree = MerkleTree(leaves, workers=args.workers)
+    build = time.perf_counter() - start
+    print(f"build   {args.leaves} leaves: {build:.3f} s (workers={args.workers or 'auto'})")
+
+    start = time.perf_counter()
+    seq_root = merkle_root(leaves, workers=1)
+    print(f"build   single process: {time.perf_counter() - start:.3f} s")
+    assert seq_root == tree.root
+
+    step = max(1, args.leaves // args.samples)
+    indices = list(range(0, args.leaves, step))[: args.samples]
+    start = time.perf_counter()
+    paths = [tree.audit_path(i) for i in indices]
+    per_path = (time.perf_counter() - start) / len(indices)
+    print(f"path    {per_path * 1e6:.1f} us each ({len(paths[0])} hashes)")
+
+    start = time.perf_counter()
+    for i, path in zip(indices, paths, strict=True):
+        verify_inclusion(leaves[i], i, tree.size, path, tree.root)
+    per_verify = (time.perf_counter() - start) / len(indices)
+    print(f"verify  {per_verify * 1e6:.1f} us each")
+    print(f"root    0x{tree.root.hex()}")
+
+
+if __name__ == "__main__":
+    main()

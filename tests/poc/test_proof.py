@@ -1,0 +1,170 @@
+"""SPEC 4 proof files: building, strict loading, and refusal of every kind of tampering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hashcloud.crypto.keys import PrivateKey
+from hashcloud.engine.gemm import Engine
+from hashcloud.errors import ProofError, UsageError
+from hashcloud.poc.proof import load_proof, parse_proof, verify_proof
+from hashcloud.poc.round import new_offline_challenge, offline_proof, run_loops
+
+KEY = PrivateKey(0xC0FFEE)
+
+
+@pytest.fixture(scope="module")
+def proof_obj() -> dict:
+    with Engine("numpy", n=64) as engine:
+        cid, seed = new_offline_challenge()
+        work = run_loops(engine, seed, 0, max_loops=1200)
+        return json.loads(offline_proof(KEY, engine, cid, work).to_json())
+
+
+def test_honest_offline_proof_verifies(proof_obj):
+    proof = parse_proof(proof_obj)
+    assert proof.loops == 1200 and len(proof.samples) == 12  # s = max(10, ceil(12))
+    report = verify_proof(proof)
+    assert report.valid, report.errors
+    assert report.recomputed == sorted(s.index for s in proof.samples)
+    assert report.p_detect_one_forged == 1.0
+
+
+def _mutations(obj: dict):
+    """Every field changed in a way that must make verification fail."""
+    other = PrivateKey(7).public_key
+    s0 = obj["samples"][0]
+    flip = lambda h: h[:-1] + ("0" if h[-1] != "0" else "1")  # noqa: E731
+    yield "challenge_id", {**obj, "challenge_id": "ab" * 16}
+    yield "seed", {**obj, "seed": "cd" * 32}
+    yield "n", {**obj, "n": 128}
+    yield "worker_address", {**obj, "worker_address": other.address}
+    yield "loops", {**obj, "loops": obj["loops"] + 1}
+    yield "compute_time", {**obj, "compute_time": obj["compute_time"] + 1.0}
+    yield "merkle_root", {**obj, "merkle_root": flip(obj["merkle_root"])}
+    yield "public_key", {**obj, "public_key": "0x" + other.hex()}
+    yield "device_signature", {**obj, "device_signature": flip(obj["device_signature"])}
+    yield "sample.leaf", {**obj, "samples": [{**s0, "leaf": flip(s0["leaf"])}] + obj["samples"][1:]}
+    yield (
+        "sample.index",
+        {**obj, "samples": [{**s0, "index": s0["index"] + 1}] + obj["samples"][1:]},
+    )
+    yield (
+        "sample.proof",
+        {
+            **obj,
+            "samples": [{**s0, "proof": [flip(s0["proof"][0])] + s0["proof"][1:]}]
+            + obj["samples"][1:],
+        },
+    )
+    yield (
+        "sample.proof.truncated",
+        {**obj, "samples": [{**s0, "proof": s0["proof"][:-1]}] + obj["samples"][1:]},
+    )
+    yield "samples.dropped", {**obj, "samples": obj["samples"][1:]}
+    yield "samples.duplicated", {**obj, "samples": [s0] + obj["samples"][1:] + [s0]}
+    yield "offline", {**obj, "offline": False}
+    yield "token", {**obj, "token": "0x" + "11" * 64}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        m[0]
+        for m in _mutations(
+            {
+                "samples": [{"index": 0, "leaf": "0x00", "proof": ["0x00"]}],
+                "challenge_id": "",
+                "seed": "",
+                "n": 0,
+                "loops": 0,
+                "compute_time": 0.0,
+                "merkle_root": "0x0",
+                "device_signature": "0x0",
+            }
+        )
+    ],
+)
+def test_every_tampered_field_is_refused(proof_obj, name):
+    mutated = dict(_mutations(proof_obj))[name]
+    try:
+        proof = parse_proof(mutated)
+    except ProofError:
+        return  # refused at schema level
+    report = verify_proof(proof)
+    assert not report.valid, name
+    assert report.errors
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"n": "64"}, "n"),
+        ({"n": 100}, "multiple of 64"),
+        ({"loops": 0}, "loops"),
+        ({"loops": True}, "loops"),
+        ({"merkle_root": "ab" * 32}, "merkle_root"),
+        ({"merkle_root": "0x" + "AB" * 32}, "merkle_root"),
+        ({"public_key": "0x04" + "00" * 32}, "public_key"),
+        ({"samples": []}, "samples"),
+        ({"samples": [{"index": -1, "leaf": "0x" + "00" * 32, "proof": []}]}, "index"),
+        ({"compute_time": "fast"}, "compute_time"),
+        ({"worker_address": "cpc1notanaddress"}, "worker_address"),
+        ({"version": 2}, "version"),
+        ({"device": {"name": "x"}}, "device.backend"),
+    ],
+)
+def test_schema_errors_name_the_field(proof_obj, change, match):
+    with pytest.raises(ProofError, match=match):
+        parse_proof({**proof_obj, **change})
+
+
+@pytest.mark.parametrize("missing", ["seed", "samples", "device_signature", "offline", "token"])
+def test_missing_keys_are_invalid(proof_obj, missing):
+    obj = {k: v for k, v in proof_obj.items() if k != missing}
+    with pytest.raises(ProofError, match=missing):
+        parse_proof(obj)
+
+
+def test_unknown_keys_are_ignored(proof_obj):
+    assert verify_proof(parse_proof({**proof_obj, "miner_note": "hello"})).valid
+
+
+def test_unreadable_inputs_are_usage_errors(tmp_path):
+    cases = {
+        "empty": b"",
+        "truncated": b'{"version": 1, "seed"',
+        "list": b"[1, 2]",
+        "binary": b"\xff\xfe\x00",
+        "noversion": b'{"a": 1}',
+    }
+    for name, data in cases.items():
+        p = tmp_path / f"{name}.json"
+        p.write_bytes(data)
+        with pytest.raises(UsageError):
+            load_proof(p)
+    with pytest.raises(UsageError):
+        load_proof(tmp_path / "missing.json")
+
+
+def test_partial_recomputation_reports_detection_probability(proof_obj):
+    report = verify_proof(parse_proof(proof_obj), audit=3, rng_seed=1)
+    assert report.valid and len(report.recomputed) == 3
+    assert report.p_detect_one_forged == pytest.approx(3 / 12)
+
+
+def test_forged_leaf_with_consistent_tree_is_caught_by_recomputation():
+    """A miner that commits garbage leaves with valid Merkle paths fails recomputation."""
+    with Engine("numpy", n=64) as engine:
+        cid, seed = new_offline_challenge()
+        work = run_loops(engine, seed, 0, max_loops=40)
+        from hashcloud.poc.merkle import MerkleTree
+
+        work.leaves = [b"\x01" * 32 if i % 2 else leaf for i, leaf in enumerate(work.leaves)]
+        work.tree = MerkleTree(work.leaves)
+        proof = offline_proof(KEY, engine, cid, work)
+    report = verify_proof(proof)
+    assert not report.valid
+    assert any("recomputation" in e for e in report.errors)
