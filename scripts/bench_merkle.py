@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import resource
 import time
 
 from hashcloud.poc.merkle import MerkleTree, merkle_root, verify_inclusion
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main() -> None:
@@ -23,14 +32,17 @@ def main() -> None:
 
     leaves = [hashlib.sha256(b"leaf%d" % i).digest() for i in range(args.leaves)]
 
-    start = time.perf_counter()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    cpu_start, start = _cpu_seconds(), time.perf_counter()
     tree = MerkleTree(leaves, workers=args.workers)
-    build = time.perf_counter() - start
-    print(f"build   {args.leaves} leaves: {build:.3f} s (workers={args.workers or 'auto'})")
+    build, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    workers = args.workers or "auto"
+    print(f"build   {args.leaves} leaves: {build:.3f} s wall, {cpu:.3f} s CPU (workers={workers})")
 
-    start = time.perf_counter()
+    cpu_start, start = _cpu_seconds(), time.perf_counter()
     seq_root = merkle_root(leaves, workers=1)
-    print(f"build   single process: {time.perf_counter() - start:.3f} s")
+    build, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    print(f"build   single process: {build:.3f} s wall, {cpu:.3f} s CPU")
     assert seq_root == tree.root
 
     step = max(1, args.leaves // args.samples)

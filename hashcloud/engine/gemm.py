@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hashcloud.engine.backends import BackendChoice, cpu_core_count, select_backend
+from hashcloud.engine.backends import BackendChoice, select_backend
 from hashcloud.errors import EngineError
 
 __all__ = [
@@ -67,7 +67,8 @@ FMIX_M2 = 0xC2B2AE35
 
 # Each uint64 byte b becomes (b & 0x7F) - 64 (SPEC 1.4): mask all 8 bytes of a word at once.
 _BYTE_MASK = 0x7F7F7F7F7F7F7F7F
-_ENTRY_OFFSET = 64
+_BYTE_ADD = 0x4040404040404040
+_BYTE_SIGN = 0x8080808080808080
 
 _U64 = np.uint64
 _U32 = np.uint32
@@ -153,18 +154,20 @@ def splitmix64_into(xp: Any, key: Any, counters: Any, out: Any, tmp: Any) -> Any
 def entries_into(xp: Any, words: Any, out: Any) -> Any:
     """Turn SplitMix64 words into float32 matrix entries `(b & 0x7F) - 64` (SPEC 1.4).
 
-    `words` (uint64, C-contiguous, last axis of w words) is masked 8 bytes at a time in
-    place, then its little-endian bytes (SPEC 1.4's `u64le` stream) are cast straight into
-    float32 `out` (last axis 8*w) and offset there. `words` is clobbered.
+    Works 8 bytes at a time on `words` (uint64, C-contiguous, last axis of w words, in
+    place): with v = b & 0x7F, the byte (v + 0x40) ^ 0x80 is v - 64 as an int8 (v + 0x40
+    <= 0xBF never carries into the next byte). Its little-endian bytes (SPEC 1.4's `u64le`
+    stream) are then cast as int8 straight into float32 `out` (last axis 8*w): one pass
+    over the entries. `words` is clobbered.
     """
     xp.bitwise_and(words, _U64(_BYTE_MASK), out=words)
-    as_bytes = words.view(xp.uint8)
-    if as_bytes.shape != out.shape:
-        as_bytes = as_bytes.reshape(out.shape)
-    # A plain uint8 -> float32 cast then an in-place float32 subtract beats one mixed-type
-    # ufunc (which casts through an internal buffer).
-    xp.copyto(out, as_bytes, casting="unsafe")
-    return xp.subtract(out, np.float32(_ENTRY_OFFSET), out=out)
+    xp.add(words, _U64(_BYTE_ADD), out=words)
+    xp.bitwise_xor(words, _U64(_BYTE_SIGN), out=words)
+    as_int8 = words.view(xp.int8)
+    if as_int8.shape != out.shape:
+        as_int8 = as_int8.reshape(out.shape)
+    xp.copyto(out, as_int8, casting="unsafe")
+    return out
 
 
 def generate_operands(xp: Any, seed: str, start: int, count: int, n: int) -> tuple[Any, Any]:
@@ -296,95 +299,68 @@ def suggested_batch_size(n: int, backend: str) -> int:
 
 
 class _NumpyPipeline:
-    """CPU pipeline for SPEC 1 on preallocated buffers, element-wise work split over threads.
+    """CPU pipeline for SPEC 1 on preallocated buffers, element-wise work in cache-sized chunks.
 
-    NumPy element-wise ufuncs run on one core while the BLAS GEMM uses all of them, so
-    generation and digests are cut into cache-sized chunks spread over `threads` workers
-    (NumPy releases the GIL inside ufuncs). Memory is fixed at construction: operands,
-    product and per-worker scratch; nothing grows with the number of loops.
+    The BLAS GEMM uses every core; generation and digests run on the calling thread in
+    chunks whose scratch stays in L2. (Splitting them over Python threads was measured
+    slower on 2 cores: GIL hand-offs between microsecond-scale ufuncs and the BLAS
+    threads still spinning after each GEMM eat the gain; see `bench`.) Memory is fixed
+    at construction; nothing grows with the number of loops.
     """
 
-    # Chunk sizes keep each worker's scratch in L2: 8192 words -> 64 KiB entries of scratch.
+    # 8192 words -> 64 KiB of uint64 scratch and 256 KiB of float32 entries per chunk;
+    # 64K product elements -> 256 KiB uint32 scratch per digest chunk.
     WORDS_PER_CHUNK = 8192
-    ROWS_ELEMENTS = 65536
+    DIGEST_ELEMENTS = 65536
 
-    def __init__(self, n: int, threads: int) -> None:
+    def __init__(self, n: int) -> None:
         self.n = n
-        self.threads = max(1, threads)
         self.n_words = 2 * n * n // 8
         self.counters = word_counters(np, self.n_words)
-        self.colmix = column_mix(np, n)
         self.entries = np.empty(2 * n * n, dtype=np.float32)
         self.a = self.entries[: n * n].reshape(n, n)
         self.b = self.entries[n * n :].reshape(n, n)
         self.c = np.empty((n, n), dtype=np.float32)
         self.digests = np.empty(n, dtype=_U64)
         w = min(self.WORDS_PER_CHUNK, self.n_words)
-        rows = max(1, min(n, self.ROWS_ELEMENTS // n))
+        self.words = np.empty(w, dtype=_U64)
+        self.words_tmp = np.empty(w, dtype=_U64)
+        rows = max(1, min(n, self.DIGEST_ELEMENTS // n))
         self.rows_per_chunk = rows
-        # One scratch set per part: part k is only ever run by one task at a time.
-        self.scratch = [
-            (np.empty(w, dtype=_U64), np.empty(w, dtype=_U64),
-             np.empty((rows, n), dtype=_U32), np.empty((rows, n), dtype=_U32),
-             np.empty((2, rows), dtype=_U32))
-            for _ in range(self.threads)
-        ]
-        self.word_parts = _split(self.n_words, self.threads, 8)
-        self.row_parts = _split(n, self.threads, 1)
-        self.pool = None
-        if self.threads > 1:
-            from concurrent.futures import ThreadPoolExecutor
+        # Column term tiled to the chunk's shape: a same-shape xor beats a broadcast one.
+        self.colmix = np.tile(column_mix(np, n), (rows, 1))
+        self.work = np.empty((rows, n), dtype=_U32)
+        self.tmp = np.empty((rows, n), dtype=_U32)
+        self.sums = np.empty((2, rows), dtype=_U32)
 
-            self.pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="hc-engine")
+    def generate(self, key: np.uint64) -> None:
+        """SPEC 1.3-1.5 into `self.entries`, chunk by chunk."""
+        step = len(self.words)
+        for w0 in range(0, self.n_words, step):
+            w1 = min(self.n_words, w0 + step)
+            words = self.words[: w1 - w0]
+            splitmix64_into(np, key, self.counters[w0:w1], words, self.words_tmp[: w1 - w0])
+            entries_into(np, words, self.entries[8 * w0 : 8 * w1])
 
-    def _run_parts(self, fn: Any, parts: list[tuple[int, int]], *args: Any) -> None:
-        """Run fn(k, lo, hi, *args) for each part, part 0 on the calling thread."""
-        futures = [self.pool.submit(fn, k, lo, hi, *args)
-                   for k, (lo, hi) in enumerate(parts) if k > 0 and self.pool is not None]
-        fn(0, *parts[0], *args)
-        for f in futures:
-            f.result()
-
-    def _generate_part(self, k: int, lo: int, hi: int, key: np.uint64) -> None:
-        """SPEC 1.3-1.5 for words [lo, hi): SplitMix64 chunk -> float32 entries."""
-        words, tmp = self.scratch[k][:2]
-        step = len(words)
-        for w0 in range(lo, hi, step):
-            w1 = min(hi, w0 + step)
-            wb = words[: w1 - w0]
-            splitmix64_into(np, key, self.counters[w0:w1], wb, tmp[: w1 - w0])
-            entries_into(np, wb, self.entries[8 * w0 : 8 * w1])
-
-    def _digest_part(self, k: int, lo: int, hi: int) -> None:
-        """SPEC 1.7 digests of rows [lo, hi) of the product."""
-        work, tmp, sums = self.scratch[k][2:]
+    def digest(self) -> None:
+        """SPEC 1.7 digests of `self.c` into `self.digests`, chunk by chunk."""
         step = self.rows_per_chunk
-        for r0 in range(lo, hi, step):
-            r1 = min(hi, r0 + step)
-            row_digests_into(np, self.c[r0:r1], self.colmix, self.digests[r0:r1],
-                             work[: r1 - r0], tmp[: r1 - r0], sums[:, : r1 - r0])
+        for r0 in range(0, self.n, step):
+            r1 = min(self.n, r0 + step)
+            k = r1 - r0
+            row_digests_into(np, self.c[r0:r1], self.colmix[:k], self.digests[r0:r1],
+                             self.work[:k], self.tmp[:k], self.sums[:, :k])
 
     def leaf(self, seed: str, i: int) -> bytes:
         """Leaf of loop `i` (SPEC 1) on the reused buffers."""
         ls = loop_seed(seed, i)
-        key = _U64(loop_key(seed, i))
-        self._run_parts(self._generate_part, self.word_parts, key)
+        self.generate(_U64(loop_key(seed, i)))
         np.matmul(self.a, self.b, out=self.c)  # SPEC 1.6: float32 is exact here
-        self._run_parts(self._digest_part, self.row_parts)
+        self.digest()
         return leaf_hash(ls, digests_to_output(self.digests))
 
     def close(self) -> None:
-        """Stop the worker threads."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-            self.pool = None
-
-
-def _split(total: int, parts: int, align: int) -> list[tuple[int, int]]:
-    """Cut [0, total) into `parts` contiguous ranges whose inner bounds are multiples of align."""
-    bounds = [min(total, (total * k // parts) // align * align) for k in range(parts)]
-    bounds.append(total)
-    return [(bounds[k], bounds[k + 1]) for k in range(parts) if bounds[k + 1] > bounds[k]]
+        """Nothing to release: buffers go with the object."""
 
 
 class Engine:
@@ -395,7 +371,7 @@ class Engine:
     `reason` (why this backend), `n`, and `batch_size` (suggested loops per
     `compute_batch` call). Buffers are allocated once, so memory stays bounded however
     many loops a round runs; only the returned 32-byte leaves accumulate at the caller.
-    Use as a context manager or call `close()` to stop worker threads / free the device.
+    Use as a context manager or call `close()` to release device resources.
     """
 
     def __init__(
@@ -403,7 +379,6 @@ class Engine:
         backend: str | BackendChoice = "auto",
         n: int = DEFAULT_N,
         batch_size: int | None = None,
-        threads: int | None = None,
     ) -> None:
         choice = backend if isinstance(backend, BackendChoice) else select_backend(backend)
         self.n = validate_n(n)
@@ -419,7 +394,7 @@ class Engine:
 
             self._impl: Any = cupy_backend.CupyPipeline(self.n, self.batch_size)
         else:
-            self._impl = _NumpyPipeline(self.n, threads or cpu_core_count())
+            self._impl = _NumpyPipeline(self.n)
 
     def compute_batch(self, seed: str, start: int, count: int) -> list[bytes]:
         """Leaves of loops [start, start+count) in order (SPEC 1), reusing the buffers."""
@@ -430,7 +405,7 @@ class Engine:
         return [self._impl.leaf(seed, i) for i in range(start, start + count)]
 
     def close(self) -> None:
-        """Release worker threads and device buffers; the engine is unusable afterwards."""
+        """Release device buffers and streams; the engine is unusable afterwards."""
         self._impl.close()
 
     def __enter__(self) -> Engine:

@@ -148,3 +148,14 @@ def commit_message(
         f"hc/commit/v1|{challenge_id}|{seed}|{n}|{worker_address}|{loops}|"
         f"{round(compute_time * 1000)}|{merkle_root}"
     ).encode("ascii")
+
+
+def challenge_request_bytes(
+    chain_id: str, worker_address: str, n: int, request_time_ms: int
+) -> bytes:
+    """Canonical bytes a worker signs to ask for a challenge (proves it holds the key)."""
+    return msgpack.packb(
+        [domain_tag("challenge-request", chain_id).decode(), worker_address, n,
+         request_time_ms],
+        use_bin_type=True,
+    )

@@ -153,7 +153,8 @@ def _build_levels(leaves: Sequence[bytes], workers: int | None) -> list[bytes]:
     """Levels of the tree over `leaves`, in parallel when it pays off."""
     if workers is None:
         workers = _usable_cpus() if len(leaves) >= _PARALLEL_MIN_LEAVES else 1
-    if workers > 1 and len(leaves) >= 2 * workers:
+    # Daemonic processes (e.g. a multiprocessing worker) may not start children.
+    if workers > 1 and len(leaves) >= 2 * workers and not multiprocessing.current_process().daemon:
         try:
             return _parallel_levels(leaves, workers)
         except (OSError, BrokenProcessPool):

@@ -1,0 +1,379 @@
+"""The ledger: a genesis, its chain store and the current state, kept consistent (SPEC 6).
+
+`Ledger.open` binds the store to the genesis (its hash is recorded in the store), writes
+the deterministic genesis block at height 0 on first use, then restores the state from the
+latest snapshot that checks out (its block's `state_root` must match) or by replaying every
+block from genesis, through the same `apply_block` that validates new blocks. Every
+`snapshot_interval` blocks the state is snapshotted atomically by the store.
+
+`audit_chain` re-verifies a whole store offline (`hashcloud audit --chain`): store checksums,
+every block hash, signature, root and transition, the supply invariant at every height and
+the snapshot, reporting the first problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from hashcloud.chain.block import (
+    Block,
+    BlockHeader,
+    block_hash,
+    block_tx_ids_from_payload,
+    decode_block,
+    encode_block,
+)
+from hashcloud.chain.genesis import Genesis, genesis_block, genesis_hash, genesis_state
+from hashcloud.chain.state import (
+    Account,
+    State,
+    balances_total,
+    decode_state,
+    encode_state,
+    get_account,
+    state_root,
+)
+from hashcloud.chain.store import ChainStore
+from hashcloud.chain.transition import BuiltBlock, apply_block, build_block
+from hashcloud.chain.tx import Transaction, tx_id
+from hashcloud.crypto.keys import PrivateKey
+from hashcloud.errors import ChainError, DecodeError, InvalidBlock, StoreError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SNAPSHOT_INTERVAL", "AuditFailed", "AuditReport", "Ledger", "audit_chain"]
+
+SNAPSHOT_INTERVAL = 100
+"""Default number of blocks between state snapshots."""
+
+
+class AuditFailed(ChainError):
+    """`audit_chain` found a problem; the message names the first one (and its height)."""
+
+
+def _now_ms() -> int:
+    """The local clock in unix milliseconds."""
+    return int(time.time() * 1000)
+
+
+def _check_supply(state: State, initial_supply: int) -> str | None:
+    """The supply invariant (SPEC 6); a description of the break, or None when it holds."""
+    total = balances_total(state)
+    if total != state.total_supply:
+        return f"balances add up to {total}, not the total supply {state.total_supply}"
+    if state.total_supply != initial_supply + state.minted:
+        return (f"total supply {state.total_supply} is not genesis supply {initial_supply} "
+                f"+ minted {state.minted}")
+    return None
+
+
+def _stored_block(height: int, stored_hash: bytes, payload: bytes) -> Block:
+    """Decode a stored block and check it is the block its record claims, or raise."""
+    try:
+        block = decode_block(payload)
+    except DecodeError as exc:
+        raise InvalidBlock(f"stored block {height} does not decode: {exc}") from None
+    if block.header.height != height:
+        raise InvalidBlock(f"stored block {height} has header height {block.header.height}")
+    if block_hash(block.header) != stored_hash.hex():
+        raise InvalidBlock(f"stored block {height} does not hash to its recorded hash")
+    return block
+
+
+class Ledger:
+    """Genesis + chain store + current state. Use `Ledger.open`; one writer per store.
+
+    The state object is replaced, never mutated, when a block is added, so a reader holding
+    `ledger.state` always sees one consistent height.
+    """
+
+    def __init__(self, genesis: Genesis, store: ChainStore, state: State, head: BlockHeader,
+                 tx_index: dict[str, tuple[int, int]], snapshot_interval: int) -> None:
+        self.genesis = genesis
+        self.store = store
+        self._state = state
+        self._head = head
+        self._tx_index = tx_index
+        self.snapshot_interval = snapshot_interval
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, data_dir: Path | str, genesis: Genesis, readonly: bool = False,
+             snapshot_interval: int = SNAPSHOT_INTERVAL) -> Ledger:
+        """Open (creating in writer mode) the ledger in `data_dir` for `genesis`.
+
+        Raises StoreError if the store belongs to another genesis, is locked or corrupt, and
+        ChainError if a stored block does not validate.
+        """
+        if snapshot_interval < 1:
+            raise ChainError("snapshot_interval must be at least 1")
+        store = ChainStore(data_dir, readonly=readonly,
+                           genesis_hash=bytes.fromhex(genesis_hash(genesis)))
+        try:
+            genesis_header = cls._ensure_genesis_block(store, genesis)
+            ledger = cls(genesis, store, genesis_state(genesis), genesis_header, {},
+                         snapshot_interval)
+            ledger._restore()
+        except BaseException:
+            store.close()
+            raise
+        return ledger
+
+    @staticmethod
+    def _ensure_genesis_block(store: ChainStore, genesis: Genesis) -> BlockHeader:
+        """Write the genesis block into an empty store, or check the stored one."""
+        block = genesis_block(genesis)
+        payload = encode_block(block)
+        digest = bytes.fromhex(block_hash(block.header))
+        if store.height < 0:
+            if store.readonly:
+                raise StoreError(f"chain store at {store.data_dir} has no genesis block")
+            store.append_block(0, digest, payload)
+        elif store.find_block_hash(0) != digest or store.get_block(0) != payload:
+            raise StoreError("block 0 of the store is not this genesis's block")
+        return block.header
+
+    def _restore(self) -> None:
+        """Load the latest usable snapshot, index the blocks it covers, replay the rest."""
+        start = self._load_snapshot()
+        if start > 0:
+            for height, _, payload in self.store.iter_blocks(1):
+                if height > start:
+                    break
+                self._index(height, block_tx_ids_from_payload(payload))
+        self._replay(start + 1)
+
+    def _load_snapshot(self) -> int:
+        """Adopt the store's snapshot if it matches its block; return its height (0 if none)."""
+        snapshot = self.store.read_snapshot()
+        if snapshot is None:
+            return 0
+        height, digest, data = snapshot
+        try:
+            state = decode_state(data)
+            block = _stored_block(height, digest, self.store.get_block(height))
+        except (DecodeError, InvalidBlock, StoreError) as exc:
+            logger.warning("ignoring state snapshot at height %d: %s", height, exc)
+            return 0
+        problem = _check_supply(state, genesis_state(self.genesis).total_supply)
+        if block.header.state_root != state_root(state) or problem:
+            logger.warning("ignoring state snapshot at height %d: it does not match block %d",
+                           height, height)
+            return 0
+        self._state, self._head = state, block.header
+        return height
+
+    def _replay(self, start: int) -> None:
+        """Apply stored blocks from `start` to the head on top of the current state."""
+        for height, digest, payload in self.store.iter_blocks(start):
+            block = _stored_block(height, digest, payload)
+            try:
+                state = apply_block(self._state, block, self._head, self.genesis)
+            except InvalidBlock as exc:
+                raise ChainError(f"stored block {height} is invalid: {exc}") from None
+            self._state, self._head = state, block.header
+            self._index(height, [tx_id(tx) for tx in block.transactions])
+
+    def _index(self, height: int, ids: list[str]) -> None:
+        """Record where each transaction of block `height` lives."""
+        for position, txid in enumerate(ids):
+            self._tx_index[txid] = (height, position)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def head(self) -> BlockHeader:
+        """Header of the latest block."""
+        return self._head
+
+    @property
+    def head_hash(self) -> str:
+        """Hash (hex) of the latest block."""
+        return block_hash(self._head)
+
+    @property
+    def height(self) -> int:
+        """Height of the latest block."""
+        return self._head.height
+
+    @property
+    def state(self) -> State:
+        """The state after the latest block (treat as read-only)."""
+        return self._state
+
+    def account(self, address: str) -> Account:
+        """Balance and next nonce of `address` at the head."""
+        return get_account(self._state, address)
+
+    # ------------------------------------------------------------------ writing
+
+    def add_block(self, block: Block, now_ms: int | None = None) -> None:
+        """Validate `block` on the head (clock `now_ms`, default now), then store it.
+
+        Raises InvalidBlock (nothing stored, state unchanged) or StoreError.
+        """
+        with self._lock:
+            state = apply_block(self._state, block, self._head, self.genesis,
+                                now_ms=_now_ms() if now_ms is None else now_ms)
+            self._commit(block, state)
+
+    def produce_block(self, txs: list[Transaction], key: PrivateKey,
+                      now_ms: int | None = None) -> BuiltBlock:
+        """Build, sign and store the next block from the candidates that validate."""
+        with self._lock:
+            built = build_block(self._state, self._head, txs, self.genesis, key,
+                                _now_ms() if now_ms is None else now_ms)
+            self._commit(built.block, built.state)
+            return built
+
+    def _commit(self, block: Block, state: State) -> None:
+        """Append a validated block durably, then make it the head; snapshot periodically."""
+        header = block.header
+        digest = block_hash(header)
+        self.store.append_block(header.height, bytes.fromhex(digest), encode_block(block))
+        self._state, self._head = state, header
+        self._index(header.height, [tx_id(tx) for tx in block.transactions])
+        if header.height % self.snapshot_interval == 0:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Snapshot the head state now (a failure is logged: replay can always rebuild it)."""
+        with self._lock:
+            try:
+                self.store.write_snapshot(self._head.height, bytes.fromhex(self.head_hash),
+                                          encode_state(self._state))
+            except StoreError as exc:
+                logger.warning("could not write state snapshot: %s", exc)
+
+    def refresh(self) -> int:
+        """Readers: pick up and validate blocks the writer appended; return the head height."""
+        with self._lock:
+            self.store.refresh()
+            self._replay(self._head.height + 1)
+            return self._head.height
+
+    # ------------------------------------------------------------------ reading
+
+    def get_block(self, height: int) -> Block | None:
+        """The block at `height`, or None beyond the head."""
+        payload = self.store.find_block(height) if height >= 0 else None
+        return None if payload is None else decode_block(payload)
+
+    def get_block_by_hash(self, hash_hex: str) -> Block | None:
+        """The block whose hash is `hash_hex` (64 hex digits), or None."""
+        try:
+            digest = bytes.fromhex(hash_hex)
+        except ValueError:
+            return None
+        if len(digest) != 32:
+            return None
+        found = self.store.find_by_hash(digest)
+        return None if found is None else decode_block(found[1])
+
+    def find_tx(self, txid: str) -> tuple[int, int] | None:
+        """`(height, index in block)` of a stored transaction, or None."""
+        return self._tx_index.get(txid)
+
+    def get_transaction(self, txid: str) -> Transaction | None:
+        """The stored transaction with id `txid`, or None."""
+        where = self.find_tx(txid)
+        if where is None:
+            return None
+        block = self.get_block(where[0])
+        return None if block is None else block.transactions[where[1]]
+
+    def close(self) -> None:
+        """Close the store (persisting its index and releasing the writer lock)."""
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- audit
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """What a successful `audit_chain` verified."""
+
+    height: int
+    blocks: int
+    transactions: int
+    head_hash: str
+    state_root: str
+    total_supply: int
+    minted: int
+    snapshot_height: int | None
+
+
+def audit_chain(data_dir: Path | str, genesis: Genesis) -> AuditReport:
+    """Re-verify a whole chain store from genesis; raise AuditFailed at the first problem.
+
+    Checks the store's checksums (`verify_log`) and genesis binding, that block 0 is this
+    genesis's block, every later block's hash, link, signature, roots and transition (the
+    same `apply_block` as import), the supply invariant at every height, and that the
+    snapshot, if any, equals the replayed state at its height. Opens the store read-only.
+    """
+    expected_binding = bytes.fromhex(genesis_hash(genesis))
+    try:
+        store = ChainStore(data_dir, readonly=True, genesis_hash=expected_binding)
+    except StoreError as exc:
+        raise AuditFailed(f"cannot open chain store: {exc}") from None
+    with store:
+        if store.genesis_hash != expected_binding:
+            raise AuditFailed("chain store is not bound to this genesis")
+        try:
+            store.verify_log()
+        except StoreError as exc:
+            raise AuditFailed(str(exc)) from None
+        if store.height < 0:
+            raise AuditFailed("chain store holds no blocks")
+        snapshot = store.read_snapshot()
+        initial_supply = genesis_state(genesis).total_supply
+        expected_genesis = encode_block(genesis_block(genesis))
+        state = genesis_state(genesis)
+        parent: BlockHeader | None = None
+        transactions = 0
+        height = 0
+        try:
+            for height, digest, payload in store.iter_blocks(0):
+                block = _stored_block(height, digest, payload)
+                if parent is None:
+                    if payload != expected_genesis:
+                        raise InvalidBlock("block 0 is not this genesis's block")
+                else:
+                    state = apply_block(state, block, parent, genesis)
+                problem = _check_supply(state, initial_supply)
+                if problem:
+                    raise InvalidBlock(f"supply invariant broken after block {height}: {problem}")
+                if snapshot is not None and snapshot[0] == height and snapshot[2] != encode_state(
+                    state
+                ):
+                    raise InvalidBlock(f"state snapshot at height {height} differs from replay")
+                transactions += len(block.transactions)
+                parent = block.header
+        except (InvalidBlock, StoreError) as exc:
+            raise AuditFailed(f"block {height}: {exc}") from None
+        assert parent is not None
+        return AuditReport(
+            height=parent.height,
+            blocks=parent.height + 1,
+            transactions=transactions,
+            head_hash=block_hash(parent),
+            state_root=state_root(state),
+            total_supply=state.total_supply,
+            minted=state.minted,
+            snapshot_height=None if snapshot is None else snapshot[0],
+        )

@@ -1,0 +1,123 @@
+"""The online part of `hashcloud mine`: rounds against a node, then the reward claim.
+
+With neither `--node` nor `$HASHCLOUD_NODE`, an embedded node is started on
+`<home>/node` (created on first use, which is said on stderr) and reached over HTTP on
+127.0.0.1 like any other node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from hashcloud.cli.common import CliState, err, out, print_json
+from hashcloud.cli.mine import compute_round, default_proof_path, summary_table, write_proof
+from hashcloud.crypto.keys import PrivateKey
+from hashcloud.engine.gemm import Engine
+from hashcloud.errors import HashCloudError
+from hashcloud.node.client import NodeClient
+from hashcloud.node.miner import run_online_round, submit_claim
+from hashcloud.poc.proof import DeviceInfo
+
+
+@contextlib.contextmanager
+def node_url_for(st: CliState, node_url: str | None, quiet: bool) -> Iterator[tuple[str, bool]]:
+    """Yield (url, embedded): the given node, or an embedded node on the home's data dir."""
+    if node_url:
+        yield node_url, False
+        return
+    from hashcloud.node.server import EmbeddedNode
+
+    data_dir = st.home / "node"
+    with EmbeddedNode(data_dir) as node:
+        if node.created:
+            err.print(f"created a local chain (genesis + node key) in {data_dir}")
+        if not quiet:
+            err.print(f"[dim]no --node given: mining against the embedded node in {data_dir} "
+                      f"({node.url})[/]")
+        yield node.url, True
+
+
+def mine_online(st: CliState, engine: Engine, key: PrivateKey, *, duration: float,
+                node_url: str | None, out_path: Path | None, rounds: int, json_: bool) -> None:
+    """Mine `rounds` audited rounds (0: until Ctrl-C) and claim each accepted one."""
+    device = DeviceInfo(name=engine.device, backend=engine.backend)
+    stats = {"accepted": 0, "rejected": 0, "rewards": 0}
+    results: list[dict] = []
+
+    def on_retry(reason: str, attempt: int, delay: float) -> None:
+        err.print(f"[yellow]{reason}; retry {attempt} in {delay:.1f} s[/]")
+
+    with node_url_for(st, node_url, json_) as (url, embedded), \
+            NodeClient(url, on_retry=on_retry) as client:
+        info = client.info()
+        address = key.public_key.address
+        number = 0
+        while rounds == 0 or number < rounds:
+            number += 1
+            try:
+                outcome = run_online_round(
+                    client, key, engine.n, device,
+                    lambda seed, phase=f"round {number}": compute_round(
+                        engine, seed, duration, live=not json_, phase=phase, stats=stats),
+                    info)
+            except KeyboardInterrupt:
+                break
+            proof = outcome.proof
+            path = write_proof(out_path if (out_path and rounds == 1)
+                               else _round_path(st, out_path, proof.challenge_id), proof)
+            row = {"round": number, "loops": outcome.work.loops,
+                   "compute_time": outcome.work.compute_time,
+                   "merkle_root": outcome.work.merkle_root, "accepted": outcome.accepted,
+                   "proof_path": str(path), "reason": outcome.reason, "reward": 0,
+                   "tx_id": None, "height": None}
+            if outcome.accepted:
+                stats["accepted"] += 1
+                try:
+                    txid, height = submit_claim(client, key, proof)
+                    row.update(tx_id=txid, height=height, reward=outcome.reward_estimate)
+                    stats["rewards"] += outcome.reward_estimate
+                except HashCloudError as exc:
+                    row["claim_error"] = str(exc)
+                    err.print(f"[red]claim failed:[/] {exc}")
+            else:
+                stats["rejected"] += 1
+                err.print(f"[red]round {number} rejected:[/] {outcome.reason}")
+            results.append(row)
+            if not json_:
+                extra = {"node": url + (" (embedded)" if embedded else ""),
+                         "proof": str(path),
+                         "status": "[green]accepted[/]" if outcome.accepted
+                         else f"[red]rejected: {outcome.reason}[/]"}
+                if row.get("tx_id"):
+                    extra["claim"] = f"tx {row['tx_id'][:16]}... in block {row['height']}"
+                    extra["reward"] = f"{row['reward']:,}"
+                out.print(summary_table(outcome.work, engine, extra))
+            if outcome.work.interrupted:
+                break
+        balance = client.account(address).balance if results else None
+    if not results:
+        raise typer.Exit(130)
+    last = results[-1]
+    if json_:
+        print_json({**{k: last[k] for k in ("loops", "compute_time", "merkle_root", "accepted",
+                                             "proof_path", "reason", "reward", "tx_id",
+                                             "height")},
+                    "address": address, "balance": balance, "node": url, "embedded": embedded,
+                    "backend": engine.backend, "device": engine.device,
+                    "accepted_rounds": stats["accepted"], "rejected_rounds": stats["rejected"],
+                    "rewards": stats["rewards"], "rounds": results})
+    else:
+        out.print(f"{address}: balance {balance:,} after {stats['accepted']} accepted / "
+                  f"{stats['rejected']} rejected rounds, rewards {stats['rewards']:,}")
+    if stats["accepted"] == 0:
+        raise typer.Exit(1)
+
+
+def _round_path(st: CliState, out_path: Path | None, challenge_id: str) -> Path:
+    if out_path is None:
+        return default_proof_path(st, challenge_id)
+    return out_path.with_name(f"{out_path.stem}-{challenge_id[:8]}{out_path.suffix}")

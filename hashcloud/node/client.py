@@ -1,0 +1,165 @@
+"""HTTP client of the node API (httpx), with retries and backoff for network errors.
+
+4xx answers are final: they raise `NodeRejected` carrying the node's reason. Connection
+errors, timeouts, 5xx and 429 are retried with exponential backoff (429 honours
+Retry-After); `on_retry` is told about each retry so the CLI can say so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from hashcloud.chain.tx import Transaction, tx_to_json
+from hashcloud.errors import NodeError
+from hashcloud.node.models import (
+    AccountInfo,
+    ChallengeRequest,
+    ChallengeResponse,
+    CommitRequest,
+    CommitResponse,
+    NodeInfo,
+    RevealRequest,
+    RevealResponse,
+    TxStatus,
+    TxSubmitResponse,
+)
+
+RetryFn = Callable[[str, int, float], None]
+"""Called as `on_retry(reason, attempt, delay_seconds)` before each retry."""
+
+
+class NodeRejected(NodeError):
+    """The node refused the request (4xx); `status` and the node's `detail`."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"node refused ({status}): {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class NodeClient:
+    """Typed calls to one node at `base_url`."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0, retries: int = 5,
+                 backoff: float = 0.5, on_retry: RetryFn | None = None) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise NodeError(f"node URL must start with http:// or https://: {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.on_retry = on_retry
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, json: Any = None) -> Any:
+        attempt = 0
+        while True:
+            try:
+                resp = self.http.request(method, path, json=json)
+            except httpx.HTTPError as exc:
+                reason = f"cannot reach node at {self.base_url}: {type(exc).__name__}"
+                delay = None
+            else:
+                if resp.status_code < 400:
+                    try:
+                        return resp.json()
+                    except ValueError:
+                        raise NodeError(f"node sent a non-JSON answer to {path}") from None
+                detail = _detail(resp)
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    reason = f"node busy ({resp.status_code}): {detail}"
+                    delay = _retry_after(resp)
+                else:
+                    raise NodeRejected(resp.status_code, detail)
+            attempt += 1
+            if attempt > self.retries:
+                raise NodeError(reason)
+            wait = delay if delay is not None else self.backoff * 2 ** (attempt - 1)
+            if self.on_retry is not None:
+                self.on_retry(reason, attempt, wait)
+            time.sleep(min(wait, 30.0))
+
+    def info(self) -> NodeInfo:
+        """`GET /v1/info`."""
+        return NodeInfo.model_validate(self._request("GET", "/v1/info"))
+
+    def request_challenge(self, req: ChallengeRequest) -> ChallengeResponse:
+        """`POST /v1/challenges`."""
+        return ChallengeResponse.model_validate(
+            self._request("POST", "/v1/challenges", req.model_dump()), strict=False)
+
+    def commit(self, challenge_id: str, req: CommitRequest) -> CommitResponse:
+        """`POST /v1/challenges/{id}/commit`."""
+        return CommitResponse.model_validate(
+            self._request("POST", f"/v1/challenges/{challenge_id}/commit", req.model_dump()))
+
+    def reveal(self, challenge_id: str, req: RevealRequest) -> RevealResponse:
+        """`POST /v1/challenges/{id}/reveal` (idempotent on the node after acceptance)."""
+        return RevealResponse.model_validate(
+            self._request("POST", f"/v1/challenges/{challenge_id}/reveal", req.model_dump()))
+
+    def submit_transaction(self, tx: Transaction) -> TxSubmitResponse:
+        """`POST /v1/transactions`."""
+        return TxSubmitResponse.model_validate(
+            self._request("POST", "/v1/transactions", tx_to_json(tx)))
+
+    def tx_status(self, txid: str) -> TxStatus:
+        """`GET /v1/transactions/{id}`."""
+        return TxStatus.model_validate(self._request("GET", f"/v1/transactions/{txid}"))
+
+    def account(self, address: str) -> AccountInfo:
+        """`GET /v1/accounts/{address}`."""
+        return AccountInfo.model_validate(self._request("GET", f"/v1/accounts/{address}"))
+
+    def next_nonce(self, address: str) -> int:
+        """The nonce for a new transaction from `address`."""
+        return int(self._request("GET", f"/v1/accounts/{address}/next-nonce")["nonce"])
+
+    def block(self, ref: str) -> dict:
+        """`GET /v1/blocks/{ref}` (SPEC 7 inspect-block JSON)."""
+        return self._request("GET", f"/v1/blocks/{ref}")
+
+    def wait_for_inclusion(self, txid: str, timeout: float = 60.0,
+                           poll: float = 0.25) -> TxStatus:
+        """Poll until `txid` is included (or dropped), raising NodeError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.tx_status(txid)
+            if status.status == "included":
+                return status
+            if status.status.startswith("dropped"):
+                raise NodeError(f"transaction {txid} was {status.status}")
+            if time.monotonic() > deadline:
+                raise NodeError(f"transaction {txid} not included after {timeout:.0f} s")
+            time.sleep(poll)
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200] or resp.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        return body["detail"]
+    return str(body)[:200]
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,141 @@
+"""The miner's side of an online round (SPEC 3): challenge -> compute -> commit -> reveal
+-> receipt -> SUBMIT_RESULT claim, against any node reachable through `NodeClient`.
+
+Every node signature is checked as it arrives (token, indices, receipt), so a miner never
+spends a round on a forged challenge, and the proof file it writes carries all of them so
+`hashcloud verify` can check the round offline later.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hashcloud.chain.tx import MIN_GAS_PRICE, Transaction, make_submit_result, tx_id
+from hashcloud.crypto.keys import PrivateKey, PublicKey
+from hashcloud.crypto.signatures import sign, verify
+from hashcloud.errors import AuditError, InvalidSignature, NodeError, ProofError
+from hashcloud.node.client import NodeClient, NodeRejected
+from hashcloud.node.models import (
+    ChallengeRequest,
+    ChallengeResponse,
+    CommitRequest,
+    DeviceModel,
+    NodeInfo,
+    RevealRequest,
+    SampleModel,
+)
+from hashcloud.poc.challenge import (
+    challenge_request_bytes,
+    indices_signing_bytes,
+    verify_challenge,
+)
+from hashcloud.poc.proof import ChallengeInfo, DeviceInfo, ProofFile, make_samples
+from hashcloud.poc.proof import NodeInfo as ProofNodeInfo
+from hashcloud.poc.receipt import Receipt, decode_receipt, verify_receipt
+from hashcloud.poc.round import RoundWork, sign_commit
+from hashcloud.types import from_phex, to_phex
+
+ComputeFn = Callable[[str], RoundWork]
+"""Runs the loops of one round for a seed and returns the work."""
+
+
+@dataclass
+class RoundOutcome:
+    """What happened in one online round."""
+
+    proof: ProofFile
+    work: RoundWork
+    accepted: bool
+    reason: str | None = None
+    receipt: Receipt | None = None
+    reward_estimate: int = 0
+
+
+def request_challenge(client: NodeClient, key: PrivateKey, n: int, info: NodeInfo
+                      ) -> ChallengeResponse:
+    """Ask for a challenge (signed request) and check the node's token on it."""
+    now_ms = int(time.time() * 1000)
+    address = key.public_key.address
+    sig = sign(key, challenge_request_bytes(info.chain_id, address, n, now_ms))
+    resp = client.request_challenge(ChallengeRequest(
+        worker_address=address, public_key=key.public_key.hex(), n=n,
+        request_time_ms=now_ms, signature=sig.hex()))
+    ch = resp.challenge
+    if ch.worker_address != address or ch.n != n:
+        raise AuditError("node issued a challenge for another worker or size")
+    verify_challenge(ch, PublicKey.from_hex(info.node_public_key), info.chain_id)
+    return resp
+
+
+def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: DeviceInfo,
+                     compute: ComputeFn, info: NodeInfo | None = None) -> RoundOutcome:
+    """One audited round; a refused reveal returns accepted=False with the node's reason."""
+    info = info or client.info()
+    node_key = PublicKey.from_hex(info.node_public_key)
+    ch = request_challenge(client, key, n, info).challenge
+    work = compute(ch.seed)
+    commit = client.commit(ch.challenge_id, CommitRequest(
+        loops=work.loops, compute_time=work.compute_time, merkle_root=work.merkle_root,
+        device=DeviceModel(name=device.name, backend=device.backend),
+        device_signature=sign_commit(key, ch.challenge_id, work)))
+    try:
+        verify(node_key, indices_signing_bytes(info.chain_id, ch.challenge_id,
+                                               work.merkle_root, work.loops, commit.indices),
+               from_phex(commit.indices_signature))
+    except (InvalidSignature, ValueError):
+        raise AuditError("the node's signature on the sample indices does not verify") from None
+    if any(not 0 <= i < work.loops for i in commit.indices):
+        raise AuditError("the node asked for sample indices outside the committed range")
+    samples = make_samples(work.tree, work.leaves, commit.indices)
+    accepted, reason, receipt, reward = False, None, None, 0
+    try:
+        rev = client.reveal(ch.challenge_id, RevealRequest(
+            samples=[SampleModel(**s.model_dump()) for s in samples]))
+        receipt = decode_receipt(bytes.fromhex(rev.receipt))
+        verify_receipt(receipt, [info.node_public_key])
+        if (receipt.task_id, receipt.merkle_root, receipt.loops) != (
+                ch.challenge_id, work.merkle_root[2:], work.loops):
+            raise ProofError("the node's receipt does not match this round")
+        accepted, reward = rev.accepted, rev.reward_estimate
+    except NodeRejected as exc:
+        reason = exc.detail
+    proof = ProofFile(
+        version=1, challenge_id=ch.challenge_id, token=to_phex(bytes.fromhex(ch.token)),
+        seed=ch.seed, n=ch.n, worker_address=ch.worker_address, loops=work.loops,
+        compute_time=work.compute_time, merkle_root=work.merkle_root, samples=samples,
+        public_key=to_phex(key.public_key.data),
+        device_signature=sign_commit(key, ch.challenge_id, work), device=device, offline=False,
+        indices_signature=commit.indices_signature,
+        receipt=to_phex(bytes.fromhex(rev.receipt)) if receipt is not None else None,
+        node=ProofNodeInfo(chain_id=info.chain_id, public_key=info.node_public_key),
+        challenge=ChallengeInfo(issued_height=ch.issued_height, block_hash=ch.block_hash,
+                                expiry=ch.expiry),
+    )
+    return RoundOutcome(proof, work, accepted, reason, receipt, reward)
+
+
+def claim_transaction(client: NodeClient, key: PrivateKey, proof: ProofFile,
+                      gas_price: int = MIN_GAS_PRICE) -> Transaction:
+    """The SUBMIT_RESULT transaction claiming the reward of an audited proof (SPEC 6)."""
+    if proof.receipt is None or proof.node is None:
+        raise ProofError("the proof has no node receipt: only audited rounds can be claimed")
+    if key.public_key.address != proof.worker_address:
+        raise ProofError("the proof belongs to another worker's key")
+    receipt = decode_receipt(from_phex(proof.receipt))
+    nonce = client.next_nonce(key.public_key.address)
+    return make_submit_result(key, receipt, nonce, gas_price, chain_id=proof.node.chain_id)
+
+
+def submit_claim(client: NodeClient, key: PrivateKey, proof: ProofFile, *, wait: bool = True,
+                 timeout: float = 60.0) -> tuple[str, int | None]:
+    """Send the claim; with `wait`, block until included. Returns (tx_id, height)."""
+    tx = claim_transaction(client, key, proof)
+    txid = client.submit_transaction(tx).tx_id
+    if txid != tx_id(tx):
+        raise NodeError("node returned a different transaction id")
+    if not wait:
+        return txid, None
+    status = client.wait_for_inclusion(txid, timeout=timeout)
+    return txid, status.height

@@ -1,0 +1,147 @@
+"""Pydantic models of every object crossing the node's HTTP boundary (SPEC 3, 6, 7).
+
+Requests are strict and forbid unknown fields, so a malformed body is a 422 naming the
+field, never a 500. Responses reuse the protocol records where they exist (`Challenge`).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hashcloud.poc.challenge import Challenge
+from hashcloud.types import AddressStr, Hex32, PHex32
+
+MAX_SAMPLES = 256
+MAX_PATH = 64
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+
+class ChallengeRequest(_Strict):
+    """`POST /v1/challenges`: a worker asks for a challenge, proving it holds its key.
+
+    `signature` is the worker's signature over `challenge_request_bytes` (domain tag, chain
+    id, address, n, request time), so nobody can exhaust another worker's open challenges."""
+
+    worker_address: AddressStr
+    public_key: str = Field(pattern=r"^0[23][0-9a-f]{64}$")
+    n: int = Field(ge=64, le=4096, multiple_of=64)
+    request_time_ms: int = Field(ge=0, lt=2**63)
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$")
+
+
+class ChallengeResponse(_Strict):
+    """The issued challenge plus what a miner needs to check it offline."""
+
+    challenge: Challenge
+    chain_id: str
+    node_public_key: str
+    s_max: int
+
+
+class DeviceModel(_Strict):
+    """The declared device of a commitment."""
+
+    name: str = Field(max_length=200)
+    backend: str = Field(max_length=32)
+
+
+class CommitRequest(_Strict):
+    """`POST /v1/challenges/{id}/commit`: `{loops, compute_time, merkle_root, device}` signed
+    by the worker (`device_signature` over the SPEC 4 commit message, `0x` hex forms)."""
+
+    loops: int = Field(ge=1, le=2**40)
+    compute_time: float = Field(gt=0, le=86_400, allow_inf_nan=False)
+    merkle_root: PHex32
+    device: DeviceModel
+    device_signature: str = Field(pattern=r"^0x[0-9a-f]{128}$")
+
+
+class CommitResponse(_Strict):
+    """The sample indices the node drew after the commitment, and its signature on them."""
+
+    challenge_id: str
+    indices: list[int]
+    indices_signature: str = Field(pattern=r"^0x[0-9a-f]{128}$")
+
+
+class SampleModel(_Strict):
+    """One revealed sample `{index, leaf, proof}` (proof-file hex forms)."""
+
+    index: int = Field(ge=0)
+    leaf: PHex32
+    proof: list[PHex32] = Field(max_length=MAX_PATH)
+
+
+class RevealRequest(_Strict):
+    """`POST /v1/challenges/{id}/reveal`: the samples for the indices drawn."""
+
+    samples: list[SampleModel] = Field(min_length=1, max_length=MAX_SAMPLES)
+
+
+class RevealResponse(_Strict):
+    """The audit outcome: accepted with the signed receipt (hex of its canonical encoding)."""
+
+    accepted: bool
+    receipt: str
+    audited: int
+    samples: int
+    reward_estimate: int
+
+
+class TxSubmitResponse(_Strict):
+    """`POST /v1/transactions` answer."""
+
+    tx_id: Hex32
+    status: str
+
+
+class TxStatus(_Strict):
+    """`GET /v1/transactions/{id}`: pending, included (with height), or unknown."""
+
+    tx_id: Hex32
+    status: str
+    height: int | None = None
+    index: int | None = None
+    block_hash: str | None = None
+
+
+class AccountInfo(_Strict):
+    """`GET /v1/accounts/{address}`: SPEC 7 balance shape."""
+
+    address: AddressStr
+    balance: int
+    nonce: int
+
+
+class HeadInfo(_Strict):
+    """Chain head summary."""
+
+    height: int
+    hash: str
+    timestamp: int
+
+
+class NodeInfo(_Strict):
+    """`GET /v1/info`."""
+
+    chain_id: str
+    genesis_hash: str
+    node_public_key: str
+    node_address: str
+    head: HeadInfo
+    block_time_ms: int
+    mempool_size: int
+    version: str
+
+
+class ErrorBody(_Strict):
+    """Every 4xx body: a short reason."""
+
+    detail: str
+
+
+Hex32Field = Hex32
+"""Re-export for route signatures."""

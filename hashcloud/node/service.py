@@ -1,0 +1,237 @@
+"""The node's services behind the HTTP API: chain, mempool, PoC validator (SPEC 3, 6).
+
+`NodeService` owns the ledger (single writer of the chain store), the mempool with its
+durable journal, and the PoC validator. Every chain-mutating call holds one lock, so
+handlers running in FastAPI's thread pool never interleave a block with a mempool change.
+CPU-heavy audit recomputation (`reveal`) runs outside that lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from hashcloud import __version__
+from hashcloud.chain.block import Block, block_hash, block_to_json
+from hashcloud.chain.genesis import genesis_hash, reward_for
+from hashcloud.chain.ledger import Ledger
+from hashcloud.chain.state import get_account
+from hashcloud.chain.tx import Transaction, decode_tx, encode_tx, tx_id
+from hashcloud.errors import HashCloudError, InvalidTransaction
+from hashcloud.node.config import NodeFiles
+from hashcloud.node.journal import TxJournal
+from hashcloud.node.mempool import DuplicateTransaction, Mempool
+from hashcloud.node.models import (
+    AccountInfo,
+    ChallengeRequest,
+    ChallengeResponse,
+    CommitRequest,
+    CommitResponse,
+    HeadInfo,
+    NodeInfo,
+    RevealRequest,
+    RevealResponse,
+    TxStatus,
+)
+from hashcloud.node.validator import PocValidator
+
+log = logging.getLogger(__name__)
+
+MAX_TXS_PER_BLOCK = 2000
+
+
+class NotFound(HashCloudError):
+    """A block, transaction or challenge that does not exist (HTTP 404)."""
+
+    http_status = 404
+
+
+@dataclass
+class NodeMetrics:
+    """Prometheus metrics of one node (own registry, so several nodes can share a process)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.challenges = Counter("hc_challenges_issued", "Challenges issued", registry=r)
+        self.rounds = Counter("hc_rounds", "Audited rounds by outcome", ["outcome"], registry=r)
+        self.txs = Counter("hc_transactions", "Submitted transactions by outcome", ["outcome"],
+                           registry=r)
+        self.blocks = Counter("hc_blocks_produced", "Blocks produced", registry=r)
+        self.height = Gauge("hc_head_height", "Height of the chain head", registry=r)
+        self.mempool = Gauge("hc_mempool_size", "Pending transactions", registry=r)
+        self.commit_seconds = Histogram("hc_commit_seconds", "Commit handling time",
+                                        registry=r)
+        self.reveal_seconds = Histogram("hc_reveal_seconds", "Reveal (audit) handling time",
+                                        registry=r)
+
+
+class NodeService:
+    """Chain + mempool + PoC validator of one node, on one data directory."""
+
+    def __init__(self, files: NodeFiles, **validator_options: object) -> None:
+        self.files = files
+        self.genesis = files.genesis
+        self.key = files.key
+        self.chain_id = files.genesis.chain_id
+        self.genesis_hash = genesis_hash(files.genesis)
+        self.lock = threading.RLock()
+        self.metrics = NodeMetrics()
+        self.ledger = Ledger.open(files.chain_dir, files.genesis)
+        try:
+            self.mempool = Mempool(self.genesis, self.ledger.state, self.key.public_key.address)
+            self.journal = TxJournal(files.journal_path)
+            self._replay_journal()
+            self.validator = PocValidator(self.key, self.chain_id, files.validator_dir,
+                                          **validator_options)  # type: ignore[arg-type]
+        except BaseException:
+            self.ledger.close()
+            raise
+        self.metrics.height.set(self.ledger.height)
+
+    def _replay_journal(self) -> None:
+        """Re-admit acknowledged transactions that were pending at the last stop."""
+        kept = 0
+        for raw in self.journal.load():
+            try:
+                tx = decode_tx(raw)
+                if self.ledger.find_tx(tx_id(tx)) is None:
+                    self.mempool.add(tx)
+                    kept += 1
+            except HashCloudError as exc:
+                log.info("journal entry dropped on replay: %s", exc)
+        self.journal.rewrite(encode_tx(c) for c in self.mempool.candidates())
+        if kept:
+            log.info("mempool: %d pending transactions restored from the journal", kept)
+
+    # ------------------------------------------------------------------ chain queries
+
+    def head_info(self) -> HeadInfo:
+        """Height, hash and timestamp of the head."""
+        head = self.ledger.head
+        return HeadInfo(height=head.height, hash=block_hash(head), timestamp=head.timestamp)
+
+    def info(self) -> NodeInfo:
+        """`GET /v1/info`."""
+        return NodeInfo(
+            chain_id=self.chain_id, genesis_hash=self.genesis_hash,
+            node_public_key=self.key.public_key.hex(), node_address=self.key.public_key.address,
+            head=self.head_info(), block_time_ms=self.genesis.block_time_ms,
+            mempool_size=len(self.mempool), version=__version__,
+        )
+
+    def account(self, address: str) -> AccountInfo:
+        """Balance and nonce at the head (SPEC 7 `balance`)."""
+        acct = get_account(self.ledger.state, address)
+        return AccountInfo(address=address, balance=acct.balance, nonce=acct.nonce)
+
+    def pending_nonce(self, address: str) -> int:
+        """The nonce a new transaction from `address` must use (counts pooled ones)."""
+        with self.lock:
+            return self.mempool.pending_nonce(address)
+
+    def block(self, ref: str) -> dict:
+        """SPEC 7 inspect-block JSON of `latest`, a height or a block hash."""
+        blk: Block | None
+        if ref == "latest":
+            blk = self.ledger.get_block(self.ledger.height)
+        elif ref.isdigit() and len(ref) < 20:
+            blk = self.ledger.get_block(int(ref))
+        else:
+            blk = self.ledger.get_block_by_hash(ref.lower())
+        if blk is None:
+            raise NotFound(f"no block {ref!r}")
+        return block_to_json(blk)
+
+    def tx_status(self, txid: str) -> TxStatus:
+        """Pending, included (height, index, block hash), dropped (with reason) or unknown."""
+        with self.lock:
+            where = self.ledger.find_tx(txid)
+            if where is not None:
+                blk = self.ledger.get_block(where[0])
+                return TxStatus(tx_id=txid, status="included", height=where[0], index=where[1],
+                                block_hash=block_hash(blk.header) if blk else None)
+            if txid in self.mempool:
+                return TxStatus(tx_id=txid, status="pending")
+            reason = self.mempool.dropped_reason(txid)
+            if reason is not None:
+                return TxStatus(tx_id=txid, status=f"dropped: {reason}")
+        raise NotFound(f"unknown transaction {txid}")
+
+    # ------------------------------------------------------------------ transactions
+
+    def submit_transaction(self, tx: Transaction) -> str:
+        """Validate `tx` into the mempool and journal it durably before acknowledging."""
+        txid = tx_id(tx)
+        with self.lock:
+            if self.ledger.find_tx(txid) is not None:
+                raise DuplicateTransaction(f"transaction {txid} is already included")
+            try:
+                self.mempool.add(tx)
+            except InvalidTransaction:
+                self.metrics.txs.labels("rejected").inc()
+                raise
+            self.journal.append(encode_tx(tx))
+            self.metrics.txs.labels("accepted").inc()
+            self.metrics.mempool.set(len(self.mempool))
+        return txid
+
+    def produce_block(self, now_ms: int | None = None) -> Block | None:
+        """Make the next block if transactions are pending (no empty-block flood)."""
+        with self.lock:
+            if not len(self.mempool):
+                return None
+            built = self.ledger.produce_block(self.mempool.candidates(MAX_TXS_PER_BLOCK),
+                                              self.key, now_ms)
+            included = [tx_id(t) for t in built.block.transactions]
+            self.mempool.on_new_head(self.ledger.state, included)
+            self.journal.rewrite(encode_tx(c) for c in self.mempool.candidates())
+            self.metrics.blocks.inc()
+            self.metrics.height.set(self.ledger.height)
+            self.metrics.mempool.set(len(self.mempool))
+            for tx, reason in built.rejected:
+                log.info("block %d: skipped %s: %s", built.block.header.height, tx_id(tx),
+                         reason)
+            return built.block
+
+    # ------------------------------------------------------------------ PoC validator
+
+    def issue_challenge(self, req: ChallengeRequest, client_ip: str) -> ChallengeResponse:
+        """Issue a challenge bound to the current head (SPEC 3)."""
+        head = self.head_info()
+        resp = self.validator.issue(req, head.height, head.hash, client_ip)
+        self.metrics.challenges.inc()
+        return resp
+
+    def commit(self, challenge_id: str, req: CommitRequest) -> CommitResponse:
+        """Accept a commitment and return the signed sample indices (SPEC 3)."""
+        t0 = time.perf_counter()
+        try:
+            return self.validator.commit(challenge_id, req)
+        finally:
+            self.metrics.commit_seconds.observe(time.perf_counter() - t0)
+
+    def reveal(self, challenge_id: str, req: RevealRequest) -> RevealResponse:
+        """Audit the revealed samples; on success the receipt carries the reward estimate."""
+        t0 = time.perf_counter()
+        try:
+            receipt, resp = self.validator.reveal(challenge_id, req)
+        except HashCloudError:
+            self.metrics.rounds.labels("rejected").inc()
+            raise
+        finally:
+            self.metrics.reveal_seconds.observe(time.perf_counter() - t0)
+        self.metrics.rounds.labels("accepted").inc()
+        return resp.model_copy(update={
+            "reward_estimate": reward_for(self.genesis, receipt.loops, receipt.n)})
+
+    def close(self) -> None:
+        """Persist and release everything (the store's writer lock included)."""
+        with self.lock:
+            self.journal.close()
+            self.ledger.close()

@@ -1,0 +1,223 @@
+"""The ledger (SPEC 6): genesis binding, block production/import, reopen, audit."""
+
+from __future__ import annotations
+
+import pytest
+
+import hashcloud.chain.ledger as ledger_module
+from hashcloud.chain.block import block_hash, encode_block, sign_header
+from hashcloud.chain.genesis import genesis_block, genesis_state
+from hashcloud.chain.ledger import AuditFailed, Ledger, audit_chain
+from hashcloud.chain.state import balances_total, encode_state, get_account
+from hashcloud.chain.store import LOG_NAME, ChainStore
+from hashcloud.chain.transition import build_block
+from hashcloud.chain.tx import tx_id
+from hashcloud.errors import ChainError, InvalidBlock, StoreError
+from tests.chain.test_tx import (
+    ALICE,
+    AUTHORITY,
+    BOB,
+    CHAIN,
+    START_BALANCE,
+    WORKER,
+    make_genesis,
+    submit,
+    transfer,
+)
+
+GENESIS = make_genesis()
+T0 = GENESIS.timestamp
+
+
+def grow(ledger: Ledger, blocks: int) -> list[str]:
+    """Add `blocks` blocks, each with one ALICE -> BOB transfer; return the tx ids."""
+    ids = []
+    for _ in range(blocks):
+        nonce = ledger.account(ALICE.public_key.address).nonce
+        tx = transfer(amount=10 + nonce, nonce=nonce)
+        built = ledger.produce_block([tx], AUTHORITY, ledger.head.timestamp + 2000)
+        assert not built.rejected
+        ids.append(tx_id(tx))
+    return ids
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "chain"
+
+
+def test_open_creates_genesis(data_dir):
+    with Ledger.open(data_dir, GENESIS) as ledger:
+        assert ledger.height == 0
+        assert ledger.head == genesis_block(GENESIS).header
+        assert ledger.account(ALICE.public_key.address).balance == START_BALANCE
+        assert ledger.get_block(0) == genesis_block(GENESIS)
+        assert ledger.get_block(1) is None
+
+
+def test_produce_and_query(data_dir):
+    with Ledger.open(data_dir, GENESIS) as ledger:
+        ids = grow(ledger, 2)
+        claim = submit()
+        built = ledger.produce_block([claim], AUTHORITY, ledger.head.timestamp + 2000)
+        assert ledger.height == 3
+        assert ledger.find_tx(ids[1]) == (2, 0)
+        assert ledger.find_tx(tx_id(claim)) == (3, 0)
+        assert ledger.get_transaction(tx_id(claim)) == claim
+        assert ledger.find_tx("00" * 32) is None
+        assert ledger.get_block_by_hash(ledger.head_hash) == built.block
+        assert ledger.get_block_by_hash("zz") is None
+        assert ledger.get_block_by_hash("00" * 32) is None
+        assert ledger.account(WORKER.public_key.address).balance > 0
+        state = ledger.state
+        assert balances_total(state) == state.total_supply
+        assert state.total_supply == 2 * START_BALANCE + state.minted
+
+
+def test_add_block_imports_a_block_built_elsewhere(tmp_path):
+    with Ledger.open(tmp_path / "a", GENESIS) as producer, \
+            Ledger.open(tmp_path / "b", GENESIS) as follower:
+        grow(producer, 3)
+        for height in range(1, 4):
+            follower.add_block(producer.get_block(height), now_ms=T0 + 10_000)
+        assert follower.head == producer.head
+        assert encode_state(follower.state) == encode_state(producer.state)
+
+
+def test_invalid_block_changes_nothing(data_dir):
+    with Ledger.open(data_dir, GENESIS) as ledger:
+        grow(ledger, 1)
+        built = build_block(ledger.state, ledger.head, [transfer(nonce=1)], GENESIS,
+                            AUTHORITY, ledger.head.timestamp + 40_000)
+        bad = built.block.model_copy(update={"header": sign_header(
+            built.block.header.model_copy(update={"state_root": "00" * 32}), AUTHORITY, CHAIN)})
+        before = (ledger.head, encode_state(ledger.state), ledger.store.height)
+        with pytest.raises(InvalidBlock, match="state_root"):
+            ledger.add_block(bad, now_ms=T0 + 100_000)
+        assert (ledger.head, encode_state(ledger.state), ledger.store.height) == before
+        with pytest.raises(InvalidBlock, match="in the future"):
+            ledger.add_block(built.block, now_ms=ledger.head.timestamp)
+        ledger.add_block(built.block, now_ms=ledger.head.timestamp + 10_000)
+        assert ledger.height == 2
+
+
+def test_other_genesis_refused(data_dir):
+    Ledger.open(data_dir, GENESIS).close()
+    with pytest.raises(StoreError, match="different genesis"):
+        Ledger.open(data_dir, make_genesis(chain_id="other-chain"))
+
+
+@pytest.mark.parametrize("interval", [1000, 4], ids=["replay", "snapshot"])
+def test_reopen_restores_state(data_dir, interval, monkeypatch):
+    with Ledger.open(data_dir, GENESIS, snapshot_interval=interval) as ledger:
+        ids = grow(ledger, 10)
+        head, state = ledger.head, encode_state(ledger.state)
+    applied = []
+    real_apply = ledger_module.apply_block
+
+    def counting_apply(*args, **kwargs):
+        applied.append(args[1].header.height)
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(ledger_module, "apply_block", counting_apply)
+    with Ledger.open(data_dir, GENESIS, snapshot_interval=interval) as reopened:
+        assert reopened.head == head
+        assert encode_state(reopened.state) == state
+        assert reopened.find_tx(ids[0]) == (1, 0) and reopened.find_tx(ids[9]) == (10, 0)
+        grow(reopened, 1)
+    # Replay applies every block; the snapshot at height 8 leaves only blocks 9 and 10.
+    assert applied == (list(range(1, 11)) if interval == 1000 else [9, 10])
+
+
+def test_snapshot_not_matching_its_block_is_ignored_and_audited(data_dir):
+    with Ledger.open(data_dir, GENESIS, snapshot_interval=1000) as ledger:
+        grow(ledger, 3)
+        wrong = genesis_state(GENESIS)
+        ledger.store.write_snapshot(3, bytes.fromhex(ledger.head_hash), encode_state(wrong))
+        state = encode_state(ledger.state)
+    with Ledger.open(data_dir, GENESIS) as reopened:
+        assert encode_state(reopened.state) == state
+    with pytest.raises(AuditFailed, match="snapshot at height 3 differs"):
+        audit_chain(data_dir, GENESIS)
+
+
+def test_reader_refresh_sees_new_blocks(data_dir):
+    with Ledger.open(data_dir, GENESIS) as writer:
+        grow(writer, 1)
+        with Ledger.open(data_dir, GENESIS, readonly=True) as reader:
+            assert reader.height == 1
+            grow(writer, 2)
+            assert reader.refresh() == 3
+            assert reader.head == writer.head
+            assert get_account(reader.state, BOB.public_key.address) == get_account(
+                writer.state, BOB.public_key.address)
+            with pytest.raises(StoreError):
+                reader.produce_block([], AUTHORITY, writer.head.timestamp + 1)
+
+
+def test_readonly_open_of_missing_store(tmp_path):
+    with pytest.raises(StoreError):
+        Ledger.open(tmp_path / "nothing", GENESIS, readonly=True)
+
+
+# ---------------------------------------------------------------------- audit
+
+
+def test_audit_clean_chain(data_dir):
+    with Ledger.open(data_dir, GENESIS, snapshot_interval=3) as ledger:
+        grow(ledger, 4)
+        ledger.produce_block([submit()], AUTHORITY, ledger.head.timestamp + 1)
+        head, state = ledger.head_hash, ledger.state
+    report = audit_chain(data_dir, GENESIS)
+    assert (report.height, report.blocks, report.transactions) == (5, 6, 5)
+    assert report.head_hash == head and report.minted == state.minted > 0
+    assert report.snapshot_height == 3
+
+
+def test_audit_other_genesis(data_dir):
+    Ledger.open(data_dir, GENESIS).close()
+    with pytest.raises(AuditFailed, match="different genesis"):
+        audit_chain(data_dir, make_genesis(chain_id="other-chain"))
+
+
+def test_audit_detects_every_flipped_byte_position(data_dir):
+    with Ledger.open(data_dir, GENESIS) as ledger:
+        grow(ledger, 3)
+    log = data_dir / LOG_NAME
+    original = log.read_bytes()
+    # Every 7th byte, plus the very first and last: header, record heads, bodies, digests.
+    positions = sorted({0, len(original) - 1, *range(0, len(original), 7)})
+    for pos in positions:
+        damaged = bytearray(original)
+        damaged[pos] ^= 0x01
+        log.write_bytes(bytes(damaged))
+        (data_dir / "blocks.idx").unlink(missing_ok=True)
+        with pytest.raises(AuditFailed):
+            audit_chain(data_dir, GENESIS)
+    log.write_bytes(original)
+    audit_chain(data_dir, GENESIS)
+
+
+def test_audit_detects_a_well_checksummed_invalid_block(data_dir):
+    with Ledger.open(data_dir, GENESIS) as ledger:
+        grow(ledger, 2)
+        built = build_block(ledger.state, ledger.head, [transfer(nonce=2)], GENESIS,
+                            AUTHORITY, ledger.head.timestamp + 1)
+        # Written straight into the store, bypassing validation: proposer forged.
+        forged = built.block.header.model_copy(update={"proposer": BOB.public_key.address})
+        block = built.block.model_copy(update={"header": forged})
+        ledger.store.append_block(3, bytes.fromhex(block_hash(forged)), encode_block(block))
+    with pytest.raises(AuditFailed, match="block 3: proposer .* not a genesis authority"):
+        audit_chain(data_dir, GENESIS)
+    with pytest.raises(ChainError, match="stored block 3 is invalid"):
+        Ledger.open(data_dir, GENESIS)
+
+
+def test_audit_detects_stored_hash_mismatch(data_dir):
+    Ledger.open(data_dir, GENESIS).close()
+    with ChainStore(data_dir) as store:
+        g = genesis_block(GENESIS)
+        built = build_block(genesis_state(GENESIS), g.header, [], GENESIS, AUTHORITY, T0 + 1)
+        store.append_block(1, b"\x01" * 32, encode_block(built.block))
+    with pytest.raises(AuditFailed, match="does not hash to its recorded hash"):
+        audit_chain(data_dir, GENESIS)

@@ -1,0 +1,363 @@
+"""The state transition (SPEC 6): one test per validation rule, application, invariants."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hashcloud.chain.encoding import MAX_AMOUNT
+from hashcloud.chain.genesis import genesis_block, genesis_state
+from hashcloud.chain.state import (
+    balances_total,
+    decode_state,
+    encode_state,
+    get_account,
+    is_task_rewarded,
+)
+from hashcloud.chain.transition import (
+    FeeMismatch,
+    GasMismatch,
+    InvalidComputeResult,
+    InvalidTxSignature,
+    NonceMismatch,
+    RewardBelowFee,
+    TaskAlreadyRewarded,
+    apply_transaction,
+    build_block,
+    validate_transaction,
+)
+from hashcloud.chain.tx import (
+    SUBMIT_RESULT,
+    TRANSFER,
+    ComputeResult,
+    Transaction,
+    compute_result_signing_bytes,
+    sign_compute_result,
+    sign_transaction,
+    tx_signing_bytes,
+)
+from hashcloud.crypto.keys import CURVE_ORDER, PrivateKey
+from hashcloud.crypto.signatures import sign
+from hashcloud.errors import InvalidTransaction
+from hashcloud.poc.receipt import encode_receipt
+from tests.chain.test_tx import (
+    ALICE,
+    AUTHORITY,
+    BOB,
+    CHAIN,
+    START_BALANCE,
+    VALIDATOR,
+    WORKER,
+    make_genesis,
+    make_receipt,
+    submit,
+    transfer,
+)
+
+GENESIS = make_genesis()
+PROPOSER = AUTHORITY.public_key.address
+
+
+@pytest.fixture
+def state():
+    return genesis_state(GENESIS)
+
+
+def refused(state, tx, error=InvalidTransaction, match=None):
+    """Assert `tx` is refused with `error` (message matching) and the state is untouched."""
+    before = encode_state(state)
+    with pytest.raises(error, match=match):
+        apply_transaction(state, tx, GENESIS, PROPOSER)
+    assert encode_state(state) == before
+
+
+# ---------------------------------------------------------------------- signatures, keys
+
+
+def test_valid_transfer_applies(state):
+    tx = transfer(amount=5000)
+    validate_transaction(state, tx, GENESIS)
+    apply_transaction(state, tx, GENESIS, PROPOSER)
+    assert get_account(state, ALICE.public_key.address).balance == START_BALANCE - 5000 - tx.fee
+    assert get_account(state, ALICE.public_key.address).nonce == 1
+    assert get_account(state, BOB.public_key.address).balance == START_BALANCE + 5000
+    assert get_account(state, PROPOSER).balance == tx.fee == 21_000 * 1000
+    assert balances_total(state) == state.total_supply
+
+
+def test_bad_signature(state):
+    tx = transfer().model_copy(update={"signature": sign(ALICE, b"something else").hex()})
+    refused(state, tx, InvalidTxSignature, "transaction signature does not verify")
+
+
+def test_high_s_signature(state):
+    tx = transfer()
+    raw = bytes.fromhex(tx.signature)
+    s = int.from_bytes(raw[32:], "big")
+    high = raw[:32] + (CURVE_ORDER - s).to_bytes(32, "big")
+    refused(state, tx.model_copy(update={"signature": high.hex()}), InvalidTxSignature,
+            "not low-S")
+
+
+def test_public_key_not_matching_from_address(state):
+    tx = transfer()
+    forged = tx.model_copy(update={"public_key": BOB.public_key.hex()})
+    forged = forged.model_copy(
+        update={"signature": sign(BOB, tx_signing_bytes(forged, CHAIN)).hex()}
+    )
+    refused(state, forged, InvalidTxSignature, "public key does not match from_address")
+
+
+def test_invalid_public_key_point(state):
+    tx = transfer().model_copy(update={"public_key": "02" + "00" * 32})
+    refused(state, tx, InvalidTxSignature, "public key is invalid")
+
+
+def test_signature_for_another_chain(state):
+    tx = transfer(chain_id="other-chain")
+    refused(state, tx, InvalidTxSignature, "signature does not verify for chain test-chain")
+
+
+def test_receipt_signature_replayed_as_tx_signature(state):
+    receipt = make_receipt()
+    genesis = make_genesis(allocations={VALIDATOR.public_key.address: START_BALANCE})
+    tx = transfer(key=VALIDATOR).model_copy(update={"signature": receipt.signature})
+    with pytest.raises(InvalidTxSignature, match="does not verify"):
+        validate_transaction(genesis_state(genesis), tx, genesis)
+
+
+TRANSFER_ALTERATIONS = {
+    "tx_type": SUBMIT_RESULT,
+    "from_address": BOB.public_key.address,
+    "to_address": WORKER.public_key.address,
+    "amount": 1001,
+    "fee": 21_000 * 1000 + 1,
+    "nonce": 1,
+    "gas_price": 1001,
+    "gas_limit": 21_001,
+    "payload": None,  # replaced below for SUBMIT_RESULT
+    "public_key": BOB.public_key.hex(),
+    "signature": "11" * 64,
+}
+
+
+@pytest.mark.parametrize("field", [f for f in Transaction.model_fields if f != "payload"])
+def test_transfer_field_altered_after_signing_refused(state, field):
+    tx = transfer()
+    refused(state, tx.model_copy(update={field: TRANSFER_ALTERATIONS[field]}))
+
+
+@pytest.mark.parametrize("field", list(ComputeResult.model_fields))
+def test_compute_result_field_altered_after_signing_refused(state, field):
+    tx = submit()
+    cr = tx.payload
+    other = {
+        "task_id": "2f" * 16, "worker_address": BOB.public_key.address,
+        "result_hash": "ce" * 32, "proof": cr.proof[:-2] + "00", "nonce": cr.nonce + 1,
+        "signature": "11" * 64,
+    }[field]
+    altered = tx.model_copy(update={"payload": cr.model_copy(update={field: other})})
+    refused(state, altered)
+
+
+def test_valid_signed_transfer_of_other_chain_id_is_not_valid_here(state):
+    # Same fields, two chains: two different signatures, each valid only on its own chain.
+    here, there = transfer(), transfer(chain_id="other-chain")
+    assert here.signature != there.signature
+    validate_transaction(state, here, GENESIS)
+
+
+# ---------------------------------------------------------------------- nonce, gas, fee
+
+
+def test_nonce_must_be_next(state):
+    refused(state, transfer(nonce=5), NonceMismatch, "nonce 5 but account expects 0")
+
+
+def test_replayed_transaction_refused(state):
+    tx = transfer()
+    apply_transaction(state, tx, GENESIS, PROPOSER)
+    refused(state, tx, NonceMismatch, "nonce 0 but account expects 1")
+
+
+def test_gas_price_below_minimum(state):
+    tx = Transaction.model_construct(**{**transfer().model_dump(), "gas_price": 999,
+                                        "fee": 999 * 21_000, "payload": None})
+    refused(state, tx, GasMismatch, "gas_price 999 is below the minimum 1000")
+
+
+def test_gas_limit_must_match_type(state):
+    tx = sign_transaction(ALICE, CHAIN, tx_type=TRANSFER, to_address=BOB.public_key.address,
+                          amount=1, nonce=0, gas_price=1000, gas_limit=30_000)
+    refused(state, tx, GasMismatch, "gas_limit 30000 but TRANSFER needs 21000")
+
+
+def test_fee_must_equal_gas_limit_times_price(state):
+    tx = sign_transaction(ALICE, CHAIN, tx_type=TRANSFER, to_address=BOB.public_key.address,
+                          amount=1, nonce=0, gas_price=1000, fee=20_000_000)
+    refused(state, tx, FeeMismatch, "fee 20000000 is not gas_limit \\* gas_price = 21000000")
+
+
+def test_insufficient_balance_for_amount_plus_fee(state):
+    tx = transfer(amount=START_BALANCE - 21_000 * 1000 + 1)
+    refused(state, tx, InvalidTransaction, "insufficient balance")
+    exact = transfer(amount=START_BALANCE - 21_000 * 1000)
+    apply_transaction(state, exact, GENESIS, PROPOSER)
+    assert get_account(state, ALICE.public_key.address).balance == 0
+
+
+def test_amount_out_of_range_defended(state):
+    tx = Transaction.model_construct(**{**transfer().model_dump(), "amount": MAX_AMOUNT,
+                                        "payload": None})
+    refused(state, tx, InvalidTransaction, "amount")
+
+
+# ---------------------------------------------------------------------- SUBMIT_RESULT
+
+
+def test_valid_submit_result_mints_reward_and_pays_fee(state):
+    tx = submit(loops=1000, n=64)
+    reward = 1000 * 64**3
+    assert validate_transaction(state, tx, GENESIS) == reward
+    apply_transaction(state, tx, GENESIS, PROPOSER)
+    worker = get_account(state, WORKER.public_key.address)
+    assert worker.balance == reward - 80_000 * 1000 and worker.nonce == 1
+    assert get_account(state, PROPOSER).balance == 80_000 * 1000
+    assert state.minted == reward
+    assert state.total_supply == 2 * START_BALANCE + reward == balances_total(state)
+    assert is_task_rewarded(state, "1f" * 16)
+
+
+def test_reward_uses_genesis_ratio():
+    genesis = make_genesis(reward_numerator=3, reward_denominator=2)
+    tx = submit(loops=1001, n=64)
+    assert validate_transaction(genesis_state(genesis), tx, genesis) == 1001 * 64**3 * 3 // 2
+
+
+def _submit_with_payload(payload: ComputeResult, key: PrivateKey = WORKER) -> Transaction:
+    return sign_transaction(key, CHAIN, tx_type=SUBMIT_RESULT, to_address=None, amount=0,
+                            nonce=0, gas_price=1000, payload=payload)
+
+
+def _payload(receipt=None, key: PrivateKey = WORKER, **changes) -> ComputeResult:
+    """A ComputeResult for `receipt` with `changes`, correctly signed by `key`."""
+    cr = sign_compute_result(key, receipt or make_receipt(), CHAIN).model_copy(update=changes)
+    return cr.model_copy(
+        update={"signature": sign(key, compute_result_signing_bytes(cr, CHAIN)).hex()}
+    )
+
+
+def test_worker_address_must_be_sender(state):
+    refused(state, _submit_with_payload(_payload(), key=ALICE), InvalidComputeResult,
+            "payload worker_address is not the sender")
+
+
+def test_compute_result_signature_must_verify(state):
+    cr = _payload().model_copy(update={"signature": sign(WORKER, b"other").hex()})
+    refused(state, _submit_with_payload(cr), InvalidTxSignature,
+            "compute result signature does not verify for chain test-chain")
+
+
+def test_compute_result_signed_for_other_chain(state):
+    cr = sign_compute_result(WORKER, make_receipt(), "other-chain")
+    refused(state, _submit_with_payload(cr), InvalidTxSignature,
+            "compute result signature does not verify for chain test-chain")
+
+
+def test_receipt_must_decode(state):
+    refused(state, _submit_with_payload(_payload(proof="00")), InvalidComputeResult,
+            "receipt does not decode")
+
+
+def test_receipt_signed_by_non_validator(state):
+    receipt = make_receipt(key=BOB)
+    refused(state, _submit_with_payload(_payload(receipt)), InvalidComputeResult,
+            "is not a PoC validator of this chain")
+
+
+def test_receipt_signature_must_verify(state):
+    receipt = make_receipt()
+    forged = receipt.model_copy(update={"loops": 2000})
+    cr = _payload(forged, proof=encode_receipt(forged).hex(), nonce=2000)
+    refused(state, _submit_with_payload(cr), InvalidComputeResult,
+            "receipt signature is invalid")
+
+
+def test_receipt_for_other_chain(state):
+    receipt = make_receipt(chain_id="other-chain")
+    refused(state, _submit_with_payload(_payload(receipt)), InvalidComputeResult,
+            "receipt is for chain other-chain, not test-chain")
+
+
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        ({"task_id": "2f" * 16}, "task_id"),
+        ({"result_hash": "ce" * 32}, "result_hash"),
+        ({"nonce": 999}, "nonce \\(loops\\)"),
+    ],
+)
+def test_receipt_must_match_result(state, changes, needle):
+    refused(state, _submit_with_payload(_payload(**changes)), InvalidComputeResult,
+            f"receipt does not match the result's {needle}")
+
+
+def test_receipt_must_match_worker(state):
+    receipt = make_receipt(worker=BOB)  # BOB's receipt claimed by WORKER
+    refused(state, _submit_with_payload(_payload(receipt)), InvalidComputeResult,
+            "receipt does not match the result's worker_address")
+
+
+def test_task_rewarded_only_once(state):
+    apply_transaction(state, submit(), GENESIS, PROPOSER)
+    again = submit(nonce=1)  # a fresh tx for the same task id
+    refused(state, again, TaskAlreadyRewarded, f"task {'1f' * 16} was already rewarded")
+
+
+def test_reward_below_fee_is_invalid(state):
+    refused(state, submit(loops=10, n=64), RewardBelowFee,
+            "reward 2621440 is below the fee 80000000")
+
+
+def test_zero_balance_worker_can_claim(state):
+    assert get_account(state, WORKER.public_key.address).balance == 0
+    apply_transaction(state, submit(), GENESIS, PROPOSER)
+
+
+# ---------------------------------------------------------------------- invariants
+
+
+ops = st.lists(
+    st.tuples(st.sampled_from(["transfer", "submit"]), st.integers(0, 2),
+              st.integers(0, 2), st.integers(0, START_BALANCE * 2)),
+    min_size=1, max_size=6,
+)
+
+
+@settings(max_examples=8)
+@given(ops)
+def test_supply_invariant_over_random_blocks(sequence):
+    keys = [ALICE, BOB, WORKER]
+    state = genesis_state(GENESIS)
+    parent = genesis_block(GENESIS).header
+    initial = state.total_supply
+    nonces = {k.public_key.address: 0 for k in keys}
+    txs = []
+    for i, (kind, sender, receiver, amount) in enumerate(sequence):
+        key = keys[sender]
+        nonce = nonces[key.public_key.address]
+        if kind == "transfer":
+            tx = transfer(key, keys[receiver], amount, nonce)
+        else:
+            tx = submit(key, nonce, task_id=f"{i:032x}", loops=1000 + amount % 5000)
+        txs.append(tx)
+        nonces[key.public_key.address] += 1
+    # Two blocks: the candidates split in half (some may be refused, e.g. overdrafts).
+    for chunk in (txs[: len(txs) // 2], txs[len(txs) // 2 :]):
+        built = build_block(state, parent, chunk, GENESIS, AUTHORITY,
+                            parent.timestamp + 2000)
+        state, parent = built.state, built.block.header
+        assert balances_total(state) == state.total_supply == initial + state.minted
+        assert decode_state(encode_state(state)) == state
+        assert len(built.block.transactions) + len(built.rejected) == len(chunk)
