@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hashcloud.chain.encoding import (
     U64,
@@ -90,6 +90,12 @@ class Block(BaseModel):
 
     header: BlockHeader
     transactions: tuple[Transaction, ...] = ()
+
+    @field_validator("transactions", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        """Accept a list of transactions (stored as an immutable tuple)."""
+        return tuple(value) if isinstance(value, list) else value
 
 
 def _header_values(header: BlockHeader) -> list:

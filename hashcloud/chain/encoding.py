@@ -20,6 +20,7 @@ the same validated aliases.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated, Any
 
 import msgpack
@@ -61,8 +62,12 @@ AMOUNT_BYTES = 12
 """Width of the fixed big-endian byte form of an amount (96 bits)."""
 
 
+@lru_cache(maxsize=1 << 16)
 def _check_address(value: str) -> str:
-    """Pydantic hook: a canonical `cpc1...` address (SPEC 5), as a ValueError if not."""
+    """Pydantic hook: a canonical `cpc1...` address (SPEC 5), as a ValueError if not.
+
+    Cached: bech32 checksums are pure Python and the same addresses recur in every block.
+    """
     try:
         return validate_address(value)
     except InvalidAddress as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -91,6 +92,12 @@ class Genesis(BaseModel):
     reward_denominator: Annotated[int, Field(ge=1, lt=2**64)] = 1
     block_time_ms: Annotated[int, Field(ge=1, lt=2**32)] = 2000
 
+    @field_validator("authorities", "validators", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        """Accept lists of keys (stored as immutable tuples)."""
+        return tuple(value) if isinstance(value, list) else value
+
     @field_validator("allocations")
     @classmethod
     def _sorted_allocations(cls, value: dict[str, int]) -> dict[str, int]:
@@ -116,7 +123,13 @@ class Genesis(BaseModel):
 
 def authority_addresses(genesis: Genesis) -> dict[str, str]:
     """Map each authority's address to its public key hex (who may propose blocks)."""
-    return {PublicKey.from_hex(key).address: key for key in genesis.authorities}
+    return dict(_addresses_of(genesis.authorities))
+
+
+@lru_cache(maxsize=64)
+def _addresses_of(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """`(address, key)` pairs for public keys (cached: checked for every block)."""
+    return tuple((PublicKey.from_hex(key).address, key) for key in keys)
 
 
 def reward_for(genesis: Genesis, loops: int, n: int) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from hashcloud.chain.block import (
@@ -140,13 +141,20 @@ def _check_gas(tx: Transaction) -> None:
         raise InvalidTransaction(f"amount {tx.amount} outside [0, 2**96)")
 
 
+@lru_cache(maxsize=1 << 14)
+def _key_and_address(public_key_hex: str) -> tuple[PublicKey, str]:
+    """Parse a public key and derive its address (cached: senders recur)."""
+    public_key = PublicKey.from_hex(public_key_hex)
+    return public_key, public_key.address
+
+
 def _sender_key(tx: Transaction) -> PublicKey:
     """The sender's public key, which must hash to `from_address`."""
     try:
-        public_key = PublicKey.from_hex(tx.public_key)
+        public_key, address = _key_and_address(tx.public_key)
     except InvalidKey as exc:
         raise InvalidTxSignature(f"public key is invalid: {exc}") from None
-    if public_key.address != tx.from_address:
+    if address != tx.from_address:
         raise InvalidTxSignature("public key does not match from_address")
     return public_key
 
@@ -292,7 +300,7 @@ def _check_header(header: BlockHeader, parent: BlockHeader, genesis: Genesis,
     if not header.signature:
         raise InvalidBlock("block is not signed")
     try:
-        verify(PublicKey.from_hex(authorities[header.proposer]),
+        verify(_key_and_address(authorities[header.proposer])[0],
                block_signing_bytes(header, genesis.chain_id), bytes.fromhex(header.signature))
     except InvalidSignature as exc:
         raise InvalidBlock(f"block signature is invalid: {exc}") from None

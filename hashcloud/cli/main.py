@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from hashcloud import __version__
-from hashcloud.cli import engine_cmds
+from hashcloud.cli import chain_cmds, engine_cmds, node_cmd
 from hashcloud.cli import keygen as keygen_cmd
 from hashcloud.cli import mine as mine_cmd
 from hashcloud.cli import verify as verify_cmd
@@ -53,6 +53,11 @@ app.command("mine")(mine_cmd.mine)
 app.command("verify")(verify_cmd.verify)
 app.command("selftest")(engine_cmds.selftest)
 app.command("bench")(engine_cmds.bench)
+app.command("submit")(chain_cmds.submit)
+app.command("audit")(chain_cmds.audit)
+app.command("balance")(chain_cmds.balance)
+app.command("inspect-block")(chain_cmds.inspect_block)
+app.add_typer(node_cmd.node_app, name="node")
 
 
 def main() -> None:

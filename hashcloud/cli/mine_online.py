@@ -36,7 +36,7 @@ def node_url_for(st: CliState, node_url: str | None, quiet: bool) -> Iterator[tu
         if node.created:
             err.print(f"created a local chain (genesis + node key) in {data_dir}")
         if not quiet:
-            err.print(f"[dim]no --node given: mining against the embedded node in {data_dir} "
+            err.print(f"[dim]no --node given: using the embedded node in {data_dir} "
                       f"({node.url})[/]")
         yield node.url, True
 

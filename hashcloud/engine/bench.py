@@ -46,7 +46,7 @@ def bench(backend: str = "auto", n: int = 1024, seconds: float = 10.0) -> dict:
         batch = engine.batch_size
         a, b = generate_operands(xp, BENCH_SEED, 0, batch, n)
         c = xp.empty_like(a)
-        engine.compute_batch(BENCH_SEED, 0, batch)  # warm-up: threads, kernels, pools
+        engine.compute_batch(BENCH_SEED, 0, batch)  # warm-up: caches, kernels, pools
         xp.matmul(a, b, out=c)
         _synchronize(xp)
         loops = gemms = 0

@@ -302,16 +302,17 @@ class _NumpyPipeline:
     """CPU pipeline for SPEC 1 on preallocated buffers, element-wise work in cache-sized chunks.
 
     The BLAS GEMM uses every core; generation and digests run on the calling thread in
-    chunks whose scratch stays in L2. (Splitting them over Python threads was measured
+    chunks whose scratch stays in cache. (Splitting them over Python threads was measured
     slower on 2 cores: GIL hand-offs between microsecond-scale ufuncs and the BLAS
     threads still spinning after each GEMM eat the gain; see `bench`.) Memory is fixed
     at construction; nothing grows with the number of loops.
     """
 
-    # 8192 words -> 64 KiB of uint64 scratch and 256 KiB of float32 entries per chunk;
-    # 64K product elements -> 256 KiB uint32 scratch per digest chunk.
-    WORDS_PER_CHUNK = 8192
-    DIGEST_ELEMENTS = 65536
+    # Measured sweet spots at n=1024 (smaller chunks pay per-ufunc call overhead, larger
+    # ones spill out of L2): 32768 words = 256 KiB of uint64 scratch (1 MiB of entries),
+    # 128K product elements = 512 KiB of uint32 scratch per digest chunk.
+    WORDS_PER_CHUNK = 32768
+    DIGEST_ELEMENTS = 131072
 
     def __init__(self, n: int) -> None:
         self.n = n

@@ -116,12 +116,13 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 
 def create_app(service: NodeService, *, produce_blocks: bool = True,
-               max_body: int = MAX_BODY) -> FastAPI:
-    """The FastAPI application of one node; blocks are produced every block time."""
+               max_body: int = MAX_BODY, block_time: float | None = None) -> FastAPI:
+    """The FastAPI application of one node; blocks are produced every block time
+    (`block_time` seconds overrides the genesis cadence for this node)."""
     feed = HeadFeed()
 
     async def producer() -> None:
-        period = service.genesis.block_time_ms / 1000
+        period = block_time or service.genesis.block_time_ms / 1000
         while True:
             await asyncio.sleep(period)
             try:

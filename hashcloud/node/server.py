@@ -44,9 +44,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_node(service: NodeService, sock: socket.socket, *, log_level: str = "warning") -> None:
+def run_node(service: NodeService, sock: socket.socket, *, log_level: str = "warning",
+             block_time: float | None = None) -> None:
     """Serve until interrupted (SIGINT/SIGTERM), then close the service cleanly."""
-    app = create_app(service)
+    app = create_app(service, block_time=block_time)
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     try:

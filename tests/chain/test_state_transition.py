@@ -6,14 +6,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashcloud.chain.encoding import MAX_AMOUNT
+from hashcloud.chain.encoding import (
+    MAX_AMOUNT,
+    decode_canonical,
+    encode_amount,
+    encode_canonical,
+)
 from hashcloud.chain.genesis import genesis_block, genesis_state
 from hashcloud.chain.state import (
+    InsufficientBalance,
+    State,
     balances_total,
+    credit,
+    debit,
     decode_state,
     encode_state,
     get_account,
+    increment_nonce,
     is_task_rewarded,
+    mark_task_rewarded,
+    state_root,
 )
 from hashcloud.chain.transition import (
     FeeMismatch,
@@ -39,7 +51,7 @@ from hashcloud.chain.tx import (
 )
 from hashcloud.crypto.keys import CURVE_ORDER, PrivateKey
 from hashcloud.crypto.signatures import sign
-from hashcloud.errors import InvalidTransaction
+from hashcloud.errors import DecodeError, InvalidTransaction
 from hashcloud.poc.receipt import encode_receipt
 from tests.chain.test_tx import (
     ALICE,
@@ -361,3 +373,68 @@ def test_supply_invariant_over_random_blocks(sequence):
         assert balances_total(state) == state.total_supply == initial + state.minted
         assert decode_state(encode_state(state)) == state
         assert len(built.block.transactions) + len(built.rejected) == len(chunk)
+
+
+# ---------------------------------------------------------------------- state encoding
+
+ADDRS = [PrivateKey(i).public_key.address for i in range(1, 6)]
+
+
+@given(
+    st.dictionaries(st.sampled_from(ADDRS),
+                    st.tuples(st.integers(0, 2**90), st.integers(0, 2**64 - 2)), max_size=5),
+    st.sets(st.integers(0, 2**128 - 1).map(lambda i: f"{i:032x}"), max_size=4),
+    st.integers(0, 2**80),
+)
+def test_state_encoding_round_trip(accounts, tasks, minted):
+    state = State()
+    for address, (balance, nonce) in accounts.items():
+        credit(state, address, balance)
+        for _ in range(min(nonce, 3)):
+            increment_nonce(state, address)
+    for task in tasks:
+        mark_task_rewarded(state, task)
+    state.total_supply = balances_total(state) + minted
+    state.minted = minted
+    credit(state, ADDRS[0], minted)
+    data = encode_state(state)
+    decoded = decode_state(data)
+    assert encode_state(decoded) == data and state_root(decoded) == state_root(state)
+    with pytest.raises(DecodeError):
+        decode_state(data + b"\x00")
+
+
+def _state_fields():
+    state = genesis_state(GENESIS)
+    mark_task_rewarded(state, "ab" * 16)
+    return decode_canonical(encode_state(state))
+
+
+@pytest.mark.parametrize(
+    "mutate,needle",
+    [
+        (lambda f: f[1].reverse(), "sorted"),
+        (lambda f: f[1].append(list(f[1][-1])), "sorted"),
+        (lambda f: f[1][0].__setitem__(1, encode_amount(0)), "add up|empty"),
+        (lambda f: f[2].append("AB" * 16), "task id"),
+        (lambda f: f.__setitem__(3, encode_amount(5)), "add up"),
+        (lambda f: f.__setitem__(0, 2), "format"),
+    ],
+)
+def test_state_decoder_rejects_inconsistent_forms(mutate, needle):
+    fields = _state_fields()
+    mutate(fields)
+    with pytest.raises(DecodeError, match=needle):
+        decode_state(encode_canonical(fields))
+
+
+def test_empty_accounts_are_not_stored_and_copy_is_independent():
+    state = State()
+    credit(state, ADDRS[0], 0)
+    assert state.accounts == {}
+    credit(state, ADDRS[0], 5)
+    copy = state.copy()
+    debit(copy, ADDRS[0], 5)
+    assert get_account(state, ADDRS[0]).balance == 5 and copy.accounts == {}
+    with pytest.raises(InsufficientBalance):
+        debit(state, ADDRS[0], 6)

@@ -1,0 +1,65 @@
+"""Where chain-reading commands get their data: a node URL or a data directory (SPEC 7).
+
+`--node URL` (or `$HASHCLOUD_NODE`) asks a running node over HTTP; `--data-dir DIR` (default
+`<home>/node`) opens the flat-file store read-only, which works while a node is writing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from hashcloud.chain.block import block_to_json
+from hashcloud.chain.ledger import Ledger
+from hashcloud.cli.common import CliState
+from hashcloud.errors import NodeError, UsageError
+from hashcloud.node.client import NodeClient, NodeRejected
+from hashcloud.node.config import load_data_dir
+
+
+class ChainSource:
+    """Uniform read access (`account`, `block`) over HTTP or a read-only ledger."""
+
+    def __init__(self, client: NodeClient | None = None, ledger: Ledger | None = None) -> None:
+        self.client, self.ledger = client, ledger
+
+    def account(self, address: str) -> dict:
+        """`{"address", "balance", "nonce"}` at the head."""
+        if self.client is not None:
+            return self.client.account(address).model_dump()
+        assert self.ledger is not None
+        acct = self.ledger.account(address)
+        return {"address": address, "balance": acct.balance, "nonce": acct.nonce}
+
+    def block(self, ref: str) -> dict:
+        """SPEC 7 inspect-block JSON of `latest`, a height or a hash."""
+        if self.client is not None:
+            try:
+                return self.client.block(ref)
+            except NodeRejected as exc:
+                raise NodeError(exc.detail) from None
+        assert self.ledger is not None
+        if ref == "latest":
+            blk = self.ledger.get_block(self.ledger.height)
+        elif ref.isdigit():
+            blk = self.ledger.get_block(int(ref))
+        else:
+            blk = self.ledger.get_block_by_hash(ref.lower())
+        if blk is None:
+            raise NodeError(f"no block {ref!r} (head is at height {self.ledger.height})")
+        return block_to_json(blk)
+
+
+@contextlib.contextmanager
+def open_source(st: CliState, node: str | None, data_dir: Path | None) -> Iterator[ChainSource]:
+    """A ChainSource for `--node` or `--data-dir` (default: the home's embedded node data)."""
+    if node and data_dir:
+        raise UsageError("--node and --data-dir exclude each other")
+    if node:
+        with NodeClient(node, retries=2) as client:
+            yield ChainSource(client=client)
+        return
+    files = load_data_dir(data_dir or st.home / "node")
+    with Ledger.open(files.chain_dir, files.genesis, readonly=True) as ledger:
+        yield ChainSource(ledger=ledger)
