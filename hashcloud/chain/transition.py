@@ -184,8 +184,7 @@ def _check_nonce(state: State, tx: Transaction) -> None:
         raise NonceMismatch("account nonce is exhausted")
 
 
-def _check_receipt(state: State, tx: Transaction, result: ComputeResult,
-                   genesis: Genesis) -> Receipt:
+def _check_receipt(result: ComputeResult, genesis: Genesis) -> Receipt:
     """Decode and check the receipt inside a ComputeResult; return it."""
     try:
         receipt = decode_receipt(bytes.fromhex(result.proof))
@@ -224,7 +223,7 @@ def _check_compute_result(state: State, tx: Transaction, public_key: PublicKey,
         raise InvalidComputeResult("payload worker_address is not the sender")
     _check_signature(public_key, compute_result_signing_bytes(result, genesis.chain_id),
                      result.signature, "compute result", genesis.chain_id)
-    receipt = _check_receipt(state, tx, result, genesis)
+    receipt = _check_receipt(result, genesis)
     if is_task_rewarded(state, result.task_id):
         raise TaskAlreadyRewarded(f"task {result.task_id} was already rewarded")
     reward = reward_for(genesis, receipt.loops, receipt.n)

@@ -198,9 +198,7 @@ def device_peak_flops(device: DeviceModel) -> float:
         return DEVICE_PEAK_FLOPS[device.backend]
     except KeyError:
         known = ", ".join(sorted(DEVICE_PEAK_FLOPS))
-        raise CommitRefused(
-            f"unknown backend {device.backend!r} (known: {known})"
-        ) from None
+        raise CommitRefused(f"unknown backend {device.backend!r} (known: {known})") from None
 
 
 # ------------------------------------------------------------------------ internal state
@@ -373,16 +371,22 @@ class PocValidator:
         now_ms = _ms(now)
         self.expire()
         with self._lock:
-            self._take_rate_slot(self._ip_windows, client_ip, now,
-                                 self.requests_per_minute_per_ip, f"IP {client_ip}")
+            self._take_rate_slot(
+                self._ip_windows, client_ip, now, self.requests_per_minute_per_ip, f"IP {client_ip}"
+            )
         worker_key = self._check_request(req, now_ms)
         address = req.worker_address
         with self._lock:
             if (address, req.request_time_ms) in self._used_requests:
                 self._counters.refused += 1
                 raise RequestRefused("challenge request already used; sign a fresh request")
-            self._take_rate_slot(self._address_windows, address, now,
-                                 self.requests_per_minute_per_address, f"address {address}")
+            self._take_rate_slot(
+                self._address_windows,
+                address,
+                now,
+                self.requests_per_minute_per_address,
+                f"address {address}",
+            )
             self._check_cooldown(address, now)
             open_now = self._open_count(address, now_ms)
             if open_now >= self.max_open_per_worker:
@@ -480,8 +484,9 @@ class PocValidator:
     def commit(self, challenge_id: str, req: CommitRequest) -> CommitResponse:
         """Accept a worker's commitment, then draw and sign the sample indices (SPEC 3).
 
-        Sanity checks before anything else: the challenge is known (ChallengeNotFound), in
-        state issued (ChallengeUsed), unexpired (ChallengeExpired); the `device_signature`
+        Sanity checks before anything else: the challenge is known (ChallengeNotFound; the
+        node only holds challenges it signed, so the token needs no re-check), in state
+        issued (ChallengeUsed), unexpired (ChallengeExpired); the `device_signature`
         is the challenge worker's over the SPEC 4 commit message; `compute_time` is at most
         the time elapsed since issue (+ `COMPUTE_TIME_SLACK`); the backend is known and the
         claimed rate `loops * 2 * n^3 / compute_time` is not above its peak (CommitRefused).
@@ -494,7 +499,12 @@ class PocValidator:
         if _ms(now) >= ch.expiry:
             raise ChallengeExpired(f"challenge {challenge_id} expired; ask for a new one")
         message = commit_message(
-            challenge_id, ch.seed, ch.n, ch.worker_address, req.loops, req.compute_time,
+            challenge_id,
+            ch.seed,
+            ch.n,
+            ch.worker_address,
+            req.loops,
+            req.compute_time,
             req.merkle_root,
         )
         try:
@@ -534,8 +544,7 @@ class PocValidator:
             self._counters.committed += 1
         signature = sign(
             self.key,
-            indices_signing_bytes(self.chain_id, challenge_id, req.merkle_root, req.loops,
-                                  indices),
+            indices_signing_bytes(self.chain_id, challenge_id, req.merkle_root, req.loops, indices),
         )
         return CommitResponse(
             challenge_id=challenge_id, indices=list(indices), indices_signature=to_phex(signature)
@@ -593,8 +602,11 @@ class PocValidator:
         for smp in req.samples:
             try:
                 verify_inclusion(
-                    from_phex(smp.leaf), smp.index, com.loops,
-                    [from_phex(h) for h in smp.proof], root,
+                    from_phex(smp.leaf),
+                    smp.index,
+                    com.loops,
+                    [from_phex(h) for h in smp.proof],
+                    root,
                 )
             except MerkleError as exc:
                 raise AuditFailed(f"index {smp.index}: inclusion proof failed: {exc}") from None
@@ -787,7 +799,9 @@ class PocValidator:
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             logger.warning(
                 "audit histories %s are corrupt (%s); moved to %s, starting empty",
-                path, exc.errors()[0]["msg"] if exc.errors() else exc, aside.name,
+                path,
+                exc.errors()[0]["msg"] if exc.errors() else exc,
+                aside.name,
             )
             try:
                 os.replace(path, aside)
@@ -798,11 +812,16 @@ class PocValidator:
     def _save_histories(self) -> None:
         """Write `history.json` atomically (temp file, fsync, rename, fsync dir). Locked.
 
+        The whole file is rewritten (small records, one per audited worker), so a crash leaves
+        either the old or the new file, never a mix.
         An I/O failure is logged, not raised: the audit outcome stands and the next change
         writes the whole file again.
         """
         path = self._history_path
-        data = _HistoryFile(version=HISTORY_FILE_VERSION, workers=self._histories)
+        # The records are already valid: construct without re-validating every address.
+        data = _HistoryFile.model_construct(
+            version=HISTORY_FILE_VERSION, workers=dict(self._histories)
+        )
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -107,21 +107,30 @@ def validator(tmp_path: Path, clock: FakeClock) -> PocValidator:
 
 
 def challenge_request(
-    key: PrivateKey, clock: FakeClock, *, n: int = N, time_ms: int | None = None,
-    address: str | None = None, signer: PrivateKey | None = None,
+    key: PrivateKey,
+    clock: FakeClock,
+    *,
+    n: int = N,
+    time_ms: int | None = None,
+    address: str | None = None,
+    signer: PrivateKey | None = None,
 ) -> ChallengeRequest:
     """A worker's signed challenge request (optionally forged in one field)."""
     address = address or key.public_key.address
     time_ms = int(clock() * 1000) if time_ms is None else time_ms
     signature = sign(signer or key, challenge_request_bytes(CHAIN, address, n, time_ms))
     return ChallengeRequest(
-        worker_address=address, public_key=key.public_key.hex(), n=n,
-        request_time_ms=time_ms, signature=signature.hex(),
+        worker_address=address,
+        public_key=key.public_key.hex(),
+        n=n,
+        request_time_ms=time_ms,
+        signature=signature.hex(),
     )
 
 
-def issue(v: PocValidator, clock: FakeClock, key: PrivateKey = WORKER,
-          ip: str = IP) -> ChallengeResponse:
+def issue(
+    v: PocValidator, clock: FakeClock, key: PrivateKey = WORKER, ip: str = IP
+) -> ChallengeResponse:
     return v.issue(challenge_request(key, clock), HEAD_HEIGHT, HEAD_HASH, ip)
 
 
@@ -130,15 +139,26 @@ def mine(engine: Engine, seed: str, loops: int = LOOPS) -> RoundWork:
 
 
 def commit_request(
-    key: PrivateKey, challenge_id: str, seed: str, *, loops: int, merkle_root: str,
-    compute_time: float = 2.0, device: DeviceModel = CPU, n: int = N, address: str | None = None,
+    key: PrivateKey,
+    challenge_id: str,
+    seed: str,
+    *,
+    loops: int,
+    merkle_root: str,
+    compute_time: float = 2.0,
+    device: DeviceModel = CPU,
+    n: int = N,
+    address: str | None = None,
 ) -> CommitRequest:
     """A commitment signed by `key` over the SPEC 4 commit message (for `address`, default
     the key's own)."""
     address = address or key.public_key.address
     msg = commit_message(challenge_id, seed, n, address, loops, compute_time, merkle_root)
     return CommitRequest(
-        loops=loops, compute_time=compute_time, merkle_root=merkle_root, device=device,
+        loops=loops,
+        compute_time=compute_time,
+        merkle_root=merkle_root,
+        device=device,
         device_signature=to_phex(sign(key, msg)),
     )
 
@@ -153,8 +173,12 @@ def honest_round(v: PocValidator, clock: FakeClock, engine: Engine, key: Private
     ch = issue(v, clock, key).challenge
     work = mine(engine, ch.seed)
     clock.advance(5)
-    com = v.commit(ch.challenge_id, commit_request(
-        key, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root))
+    com = v.commit(
+        ch.challenge_id,
+        commit_request(
+            key, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root
+        ),
+    )
     return ch, work, com
 
 
@@ -173,23 +197,37 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
 
     work = mine(engine, ch.seed)
     clock.advance(5)
-    com = validator.commit(ch.challenge_id, commit_request(
-        WORKER, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root,
-        compute_time=work.compute_time))
+    com = validator.commit(
+        ch.challenge_id,
+        commit_request(
+            WORKER,
+            ch.challenge_id,
+            ch.seed,
+            loops=work.loops,
+            merkle_root=work.merkle_root,
+            compute_time=work.compute_time,
+        ),
+    )
     s = sample_count(LOOPS)
     check_stratified(com.indices, LOOPS, s)
-    verify(NODE_KEY.public_key,
-           indices_signing_bytes(CHAIN, ch.challenge_id, work.merkle_root, LOOPS, com.indices),
-           from_phex(com.indices_signature))
+    verify(
+        NODE_KEY.public_key,
+        indices_signing_bytes(CHAIN, ch.challenge_id, work.merkle_root, LOOPS, com.indices),
+        from_phex(com.indices_signature),
+    )
 
     clock.advance(1)
     receipt, out = validator.reveal(
-        ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
+        ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices)
+    )
     assert out.accepted and out.samples == s and out.audited == DEFAULT_POLICY.base_m
     assert decode_receipt(bytes.fromhex(out.receipt)) == receipt
     verify_receipt(receipt, {NODE_KEY.public_key.hex()})
     assert (receipt.task_id, receipt.worker_address, receipt.seed) == (
-        ch.challenge_id, WORKER.public_key.address, ch.seed)
+        ch.challenge_id,
+        WORKER.public_key.address,
+        ch.seed,
+    )
     assert (receipt.n, receipt.loops, receipt.merkle_root) == (N, LOOPS, work.merkle_root[2:])
     assert receipt.compute_time_ms == round(work.compute_time * 1000)
     assert (receipt.samples, receipt.audited) == (s, out.audited)
@@ -201,7 +239,12 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
     assert validator.open_challenges(WORKER.public_key.address) == 0
     stats = validator.stats()
     assert {k: stats[k] for k in ("issued", "committed", "accepted", "rejected", "open")} == {
-        "issued": 1, "committed": 1, "accepted": 1, "rejected": 0, "open": 0}
+        "issued": 1,
+        "committed": 1,
+        "accepted": 1,
+        "rejected": 0,
+        "open": 0,
+    }
 
 
 def test_repeated_reveal_after_acceptance_returns_same_receipt(validator, clock, engine):
@@ -238,8 +281,13 @@ def test_bad_challenge_request_refused(validator, clock, forgery):
     else:  # signed for another chain
         addr, t = WORKER.public_key.address, int(clock() * 1000)
         sig = sign(WORKER, challenge_request_bytes("other-chain", addr, N, t))
-        req = ChallengeRequest(worker_address=addr, public_key=WORKER.public_key.hex(), n=N,
-                               request_time_ms=t, signature=sig.hex())
+        req = ChallengeRequest(
+            worker_address=addr,
+            public_key=WORKER.public_key.hex(),
+            n=N,
+            request_time_ms=t,
+            signature=sig.hex(),
+        )
     with pytest.raises(RequestRefused) as exc:
         validator.issue(req, HEAD_HEIGHT, HEAD_HASH, IP)
     assert exc.value.http_status == 422
@@ -267,14 +315,24 @@ def test_other_workers_challenge_cannot_be_committed(validator, clock, engine):
     clock.advance(5)
     # OTHER signs a commitment naming WORKER's address: not the challenge worker's key.
     for address in (WORKER.public_key.address, OTHER.public_key.address):
-        req = commit_request(OTHER, ch.challenge_id, ch.seed, loops=work.loops,
-                             merkle_root=work.merkle_root, address=address)
+        req = commit_request(
+            OTHER,
+            ch.challenge_id,
+            ch.seed,
+            loops=work.loops,
+            merkle_root=work.merkle_root,
+            address=address,
+        )
         with pytest.raises(CommitRefused, match="device_signature") as exc:
             validator.commit(ch.challenge_id, req)
         assert exc.value.http_status == 422
     # The challenge is still usable by its worker.
-    validator.commit(ch.challenge_id, commit_request(
-        WORKER, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root))
+    validator.commit(
+        ch.challenge_id,
+        commit_request(
+            WORKER, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root
+        ),
+    )
 
 
 def test_commit_signature_binds_every_field(validator, clock):
@@ -292,15 +350,16 @@ def test_unknown_challenge_is_404(validator):
         validator.commit("00" * 16, req)
     assert exc.value.http_status == 404
     with pytest.raises(ChallengeNotFound):
-        validator.reveal("00" * 16, RevealRequest(samples=[
-            SampleModel(index=0, leaf="0x" + "11" * 32, proof=[])]))
+        validator.reveal(
+            "00" * 16,
+            RevealRequest(samples=[SampleModel(index=0, leaf="0x" + "11" * 32, proof=[])]),
+        )
 
 
 def test_expired_challenge_refused(validator, clock):
     ch = issue(validator, clock).challenge
     clock.advance(10 * 60 + 1)
-    req = commit_request(WORKER, ch.challenge_id, ch.seed, loops=10,
-                         merkle_root="0x" + "11" * 32)
+    req = commit_request(WORKER, ch.challenge_id, ch.seed, loops=10, merkle_root="0x" + "11" * 32)
     with pytest.raises(ChallengeExpired) as exc:
         validator.commit(ch.challenge_id, req)
     assert exc.value.http_status == 410
@@ -320,8 +379,7 @@ def test_reveal_allowed_within_grace_then_expired(validator, clock, engine):
 
     ch, work, com = honest_round(validator, clock, engine)
     clock.t = ch.expiry / 1000 + 60  # past expiry, within grace
-    _, out = validator.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves,
-                                                              com.indices))
+    _, out = validator.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
     assert out.accepted
 
 
@@ -333,8 +391,9 @@ def test_commit_twice_and_reveal_before_commit_are_409(validator, clock, engine)
     with pytest.raises(ChallengeUsed, match="not committed") as exc:
         validator.reveal(ch.challenge_id, early)
     assert exc.value.http_status == 409
-    req = commit_request(WORKER, ch.challenge_id, ch.seed, loops=work.loops,
-                         merkle_root=work.merkle_root)
+    req = commit_request(
+        WORKER, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root
+    )
     validator.commit(ch.challenge_id, req)
     with pytest.raises(ChallengeUsed, match="already committed"):
         validator.commit(ch.challenge_id, req)
@@ -345,23 +404,41 @@ def test_claimed_rate_above_peak_refused(validator, clock):
     clock.advance(5)
     loops = 100
     fast = loops * 2 * N**3 / DEVICE_PEAK_FLOPS["numpy"] / 2  # twice the CPU peak
-    req = commit_request(WORKER, ch.challenge_id, ch.seed, loops=loops,
-                         merkle_root="0x" + "11" * 32, compute_time=fast)
+    req = commit_request(
+        WORKER,
+        ch.challenge_id,
+        ch.seed,
+        loops=loops,
+        merkle_root="0x" + "11" * 32,
+        compute_time=fast,
+    )
     with pytest.raises(CommitRefused, match="above the numpy peak"):
         validator.commit(ch.challenge_id, req)
     # The same claim on a GPU backend is plausible.
     gpu = DeviceModel(name="gpu", backend="cupy")
-    req = commit_request(WORKER, ch.challenge_id, ch.seed, loops=loops,
-                         merkle_root="0x" + "11" * 32, compute_time=fast, device=gpu)
+    req = commit_request(
+        WORKER,
+        ch.challenge_id,
+        ch.seed,
+        loops=loops,
+        merkle_root="0x" + "11" * 32,
+        compute_time=fast,
+        device=gpu,
+    )
     validator.commit(ch.challenge_id, req)
 
 
 def test_unknown_backend_refused(validator, clock):
     ch = issue(validator, clock).challenge
     clock.advance(5)
-    req = commit_request(WORKER, ch.challenge_id, ch.seed, loops=10,
-                         merkle_root="0x" + "11" * 32,
-                         device=DeviceModel(name="asic", backend="magic"))
+    req = commit_request(
+        WORKER,
+        ch.challenge_id,
+        ch.seed,
+        loops=10,
+        merkle_root="0x" + "11" * 32,
+        device=DeviceModel(name="asic", backend="magic"),
+    )
     with pytest.raises(CommitRefused, match="unknown backend"):
         validator.commit(ch.challenge_id, req)
 
@@ -376,13 +453,15 @@ def test_device_peak_table():
 def test_compute_time_longer_than_elapsed_refused(validator, clock):
     ch = issue(validator, clock).challenge
     clock.advance(5)
-    req = commit_request(WORKER, ch.challenge_id, ch.seed, loops=10,
-                         merkle_root="0x" + "11" * 32, compute_time=6.5)
+    req = commit_request(
+        WORKER, ch.challenge_id, ch.seed, loops=10, merkle_root="0x" + "11" * 32, compute_time=6.5
+    )
     with pytest.raises(CommitRefused, match="exceeds"):
         validator.commit(ch.challenge_id, req)
     # Within the 1 s clock-granularity slack.
-    req = commit_request(WORKER, ch.challenge_id, ch.seed, loops=10,
-                         merkle_root="0x" + "11" * 32, compute_time=5.9)
+    req = commit_request(
+        WORKER, ch.challenge_id, ch.seed, loops=10, merkle_root="0x" + "11" * 32, compute_time=5.9
+    )
     validator.commit(ch.challenge_id, req)
 
 
@@ -391,12 +470,14 @@ def test_compute_time_longer_than_elapsed_refused(validator, clock):
 
 def _m_for(v: PocValidator, com_loops: int, history, clock: FakeClock) -> int:
     s = sample_count(com_loops)
-    return v.policy.choose_m(s, com_loops * 2 * N**3 / 2.0, DEVICE_PEAK_FLOPS["numpy"],
-                             history, clock())
+    return v.policy.choose_m(
+        s, com_loops * 2 * N**3 / 2.0, DEVICE_PEAK_FLOPS["numpy"], history, clock()
+    )
 
 
-@pytest.mark.parametrize("cheat", ["wrong_indices", "reordered", "tampered_leaf",
-                                   "tampered_path", "forged_leaves"])
+@pytest.mark.parametrize(
+    "cheat", ["wrong_indices", "reordered", "tampered_leaf", "tampered_path", "forged_leaves"]
+)
 def test_dishonest_reveal_refused_and_penalised(validator, clock, engine, cheat):
     address = WORKER.public_key.address
     m_before = _m_for(validator, LOOPS, validator.history(address), clock)
@@ -408,8 +489,12 @@ def test_dishonest_reveal_refused_and_penalised(validator, clock, engine, cheat)
         leaves = [hashlib.sha256(b"garbage%d" % i).digest() for i in range(LOOPS)]
         tree = MerkleTree(leaves)
     clock.advance(5)
-    com = validator.commit(ch.challenge_id, commit_request(
-        WORKER, ch.challenge_id, ch.seed, loops=LOOPS, merkle_root=to_phex(tree.root)))
+    com = validator.commit(
+        ch.challenge_id,
+        commit_request(
+            WORKER, ch.challenge_id, ch.seed, loops=LOOPS, merkle_root=to_phex(tree.root)
+        ),
+    )
     indices = list(com.indices)
     if cheat == "wrong_indices":  # stratum 0 is [0, 2): reveal the other index in it
         indices[0] = 1 - indices[0]
@@ -425,11 +510,13 @@ def test_dishonest_reveal_refused_and_penalised(validator, clock, engine, cheat)
         bad = SampleModel(index=smp.index, leaf=smp.leaf, proof=["0x" + "00" * 32, *smp.proof[1:]])
         req = RevealRequest(samples=[*req.samples[:5], bad, *req.samples[6:]])
 
-    expected = {"wrong_indices": (RevealRefused, "drawn indices"),
-                "reordered": (RevealRefused, "drawn indices"),
-                "tampered_leaf": (AuditFailed, f"index {com.indices[3]}: inclusion proof"),
-                "tampered_path": (AuditFailed, f"index {com.indices[5]}: inclusion proof"),
-                "forged_leaves": (AuditFailed, "does not match its recomputation")}[cheat]
+    expected = {
+        "wrong_indices": (RevealRefused, "drawn indices"),
+        "reordered": (RevealRefused, "drawn indices"),
+        "tampered_leaf": (AuditFailed, f"index {com.indices[3]}: inclusion proof"),
+        "tampered_path": (AuditFailed, f"index {com.indices[5]}: inclusion proof"),
+        "forged_leaves": (AuditFailed, "does not match its recomputation"),
+    }[cheat]
     with pytest.raises(expected[0], match=expected[1]) as exc:
         validator.reveal(ch.challenge_id, req)
     assert exc.value.http_status == 422
@@ -487,8 +574,13 @@ def test_open_challenge_bound(tmp_path, clock):
 
 
 def test_rate_limit_per_address_and_ip(tmp_path, clock):
-    v = make_validator(tmp_path, clock, requests_per_minute_per_address=3,
-                       requests_per_minute_per_ip=5, max_open_per_worker=100)
+    v = make_validator(
+        tmp_path,
+        clock,
+        requests_per_minute_per_address=3,
+        requests_per_minute_per_ip=5,
+        max_open_per_worker=100,
+    )
     for _ in range(3):
         issue(v, clock, WORKER, ip="198.51.100.1")
         clock.advance(1)
@@ -513,12 +605,17 @@ def test_cooldown_after_repeated_failures(validator, clock, engine):
         ch = issue(validator, clock).challenge
         work = mine(engine, ch.seed, loops=10)
         clock.advance(5)
-        com = validator.commit(ch.challenge_id, commit_request(
-            WORKER, ch.challenge_id, ch.seed, loops=10, merkle_root=work.merkle_root))
+        com = validator.commit(
+            ch.challenge_id,
+            commit_request(
+                WORKER, ch.challenge_id, ch.seed, loops=10, merkle_root=work.merkle_root
+            ),
+        )
         assert com.indices == list(range(10))  # s = loops = 10: one index per stratum
         with pytest.raises(RevealRefused):  # reveals them in the wrong order
-            validator.reveal(ch.challenge_id, reveal_request(
-                work.tree, work.leaves, com.indices[::-1]))
+            validator.reveal(
+                ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices[::-1])
+            )
     assert validator.history(address).failed == DEFAULT_POLICY.cooldown_after
     clock.advance(10)
     with pytest.raises(CoolingDown, match="cooling down") as exc:
@@ -553,8 +650,15 @@ def test_history_persists_across_restart(tmp_path, clock, engine):
         restarted.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
 
 
-@pytest.mark.parametrize("content", [b"{not json", b'{"version": 2, "workers": {}}',
-                                     b'{"version": 1, "workers": {"cpc1bad": {}}}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b'{"version": 2, "workers": {}}',
+        b'{"version": 1, "workers": {"cpc1bad": {}}}',
+        b"\xff\xfe",
+    ],
+)
 def test_corrupt_history_file_tolerated(tmp_path, clock, caplog, content):
     path = tmp_path / "validator" / "history.json"
     path.parent.mkdir(parents=True)
@@ -602,12 +706,30 @@ def test_lock_not_held_during_recomputation(tmp_path, clock, engine):
 
 
 def test_error_classes_map_to_http_statuses():
-    assert {cls.__name__: cls.http_status for cls in (
-        ChallengeNotFound, ChallengeExpired, ChallengeUsed, RateLimited, CoolingDown,
-        RequestRefused, CommitRefused, RevealRefused, AuditFailed)} == {
-        "ChallengeNotFound": 404, "ChallengeExpired": 410, "ChallengeUsed": 409,
-        "RateLimited": 429, "CoolingDown": 429, "RequestRefused": 422, "CommitRefused": 422,
-        "RevealRefused": 422, "AuditFailed": 422}
+    assert {
+        cls.__name__: cls.http_status
+        for cls in (
+            ChallengeNotFound,
+            ChallengeExpired,
+            ChallengeUsed,
+            RateLimited,
+            CoolingDown,
+            RequestRefused,
+            CommitRefused,
+            RevealRefused,
+            AuditFailed,
+        )
+    } == {
+        "ChallengeNotFound": 404,
+        "ChallengeExpired": 410,
+        "ChallengeUsed": 409,
+        "RateLimited": 429,
+        "CoolingDown": 429,
+        "RequestRefused": 422,
+        "CommitRefused": 422,
+        "RevealRefused": 422,
+        "AuditFailed": 422,
+    }
     assert issubclass(ValidatorError, Exception)
 
 
@@ -631,8 +753,9 @@ def test_partial_miner_caught_at_predicted_rate(tmp_path, clock):
     number of catches must be within 4 standard errors of sum p_r (fixed seeds throughout).
     """
     rounds, loops, f = 240, 1500, 0.7
-    v = make_validator(tmp_path, clock, leaf_fn=fake_leaf, rng=random.Random(2024),
-                       max_open_per_worker=1)
+    v = make_validator(
+        tmp_path, clock, leaf_fn=fake_leaf, rng=random.Random(2024), max_open_per_worker=1
+    )
     miner_rng = random.Random(99)
     s = sample_count(loops)
     m = DEFAULT_POLICY.base_m
@@ -642,13 +765,23 @@ def test_partial_miner_caught_at_predicted_rate(tmp_path, clock):
         key = PrivateKey(10_000 + r)
         ch = issue(v, clock, key, ip=f"10.0.{r // 250}.{r % 250}").challenge
         honest = [miner_rng.random() < f for _ in range(loops)]
-        leaves = [fake_leaf(ch.seed, i, N) if ok else miner_rng.randbytes(32)
-                  for i, ok in enumerate(honest)]
+        leaves = [
+            fake_leaf(ch.seed, i, N) if ok else miner_rng.randbytes(32)
+            for i, ok in enumerate(honest)
+        ]
         tree = MerkleTree(leaves)
         clock.advance(1)
-        com = v.commit(ch.challenge_id, commit_request(
-            key, ch.challenge_id, ch.seed, loops=loops, merkle_root=to_phex(tree.root),
-            compute_time=0.5))
+        com = v.commit(
+            ch.challenge_id,
+            commit_request(
+                key,
+                ch.challenge_id,
+                ch.seed,
+                loops=loops,
+                merkle_root=to_phex(tree.root),
+                compute_time=0.5,
+            ),
+        )
         x = sum(not honest[i] for i in com.indices)
         forged_total += x
         p = p_detect(s, x, m)
@@ -664,6 +797,5 @@ def test_partial_miner_caught_at_predicted_rate(tmp_path, clock):
     # Sanity: the draw saw about the 30 % forged fraction.
     assert abs(forged_total / (rounds * s) - (1 - f)) < 0.05
     tolerance = 4 * math.sqrt(variance)
-    print("STAT", caught, predicted, tolerance)
     assert abs(caught - predicted) <= tolerance, (caught, predicted, tolerance)
     assert v.stats()["rejected"] == caught and v.stats()["accepted"] == rounds - caught

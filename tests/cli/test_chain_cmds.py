@@ -1,0 +1,85 @@
+"""Online `mine` against the embedded node, then the chain-reading commands (SPEC 7)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hashcloud.chain.genesis import load_genesis, reward_for
+from hashcloud.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def mined(tmp_path_factory) -> dict:
+    """One embedded-node round (real uvicorn server on 127.0.0.1 in a thread)."""
+    home = tmp_path_factory.mktemp("home")
+    r = runner.invoke(app, ["--home", str(home), "mine", "--duration", "1", "--n", "64",
+                            "--json"], env={"HASHCLOUD_NODE": ""})
+    assert r.exit_code == 0, r.output
+    assert "created a local chain" in r.stderr
+    return {"home": home, "result": json.loads(r.stdout)}
+
+
+@pytest.mark.timeout(120)
+def test_embedded_round_is_accepted_included_and_rewarded(mined):
+    res = mined["result"]
+    assert res["accepted"] is True and res["embedded"] is True
+    assert res["height"] >= 1 and len(res["tx_id"]) == 64
+    genesis = load_genesis(mined["home"] / "node" / "genesis.json")
+    assert res["reward"] == reward_for(genesis, res["loops"], 64)
+    assert res["balance"] == res["reward"] - 80_000 * 1000
+
+
+@pytest.mark.timeout(120)
+def test_balance_inspect_and_chain_audit(mined):
+    home = str(mined["home"])
+    res = mined["result"]
+    b = runner.invoke(app, ["--home", home, "balance", "--json"])
+    assert b.exit_code == 0, b.output
+    assert json.loads(b.stdout) == {"address": res["address"], "balance": res["balance"],
+                                    "nonce": 1}
+    blk = runner.invoke(app, ["--home", home, "inspect-block", str(res["height"]), "--json"])
+    assert blk.exit_code == 0, blk.output
+    obj = json.loads(blk.stdout)
+    assert set(obj) == {"hash", "header", "transactions"}
+    assert {"height", "prev_hash", "timestamp", "proposer", "tx_root", "state_root",
+            "compute_root", "signature"} <= set(obj["header"])
+    assert obj["header"]["compute_root"] != ""
+    tx = obj["transactions"][0]
+    assert tx["tx_id"] == res["tx_id"] and tx["tx_type"] == "SUBMIT_RESULT"
+    assert tx["payload"]["task_id"] in res["proof_path"]
+    a = runner.invoke(app, ["--home", home, "audit", "--chain", "--json"])
+    assert a.exit_code == 0, a.output
+    assert json.loads(a.stdout)["valid"] is True
+    latest = runner.invoke(app, ["--home", home, "inspect-block", "latest"])
+    assert latest.exit_code == 0 and "block" in latest.stdout
+
+
+@pytest.mark.timeout(120)
+def test_proof_audit_and_replayed_claim(mined):
+    home = str(mined["home"])
+    path = mined["result"]["proof_path"]
+    v = runner.invoke(app, ["verify", path, "--json"])
+    assert v.exit_code == 0, v.output
+    names = {c["name"] for c in json.loads(v.stdout)["checks"]}
+    assert {"challenge token", "indices signature", "receipt"} <= names
+    a = runner.invoke(app, ["audit", path, "--m", "2", "--json"])
+    assert a.exit_code == 0, a.output
+    table = json.loads(a.stdout)["p_detect"]
+    assert table[-1]["p_detect"] == 1.0 and table[0]["forged"] == 1
+    s = runner.invoke(app, ["--home", home, "submit", path], env={"HASHCLOUD_NODE": ""})
+    assert s.exit_code == 1
+    assert "already rewarded" in s.stderr
+
+
+def test_usage_errors(tmp_path):
+    home = str(tmp_path)
+    assert runner.invoke(app, ["--home", home, "inspect-block", "xyz"]).exit_code == 2
+    assert runner.invoke(app, ["--home", home, "balance", "cpc1bad"]).exit_code == 2
+    assert runner.invoke(app, ["--home", home, "audit"]).exit_code == 2
+    r = runner.invoke(app, ["--home", home, "audit", "--chain"])
+    assert r.exit_code == 1 and "not initialised" in r.stderr
