@@ -1,7 +1,8 @@
 """Benchmark HC-MERKLE-v1 (SPEC 2): tree build, audit path and inclusion check times.
 
 Usage: `python scripts/bench_merkle.py [LEAVES] [--workers N]` (default 1,000,000 leaves,
-automatic worker count). A developer tool: it prints, the core package never does.
+in-process; `--workers 0` means one process per CPU). A developer tool: it prints; the core
+package never does.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main() -> None:
     cpu_start, start = _cpu_seconds(), time.perf_counter()
     tree = MerkleTree(leaves, workers=args.workers)
     build, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-    workers = args.workers or "auto"
+    workers = "default (in-process)" if args.workers is None else args.workers
     print(f"build   {args.leaves} leaves: {build:.3f} s wall, {cpu:.3f} s CPU (workers={workers})")
 
     cpu_start, start = _cpu_seconds(), time.perf_counter()

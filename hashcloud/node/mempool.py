@@ -78,25 +78,31 @@ class Mempool:
         if self._sender_count(tx.from_address) >= self.per_sender:
             raise MempoolFull(f"sender {tx.from_address} already has {self.per_sender} "
                               "pending transactions")
-        if len(self._entries) >= self.max_size and not self._evict_for(tx):
-            raise MempoolFull("mempool is full; raise the gas price or retry later")
-        apply_transaction(self._pending, tx, self.genesis, self.proposer)  # raises if invalid
+        if len(self._entries) >= self.max_size:
+            victim = self._eviction_victim(tx)
+            if victim is None:
+                raise MempoolFull("mempool is full; raise the gas price or retry later")
+            # Validate before evicting, so invalid transactions cannot flush the pool.
+            apply_transaction(self._pending.copy(), tx, self.genesis, self.proposer)
+            del self._entries[victim.tx_id]
+            self._remember_drop(victim.tx_id, "evicted by a higher-paying transaction")
+            self._rebuild(self._head_state_for_rebuild)
+        # apply_transaction leaves the state untouched when it raises.
+        apply_transaction(self._pending, tx, self.genesis, self.proposer)
         self._entries[txid] = PoolEntry(txid, tx)
         self._dropped.pop(txid, None)
         return txid
 
-    def _evict_for(self, tx: Transaction) -> bool:
-        """Evict the cheapest sender-tail transaction if `tx` pays more; True if room."""
+    def _eviction_victim(self, tx: Transaction) -> PoolEntry | None:
+        """The cheapest other sender's tail transaction if `tx` pays more, else None."""
         tails: dict[str, PoolEntry] = {}
         for e in self._entries.values():
-            tails[e.tx.from_address] = e  # last entry per sender = its highest nonce
+            if e.tx.from_address != tx.from_address:
+                tails[e.tx.from_address] = e  # last entry per sender = its highest nonce
         victim = min(tails.values(), key=lambda e: e.tx.gas_price, default=None)
         if victim is None or victim.tx.gas_price >= tx.gas_price:
-            return False
-        del self._entries[victim.tx_id]
-        self._remember_drop(victim.tx_id, "evicted by a higher-paying transaction")
-        self._rebuild(self._head_state_for_rebuild)
-        return True
+            return None
+        return victim
 
     def _remember_drop(self, txid: str, reason: str) -> None:
         self._dropped[txid] = reason

@@ -1,0 +1,242 @@
+"""Node test fixtures: a funded data directory, the real service and app, a real node process.
+
+Everything is real: `init_data_dir` writes a genesis and a node key, `NodeService` opens the
+flat-file chain store and the mempool journal, `create_app` is the production FastAPI app
+(driven in-process through Starlette's TestClient), and `node_process` runs
+`python -m hashcloud node start` as a child process on 127.0.0.1 with a free port.
+Sizes are small (n = 64, a few hundred loops) so the whole node suite stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hashcloud.chain.genesis import reward_for
+from hashcloud.chain.tx import SUBMIT_RESULT_GAS, make_transfer
+from hashcloud.crypto.keys import PrivateKey
+from hashcloud.engine.gemm import Engine
+from hashcloud.node.app import create_app
+from hashcloud.node.client import NodeClient
+from hashcloud.node.config import NodeFiles, init_data_dir, load_data_dir
+from hashcloud.node.miner import RoundOutcome, run_online_round
+from hashcloud.node.service import NodeService
+from hashcloud.poc.proof import DeviceInfo
+from hashcloud.poc.round import run_loops
+
+N = 64
+# The reward of a round is loops * n^3 (genesis 1/1); a claim must pay its fee
+# (80,000 gas * 1,000) out of it, so a claimable n = 64 round needs at least 306 loops.
+ROUND_LOOPS = 400
+MIN_GAS = 1000
+CLAIM_FEE = SUBMIT_RESULT_GAS * MIN_GAS
+FUNDED_AMOUNT = 10**15
+BLOCK_TIME_MS = 300
+FUNDED_KEY = PrivateKey(0xF00D_CAFE)
+WORKER_KEY = PrivateKey(0x1234_5678)
+OTHER_KEY = PrivateKey(0x8765_4321)
+TEST_DEVICE = DeviceInfo(name="test cpu", backend="numpy")
+LISTEN_RE = re.compile(r"hashcloud node listening on (http://127\.0\.0\.1:\d+) chain=(\S+) "
+                       r"height=(\d+)")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class NodeDir:
+    """An initialised node data directory and the key its genesis funds."""
+
+    path: Path
+    files: NodeFiles
+    funded: PrivateKey
+
+    @property
+    def chain_id(self) -> str:
+        return self.files.genesis.chain_id
+
+
+def make_node_dir(path: Path, funded: PrivateKey = FUNDED_KEY) -> NodeDir:
+    """`init_data_dir` with `funded` holding FUNDED_AMOUNT and a 300 ms block time."""
+    files = init_data_dir(path, allocations={funded.public_key.address: FUNDED_AMOUNT},
+                          block_time_ms=BLOCK_TIME_MS)
+    return NodeDir(path, files, funded)
+
+
+@pytest.fixture
+def node_dir(tmp_path: Path) -> NodeDir:
+    """A fresh single-node data dir whose genesis funds FUNDED_KEY."""
+    return make_node_dir(tmp_path / "node")
+
+
+@pytest.fixture
+def service(node_dir: NodeDir) -> Iterator[NodeService]:
+    """The real NodeService over `node_dir` (closed after the test)."""
+    svc = NodeService(node_dir.files)
+    yield svc
+    svc.close()
+
+
+def open_client(svc: NodeService, **app_options: object) -> TestClient:
+    """A TestClient over the real app (server errors come back as 500s, never raised)."""
+    app_options.setdefault("produce_blocks", False)
+    return TestClient(create_app(svc, **app_options), raise_server_exceptions=False)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def api(service: NodeService) -> Iterator[TestClient]:
+    """The real FastAPI app in-process, without the block producer: tests call
+    `service.produce_block()` themselves."""
+    with open_client(service) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    """The NumPy engine at n = 64."""
+    with Engine("numpy", n=N) as eng:
+        yield eng
+
+
+def node_client(api: TestClient) -> NodeClient:
+    """A NodeClient whose HTTP transport is the in-process app (no retries)."""
+    client = NodeClient("http://testserver", retries=0)
+    client.http.close()
+    client.http = api
+    return client
+
+
+def honest_round(client: NodeClient, key: PrivateKey, engine: Engine,
+                 loops: int = ROUND_LOOPS) -> RoundOutcome:
+    """One honest online round through `run_online_round` (challenge, commit, reveal)."""
+    return run_online_round(client, key, N, TEST_DEVICE,
+                            lambda seed: run_loops(engine, seed, 0, max_loops=loops))
+
+
+def expected_net_reward(files: NodeFiles, loops: int, n: int = N) -> int:
+    """What a claim credits: reward for `loops * n^3` minus the minimum-gas claim fee."""
+    return reward_for(files.genesis, loops, n) - CLAIM_FEE
+
+
+def transfer(nd: NodeDir, nonce: int, *, amount: int = 1, to: str | None = None,
+             gas_price: int = MIN_GAS, key: PrivateKey | None = None):
+    """A signed TRANSFER from the funded key (or `key`) on the node's chain."""
+    return make_transfer(key or nd.funded, to or OTHER_KEY.public_key.address, amount, nonce,
+                         gas_price, chain_id=nd.chain_id)
+
+
+# ----------------------------------------------------------------------- real processes
+
+
+def hashcloud_cmd(home: Path, *args: str) -> list[str]:
+    """argv of the CLI run as `python -m hashcloud --home HOME ...`."""
+    return [sys.executable, "-m", "hashcloud", "--home", str(home), *args]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of CLI subprocesses: no inherited node URL, home or passphrase."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HASHCLOUD_NODE", "HASHCLOUD_HOME", "HASHCLOUD_PASSPHRASE")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["COLUMNS"] = "200"
+    return env
+
+
+def run_cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run one CLI command to completion."""
+    return subprocess.run(hashcloud_cmd(home, *args), capture_output=True, text=True,
+                          timeout=timeout, env=cli_env(), cwd=home.parent)
+
+
+@dataclass
+class NodeProcess:
+    """A running `hashcloud node start` child process."""
+
+    url: str
+    proc: subprocess.Popen[str]
+    data_dir: Path
+    home: Path
+    stderr_path: Path
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within 10 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def kill9(self) -> None:
+        """SIGKILL: no cleanup at all in the node."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+def start_node(data_dir: Path, home: Path, *, block_time: float = 0.3,
+               deadline: float = 20.0) -> NodeProcess:
+    """Start a node on `data_dir` (port 0) and wait for its listening line."""
+    home.mkdir(parents=True, exist_ok=True)
+    stderr_path = home / f"node-{time.monotonic_ns()}.stderr"
+    err_fh = open(stderr_path, "w")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        hashcloud_cmd(home, "node", "start", "--data-dir", str(data_dir), "--port", "0",
+                      "--block-time", str(block_time)),
+        stdout=subprocess.PIPE, stderr=err_fh, text=True, env=cli_env(), cwd=home.parent)
+    err_fh.close()
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:  # keeps the stdout pipe drained for the node's whole life
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    node = NodeProcess("", proc, data_dir, home, stderr_path)
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            line = lines.get(timeout=max(0.01, end - time.monotonic()))
+        except queue.Empty:
+            node.stop()
+            pytest.fail(f"node did not print its listening line in {deadline} s:\n"
+                        f"{node.stderr()}")
+        if line is None:
+            node.stop()
+            pytest.fail(f"node exited ({proc.returncode}) before listening:\n{node.stderr()}")
+        match = LISTEN_RE.search(line)
+        if match:
+            node.url = match.group(1)
+            return node
+
+
+@pytest.fixture
+def node_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path, PrivateKey]]:
+    """A real node process on 127.0.0.1 (random port, 0.3 s blocks) over a funded data dir:
+    yields (url, proc, data_dir, funded key); terminated (kill fallback) at teardown."""
+    nd = make_node_dir(tmp_path / "node")
+    node = start_node(nd.path, tmp_path / "home")
+    try:
+        yield node.url, node.proc, nd.path, nd.funded
+    finally:
+        node.stop()
+
+
+def reopen(nd_path: Path) -> NodeDir:
+    """The NodeDir of an existing data directory."""
+    return NodeDir(nd_path, load_data_dir(nd_path), FUNDED_KEY)
