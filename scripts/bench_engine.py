@@ -17,9 +17,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1024, help="matrix size (multiple of 64)")
     parser.add_argument("--seconds", type=float, default=10.0, help="total benchmark time")
     parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto")
+    parser.add_argument("--lanes", type=int, default=None,
+                        help="CPU mining lanes (default: one per core from n=256)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    result = bench(args.backend, args.n, args.seconds)
+    result = bench(args.backend, args.n, args.seconds, lanes=args.lanes)
     if args.json:
         print(json.dumps(result))
         return

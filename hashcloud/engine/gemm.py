@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from hashcloud.engine.backends import BackendChoice, select_backend
+from hashcloud.engine.backends import BackendChoice, cpu_core_count, select_backend
 from hashcloud.errors import EngineError
 
 __all__ = [
@@ -301,11 +303,11 @@ def suggested_batch_size(n: int, backend: str) -> int:
 class _NumpyPipeline:
     """CPU pipeline for SPEC 1 on preallocated buffers, element-wise work in cache-sized chunks.
 
-    The BLAS GEMM uses every core; generation and digests run on the calling thread in
-    chunks whose scratch stays in cache. (Splitting them over Python threads was measured
-    slower on 2 cores: GIL hand-offs between microsecond-scale ufuncs and the BLAS
-    threads still spinning after each GEMM eat the gain; see `bench`.) Memory is fixed
-    at construction; nothing grows with the number of loops.
+    One pipeline runs whole loops on one thread; generation and digests run in chunks
+    whose scratch stays in cache. (Splitting one loop's element-wise work over threads was
+    measured slower: GIL hand-offs between microsecond-scale ufuncs eat the gain. Running
+    one pipeline per core, see `_NumpyLanes`, is what overlaps them with GEMMs.) Memory
+    is fixed at construction; nothing grows with the number of loops.
     """
 
     # Measured sweet spots at n=1024 (smaller chunks pay per-ufunc call overhead, larger
@@ -364,6 +366,59 @@ class _NumpyPipeline:
         """Nothing to release: buffers go with the object."""
 
 
+LANES_MIN_N = 256
+"""Below this size a loop is too short for per-lane thread hand-offs to pay off."""
+
+
+def default_lanes(n: int) -> int:
+    """CPU lanes for size `n`: one per core from `LANES_MIN_N` up, else one."""
+    return cpu_core_count() if n >= LANES_MIN_N else 1
+
+
+class _NumpyLanes:
+    """Several `_NumpyPipeline`s, one per core, each running whole loops with a
+    single-threaded BLAS, so one lane's generation and digests overlap the others' GEMMs.
+
+    With one lane this is the plain pipeline on the calling thread (the BLAS keeps all its
+    threads). With several, BLAS threads are limited to one (threadpoolctl) only while a
+    batch runs, so other code in the process keeps the default. Loops are split into
+    contiguous ranges, one per lane; leaves come back in loop order.
+    """
+
+    def __init__(self, n: int, lanes: int) -> None:
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+            raise EngineError(f"lanes must be a positive integer, got {lanes!r}")
+        self.lanes = lanes
+        self.pipes = [_NumpyPipeline(n) for _ in range(lanes)]
+        self.pool = ThreadPoolExecutor(lanes, "hc-lane") if lanes > 1 else None
+
+    def leaves(self, seed: str, start: int, count: int) -> list[bytes]:
+        """Leaves of loops [start, start+count), split over the lanes."""
+        if self.pool is None or count == 1:
+            pipe = self.pipes[0]
+            return [pipe.leaf(seed, i) for i in range(start, start + count)]
+        parts = _split(count, min(self.lanes, count))
+
+        def run(k: int) -> list[bytes]:
+            lo, hi = parts[k]
+            return [self.pipes[k].leaf(seed, i) for i in range(start + lo, start + hi)]
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            results = list(self.pool.map(run, range(len(parts))))
+        return [leaf for part in results for leaf in part]
+
+    def close(self) -> None:
+        """Stop the lane threads."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
+def _split(total: int, parts: int) -> list[tuple[int, int]]:
+    """Cut [0, total) into `parts` contiguous, near-equal, non-empty ranges."""
+    bounds = [total * k // parts for k in range(parts + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(parts) if bounds[k + 1] > bounds[k]]
+
+
 class Engine:
     """Mining engine: leaves of consecutive loops of one `n` on one backend (SPEC 1).
 
@@ -380,6 +435,7 @@ class Engine:
         backend: str | BackendChoice = "auto",
         n: int = DEFAULT_N,
         batch_size: int | None = None,
+        lanes: int | None = None,
     ) -> None:
         choice = backend if isinstance(backend, BackendChoice) else select_backend(backend)
         self.n = validate_n(n)
@@ -395,15 +451,14 @@ class Engine:
 
             self._impl: Any = cupy_backend.CupyPipeline(self.n, self.batch_size)
         else:
-            self._impl = _NumpyPipeline(self.n)
+            self._impl = _NumpyLanes(self.n, default_lanes(self.n) if lanes is None else lanes)
+        self.lanes = getattr(self._impl, "lanes", 1)
 
     def compute_batch(self, seed: str, start: int, count: int) -> list[bytes]:
         """Leaves of loops [start, start+count) in order (SPEC 1), reusing the buffers."""
         validate_seed(seed)
         _validate_range(start, count)
-        if self.backend == "cupy":
-            return self._impl.leaves(seed, start, count)
-        return [self._impl.leaf(seed, i) for i in range(start, start + count)]
+        return self._impl.leaves(seed, start, count)
 
     def close(self) -> None:
         """Release device buffers and streams; the engine is unusable afterwards."""

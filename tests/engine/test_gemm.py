@@ -129,3 +129,34 @@ def test_invalid_range_raises(start: object, count: object) -> None:
 def test_invalid_loop_index_raises() -> None:
     with pytest.raises(EngineError):
         gemm.loop_key("ab", -1)
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+def test_lanes_give_the_same_leaves_in_order(lanes):
+    from hashcloud.engine.gemm import Engine, compute_leaf
+
+    with Engine("numpy", n=64, lanes=lanes) as engine:
+        assert engine.lanes == lanes
+        leaves = engine.compute_batch("c0ffee", 10, 7)
+        assert engine.compute_batch("c0ffee", 16, 1) == leaves[-1:]
+    assert leaves == [compute_leaf("c0ffee", i, 64) for i in range(10, 17)]
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_bad_lanes_are_refused(bad):
+    from hashcloud.engine.gemm import Engine
+    from hashcloud.errors import EngineError
+
+    with pytest.raises(EngineError, match="lanes"):
+        Engine("numpy", n=64, lanes=bad)
+
+
+def test_threadpool_limit_is_restored_after_a_batch():
+    from threadpoolctl import threadpool_info
+
+    from hashcloud.engine.gemm import Engine
+
+    before = [i["num_threads"] for i in threadpool_info()]
+    with Engine("numpy", n=64, lanes=2) as engine:
+        engine.compute_batch("ab", 0, 4)
+    assert [i["num_threads"] for i in threadpool_info()] == before
