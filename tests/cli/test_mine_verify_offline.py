@@ -85,3 +85,33 @@ def test_offline_round_real_subprocess(tmp_path):
                        capture_output=True, text=True, env=env, timeout=100)
     assert v.returncode == 0, v.stderr
     assert json.loads(v.stdout)["valid"] is True
+
+
+def test_offline_mine_human_output(home, tmp_path):
+    r = runner.invoke(app, ["mine", "--offline", "--duration", "0.3", "--n", "64",
+                            "--out", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    assert "round summary" in r.stdout and "offline proof" in r.stdout
+    assert "backend: numpy" in r.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_ctrl_c_ends_the_round_early_and_still_writes_a_valid_proof(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "HASHCLOUD_HOME": str(tmp_path / "h")}
+    out = tmp_path / "proof.json"
+    proc = subprocess.Popen([sys.executable, "-m", "hashcloud", "mine", "--offline",
+                             "--duration", "60", "--n", "64", "--out", str(out), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    res = json.loads(stdout)
+    assert res["interrupted"] is True and res["compute_time"] < 30
+    v = subprocess.run([sys.executable, "-m", "hashcloud", "verify", str(out), "--json"],
+                       capture_output=True, text=True, env=env, timeout=100)
+    assert v.returncode == 0, v.stdout
