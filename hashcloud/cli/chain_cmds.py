@@ -69,7 +69,8 @@ def inspect_block(
 ) -> None:
     """Show a block's header and transactions."""
     st = state(ctx)
-    if not (ref == "latest" or ref.isdigit() or (len(ref) == 64 and _is_hex(ref))):
+    if not (ref == "latest" or (ref.isascii() and ref.isdigit()) or
+            (len(ref) == 64 and _is_hex(ref))):
         raise UsageError("block reference must be a height, a 64-hex-digit hash or 'latest'")
     with open_source(st, node, data_dir) as src:
         blk = src.block(ref)

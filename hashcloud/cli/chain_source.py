@@ -42,7 +42,7 @@ class ChainSource:
         assert self.ledger is not None
         if ref == "latest":
             blk = self.ledger.get_block(self.ledger.height)
-        elif ref.isdigit():
+        elif ref.isascii() and ref.isdigit():
             blk = self.ledger.get_block(int(ref))
         else:
             blk = self.ledger.get_block_by_hash(ref.lower())

@@ -13,6 +13,7 @@ signature can never be replayed as another kind of message or on another chain.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from ecdsa import BadSignatureError, SECP256k1, VerifyingKey
 from ecdsa.util import sigencode_string_canonize
@@ -38,11 +39,28 @@ def domain_tag(kind: str, chain_id: str | None = None) -> bytes:
 
 
 def sign(private_key: PrivateKey, message: bytes) -> bytes:
-    """Sign SHA256(message): RFC 6979 nonce, low-S, 64 bytes r||s."""
+    """Sign SHA256(message): RFC 6979 nonce, low-S, 64 bytes r||s.
+
+    libsecp256k1 when available (about 20x faster), else `ecdsa`; both implement RFC 6979
+    with low-S output, so they produce identical bytes (cross-checked in the tests)."""
+    if _coincurve is not None:
+        return sign_libsecp256k1(private_key, message)
+    return sign_ecdsa(private_key, message)  # pragma: no cover
+
+
+def sign_ecdsa(private_key: PrivateKey, message: bytes) -> bytes:
+    """Reference signer with the pure-Python `ecdsa` package."""
     digest = hashlib.sha256(message).digest()
     return private_key.signing_key.sign_digest_deterministic(
         digest, hashfunc=hashlib.sha256, sigencode=sigencode_string_canonize
     )
+
+
+def sign_libsecp256k1(private_key: PrivateKey, message: bytes) -> bytes:
+    """Signer with libsecp256k1 (`coincurve`): RFC 6979 nonces, normalised to low-S."""
+    digest = hashlib.sha256(message).digest()
+    key = _coincurve.PrivateKey(private_key.to_bytes())
+    return key.sign_recoverable(digest, hasher=None)[:64]
 
 
 def check_signature_encoding(signature: object) -> tuple[int, int]:
@@ -61,12 +79,22 @@ def check_signature_encoding(signature: object) -> tuple[int, int]:
 def verify(public_key: PublicKey, message: bytes, signature: bytes) -> None:
     """Raise InvalidSignature unless `signature` is valid for `message` under `public_key`."""
     check_signature_encoding(signature)
-    if _coincurve is not None:
-        ok = verify_libsecp256k1(public_key, message, signature)
-    else:  # pragma: no cover
-        ok = verify_ecdsa(public_key, message, signature)
-    if not ok:
+    if not _verify_cached(public_key, hashlib.sha256(message).digest(), signature):
         raise InvalidSignature("signature does not verify")
+
+
+@lru_cache(maxsize=1 << 16)
+def _verify_cached(public_key: PublicKey, digest: bytes, signature: bytes) -> bool:
+    """Curve check of (key, digest, signature), memoised: a pooled transaction is checked on
+    entry, at block building and at block import, and the answer cannot change."""
+    if _coincurve is not None:
+        der = _cdata_to_der(_deserialize_compact(signature))
+        return _coincurve.PublicKey(public_key.data).verify(der, digest, hasher=None)
+    vk = VerifyingKey.from_string(public_key.data, curve=SECP256k1)  # pragma: no cover
+    try:  # pragma: no cover
+        return vk.verify_digest(signature, digest)
+    except BadSignatureError:  # pragma: no cover
+        return False
 
 
 def verify_libsecp256k1(public_key: PublicKey, message: bytes, signature: bytes) -> bool:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from fastapi import Body, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import Body, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -49,7 +50,11 @@ MAX_BODY = 1 << 20  # 1 MiB: a full reveal of 256 samples is ~0.5 MB
 
 
 class BodyLimit:
-    """ASGI middleware refusing request bodies larger than `limit` bytes with 413."""
+    """ASGI middleware refusing request bodies larger than `limit` bytes with 413.
+
+    A declared Content-Length over the limit is refused before reading; a chunked body is
+    counted as it streams and refused with an HTTPException, which FastAPI's body parser
+    passes through (a plain exception would become a 400)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -60,7 +65,8 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                await _too_large(send, self.limit)
+                resp = JSONResponse({"detail": self.message}, status_code=413)
+                await resp(scope, receive, send)
                 return
         seen = 0
 
@@ -70,26 +76,15 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.limit:
-                    raise _BodyTooLarge
+                    raise HTTPException(status_code=413, detail=self.message)
             return msg
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(send, self.limit)
+        await self.app(scope, limited, send)
 
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    resp = JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
-    await resp({"type": "http"}, _noop_receive, send)
-
-
-async def _noop_receive() -> Message:
-    return {"type": "http.disconnect"}
+    @property
+    def message(self) -> str:
+        """The 413 reason."""
+        return f"request body larger than {self.limit} bytes"
 
 
 class HeadFeed:
@@ -116,7 +111,8 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 
 def create_app(service: NodeService, *, produce_blocks: bool = True,
-               max_body: int = MAX_BODY, block_time: float | None = None) -> FastAPI:
+               max_body: int = MAX_BODY, block_time: float | None = None,
+               close_on_shutdown: bool = False) -> FastAPI:
     """The FastAPI application of one node; blocks are produced every block time
     (`block_time` seconds overrides the genesis cadence for this node)."""
     feed = HeadFeed()
@@ -143,6 +139,9 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if close_on_shutdown:
+                # uvicorn re-raises SIGTERM after shutdown: close (persist) here, not later.
+                await anyio.to_thread.run_sync(service.close)
 
     app = FastAPI(title="HashCloud node", version="1", lifespan=lifespan,
                   description="PoC validator and L1 chain node (HashCloud SPEC v1).")
@@ -153,7 +152,8 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
     @app.exception_handler(HashCloudError)
     async def _hc_error(_: Request, exc: HashCloudError) -> JSONResponse:
         status = getattr(exc, "http_status", 400)
-        headers = {"Retry-After": str(getattr(exc, "retry_after", 1))} if status == 429 else None
+        retry = max(1, math.ceil(getattr(exc, "retry_after", 1)))  # RFC 9110: whole seconds
+        headers = {"Retry-After": str(retry)} if status == 429 else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -223,12 +223,26 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
         await ws.accept()
         q: asyncio.Queue[dict] = asyncio.Queue(maxsize=16)
         feed.queues.add(q)
-        try:
+
+        async def send_heads() -> None:
             await ws.send_json(service.head_info().model_dump())
             while True:
                 await ws.send_json(await q.get())
-        except (WebSocketDisconnect, RuntimeError):
-            pass
+
+        async def until_disconnect() -> None:
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+
+        tasks = {asyncio.create_task(send_heads()), asyncio.create_task(until_disconnect())}
+        try:
+            # Whichever ends first (client gone, send failed) ends the connection.
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in pending:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect,
+                                         RuntimeError):
+                    await t
         finally:
             feed.queues.discard(q)
 

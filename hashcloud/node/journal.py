@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import struct
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,33 +28,51 @@ class TxJournal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
+        self._lock = threading.Lock()  # file handle and counters
+        self._sync_lock = threading.Lock()  # one fsync at a time
+        self._written = 0  # records written (flushed to the OS)
+        self._synced = 0  # records known durable
 
     @staticmethod
     def _record(data: bytes) -> bytes:
         return _HEAD.pack(len(data), hashlib.sha256(data).digest()) + data
 
     def append(self, data: bytes) -> None:
-        """Append one record durably (write + fsync)."""
-        self._fh.write(self._record(data))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        """Append one record and return once it is durable.
+
+        Group commit: concurrent appenders write under a short lock, then one fsync covers
+        every record written before it started, so N waiting requests cost one fsync."""
+        with self._lock:
+            self._fh.write(self._record(data))
+            self._fh.flush()
+            self._written += 1
+            mine = self._written
+        with self._sync_lock:
+            if self._synced >= mine:
+                return  # another appender's fsync already covered this record
+            with self._lock:
+                target, fd = self._written, self._fh.fileno()
+            os.fsync(fd)
+            self._synced = max(self._synced, target)
 
     def rewrite(self, records: Iterable[bytes]) -> None:
         """Atomically replace the journal with `records` (temp, fsync, rename)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            for data in records:
-                fh.write(self._record(data))
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._fh.close()
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        self._fh = open(self.path, "ab")  # noqa: SIM115
+        with self._sync_lock, self._lock:
+            with open(tmp, "wb") as fh:
+                for data in records:
+                    fh.write(self._record(data))
+                fh.flush()
+                os.fsync(fh.fileno())
+            self._fh.close()
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            self._fh = open(self.path, "ab")  # noqa: SIM115
+            self._synced = self._written
 
     def load(self) -> list[bytes]:
         """Every intact record; stops (with a log line) at a torn or damaged record."""
@@ -75,4 +94,5 @@ class TxJournal:
 
     def close(self) -> None:
         """Close the file handle."""
-        self._fh.close()
+        with self._sync_lock, self._lock:
+            self._fh.close()

@@ -13,7 +13,7 @@ transaction paying a higher gas price evicts the cheapest sender-tail transactio
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -56,8 +56,9 @@ class Mempool:
         self.max_size = max_size
         self.per_sender = per_sender
         self._entries: OrderedDict[str, PoolEntry] = OrderedDict()
+        self._per_sender: Counter[str] = Counter()
         self._pending = head_state.copy()
-        self._head_state_for_rebuild = head_state
+        self._head_state = head_state
         self._dropped: OrderedDict[str, str] = OrderedDict()  # tx_id -> reason (bounded)
         self._remember = remember
 
@@ -68,7 +69,12 @@ class Mempool:
         return txid in self._entries
 
     def _sender_count(self, sender: str) -> int:
-        return sum(1 for e in self._entries.values() if e.tx.from_address == sender)
+        return self._per_sender.get(sender, 0)
+
+    def _set_entries(self, entries: OrderedDict[str, PoolEntry]) -> None:
+        """Replace the entries and recount transactions per sender."""
+        self._entries = entries
+        self._per_sender = Counter(e.tx.from_address for e in entries.values())
 
     def add(self, tx: Transaction) -> str:
         """Validate `tx` against the pending state and pool it; return its id or raise."""
@@ -79,19 +85,31 @@ class Mempool:
             raise MempoolFull(f"sender {tx.from_address} already has {self.per_sender} "
                               "pending transactions")
         if len(self._entries) >= self.max_size:
-            victim = self._eviction_victim(tx)
-            if victim is None:
-                raise MempoolFull("mempool is full; raise the gas price or retry later")
-            # Validate before evicting, so invalid transactions cannot flush the pool.
-            apply_transaction(self._pending.copy(), tx, self.genesis, self.proposer)
-            del self._entries[victim.tx_id]
-            self._remember_drop(victim.tx_id, "evicted by a higher-paying transaction")
-            self._rebuild(self._head_state_for_rebuild)
-        # apply_transaction leaves the state untouched when it raises.
-        apply_transaction(self._pending, tx, self.genesis, self.proposer)
-        self._entries[txid] = PoolEntry(txid, tx)
+            self._add_by_eviction(txid, tx)
+        else:
+            # apply_transaction leaves the state untouched when it raises.
+            apply_transaction(self._pending, tx, self.genesis, self.proposer)
+            self._entries[txid] = PoolEntry(txid, tx)
+            self._per_sender[tx.from_address] += 1
         self._dropped.pop(txid, None)
         return txid
+
+    def _add_by_eviction(self, txid: str, tx: Transaction) -> None:
+        """Make room by evicting the cheapest sender tail, all or nothing: the pool changes
+        only if `tx` is valid on the pool without the victim (and whatever depended on it),
+        so invalid transactions cannot flush the pool."""
+        victim = self._eviction_victim(tx)
+        if victim is None:
+            raise MempoolFull("mempool is full; raise the gas price or retry later")
+        others = OrderedDict((k, e) for k, e in self._entries.items() if k != victim.tx_id)
+        kept, pending, dropped = self._replay(self._head_state, others)
+        apply_transaction(pending, tx, self.genesis, self.proposer)  # raises: pool unchanged
+        kept[txid] = PoolEntry(txid, tx)
+        self._set_entries(kept)
+        self._pending = pending
+        self._remember_drop(victim.tx_id, "evicted by a higher-paying transaction")
+        for k, reason in dropped:
+            self._remember_drop(k, reason)
 
     def _eviction_victim(self, tx: Transaction) -> PoolEntry | None:
         """The cheapest other sender's tail transaction if `tx` pays more, else None."""
@@ -131,24 +149,33 @@ class Mempool:
 
     def on_new_head(self, head_state: State, included: Iterable[str]) -> None:
         """Drop included transactions and re-validate the rest on the new head state."""
-        for txid in included:
-            self._entries.pop(txid, None)
+        included = set(included)
+        self._entries = OrderedDict((k, e) for k, e in self._entries.items()
+                                    if k not in included)
         self._rebuild(head_state)
 
-    def _rebuild(self, head_state: State) -> None:
-        self._head_state_for_rebuild = head_state
+    def _replay(self, head_state: State, entries: OrderedDict[str, PoolEntry]
+                ) -> tuple[OrderedDict[str, PoolEntry], State, list[tuple[str, str]]]:
+        """Apply `entries` in order on a copy of `head_state`: (kept, state, dropped)."""
         pending = head_state.copy()
         kept: OrderedDict[str, PoolEntry] = OrderedDict()
-        for txid, e in self._entries.items():
+        dropped: list[tuple[str, str]] = []
+        for txid, e in entries.items():
             try:
                 apply_transaction(pending, e.tx, self.genesis, self.proposer)
             except InvalidTransaction as exc:
-                log.info("mempool: dropped %s: %s", txid, exc)
-                self._remember_drop(txid, str(exc))
+                dropped.append((txid, str(exc)))
                 continue
             kept[txid] = e
-        self._entries = kept
-        self._pending = pending
+        return kept, pending, dropped
+
+    def _rebuild(self, head_state: State) -> None:
+        self._head_state = head_state
+        kept, self._pending, dropped = self._replay(head_state, self._entries)
+        self._set_entries(kept)
+        for txid, reason in dropped:
+            log.info("mempool: dropped %s: %s", txid, reason)
+            self._remember_drop(txid, reason)
 
     def pending_nonce(self, address: str) -> int:
         """The next nonce `address` should use, counting its pooled transactions."""

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import uvicorn
+from threadpoolctl import threadpool_limits
 
 from hashcloud.errors import NodeError
 from hashcloud.node.app import create_app
@@ -32,7 +33,9 @@ def open_or_init(data_dir: Path) -> tuple[NodeFiles, bool]:
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket (port 0 picks a free one), raising NodeError if taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose protocol is
+    # TCP, and without it every response waits ~40 ms on Nagle + delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -46,8 +49,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def run_node(service: NodeService, sock: socket.socket, *, log_level: str = "warning",
              block_time: float | None = None) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM), then close the service cleanly."""
-    app = create_app(service, block_time=block_time)
+    """Serve until interrupted (SIGINT/SIGTERM); the app closes the service on shutdown.
+
+    A standalone node limits BLAS to one thread: audits recompute small GEMMs from many
+    request threads at once, where spinning BLAS threads only waste CPU."""
+    threadpool_limits(limits=1, user_api="blas")
+    app = create_app(service, block_time=block_time, close_on_shutdown=True)
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     try:

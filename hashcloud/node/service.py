@@ -81,6 +81,7 @@ class NodeService:
         self.chain_id = files.genesis.chain_id
         self.genesis_hash = genesis_hash(files.genesis)
         self.lock = threading.RLock()
+        self.closed = False
         self.metrics = NodeMetrics()
         self.ledger = Ledger.open(files.chain_dir, files.genesis)
         try:
@@ -140,7 +141,7 @@ class NodeService:
         blk: Block | None
         if ref == "latest":
             blk = self.ledger.get_block(self.ledger.height)
-        elif ref.isdigit() and len(ref) < 20:
+        elif ref.isascii() and ref.isdigit() and len(ref) < 20:
             blk = self.ledger.get_block(int(ref))
         else:
             blk = self.ledger.get_block_by_hash(ref.lower())
@@ -176,9 +177,12 @@ class NodeService:
             except InvalidTransaction:
                 self.metrics.txs.labels("rejected").inc()
                 raise
-            self.journal.append(encode_tx(tx))
             self.metrics.txs.labels("accepted").inc()
             self.metrics.mempool.set(len(self.mempool))
+        # Durable before acknowledged, but fsynced outside the node lock (group commit).
+        # A block or rewrite racing in between is harmless: replay skips included and
+        # duplicate entries.
+        self.journal.append(encode_tx(tx))
         return txid
 
     def produce_block(self, now_ms: int | None = None) -> Block | None:
@@ -231,7 +235,10 @@ class NodeService:
             "reward_estimate": reward_for(self.genesis, receipt.loops, receipt.n)})
 
     def close(self) -> None:
-        """Persist and release everything (the store's writer lock included)."""
+        """Persist and release everything (the store's writer lock included); idempotent."""
         with self.lock:
+            if self.closed:
+                return
+            self.closed = True
             self.journal.close()
             self.ledger.close()

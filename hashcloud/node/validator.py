@@ -351,6 +351,8 @@ class PocValidator:
         self._counters = _Counters()
 
         self._history_path = Path(data_dir) / "validator" / "history.json"
+        self._save_lock = threading.Lock()
+        self._history_version = self._saved_version = 0
         self._histories: dict[str, WorkerHistory] = self._load_histories()
 
     # ------------------------------------------------------------------------- issue
@@ -661,7 +663,10 @@ class PocValidator:
                 assert entry.commitment is not None
                 history = self.policy.record_result(history, True, entry.commitment.rate, now)
             self._histories[address] = history
-            self._save_histories()
+            self._history_version += 1
+            snapshot = (self._history_version, dict(self._histories))
+        # The fsyncs happen outside the main lock so challenges and commits never wait on disk.
+        self._save_histories(*snapshot)
 
     # ----------------------------------------------------------------- state helpers
 
@@ -809,19 +814,28 @@ class PocValidator:
                 logger.warning("cannot move %s aside: %s", path, move_exc)
             return {}
 
-    def _save_histories(self) -> None:
-        """Write `history.json` atomically (temp file, fsync, rename, fsync dir). Locked.
+    def _save_histories(self, version: int, histories: dict[str, WorkerHistory]) -> None:
+        """Write `history.json` atomically (temp file, fsync, rename, fsync dir).
+
+        Runs under its own lock; a snapshot older than one already written is skipped, so
+        racing audits can never leave an older history on disk.
 
         The whole file is rewritten (small records, one per audited worker), so a crash leaves
         either the old or the new file, never a mix.
         An I/O failure is logged, not raised: the audit outcome stands and the next change
         writes the whole file again.
         """
+        with self._save_lock:
+            if version <= self._saved_version:
+                return
+            self._write_histories(histories)
+            self._saved_version = version
+
+    def _write_histories(self, histories: dict[str, WorkerHistory]) -> None:
+        """The atomic write itself (I/O failures are logged)."""
         path = self._history_path
         # The records are already valid: construct without re-validating every address.
-        data = _HistoryFile.model_construct(
-            version=HISTORY_FILE_VERSION, workers=dict(self._histories)
-        )
+        data = _HistoryFile.model_construct(version=HISTORY_FILE_VERSION, workers=histories)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

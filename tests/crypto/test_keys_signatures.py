@@ -44,6 +44,7 @@ def test_sign_verify_round_trip_and_backends_agree(secret, msg):
     assert sig.verify_libsecp256k1(key.public_key, msg, s)
     assert sig.verify_ecdsa(key.public_key, msg, s)
     assert s == sig.sign(key, msg)  # RFC 6979: deterministic
+    assert s == sig.sign_ecdsa(key, msg) == sig.sign_libsecp256k1(key, msg)
 
 
 @given(secrets_, st.binary(min_size=1, max_size=64), st.data())

@@ -172,11 +172,11 @@ class NodeProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not exit within 10 s."""
+        """SIGTERM, then SIGKILL if it does not exit within 5 s."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)

@@ -148,7 +148,8 @@ def test_wrong_fee_is_refused() -> None:
     pool = new_pool()
     tx = make_transfer(ALICE, SINK, 1, 0, chain_id=CHAIN)
     draft = tx.model_copy(update={"fee": tx.fee - 1})
-    signed = draft.model_copy(update={"signature": sign(ALICE, tx_signing_bytes(draft, CHAIN)).hex()})
+    signature = sign(ALICE, tx_signing_bytes(draft, CHAIN)).hex()
+    signed = draft.model_copy(update={"signature": signature})
     with pytest.raises(InvalidTransaction, match="is not gas_limit \\* gas_price"):
         pool.add(signed)
 
@@ -325,3 +326,22 @@ def test_a_senders_next_transaction_does_not_evict_its_own_tail() -> None:
             f"a2 was refused ({exc}) but the pool lost {3 - len(pool)} valid entry")
     else:
         assert tx_id(a1) in pool, "a2 was pooled above a nonce gap"
+
+
+def test_eviction_does_not_drop_the_transaction_that_funds_the_newcomer() -> None:
+    """The victim may be what makes the new transaction valid (it funds its sender): then
+    evicting it and refusing the newcomer loses a valid transaction for nothing."""
+    newbie = PrivateKey(0x9E3B1E)
+    pool = new_pool(max_size=2)
+    funding = pay(ALICE, 0, amount=100_000_000, to=newbie.public_key.address, gas_price=1000)
+    b0 = pay(BOB, 0, gas_price=5000)
+    pool.add(funding)
+    pool.add(b0)
+    spend = pay(newbie, 0, amount=10_000_000, gas_price=2000)  # valid on the pending state
+    try:
+        pool.add(spend)
+    except InvalidTransaction as exc:
+        assert tx_id(funding) in pool and len(pool) == 2, (
+            f"the newcomer was refused ({exc}) after its funding transaction was evicted")
+    else:
+        assert tx_id(funding) in pool, "the newcomer was pooled without its funding"

@@ -1,0 +1,777 @@
+"""The node's HTTP API, in-process: the real FastAPI app over a real NodeService and store.
+
+Happy paths of every route, then everything a client can get wrong: malformed JSON, wrong
+types, missing or extra fields, huge or negative numbers, non-hex strings, bad path
+parameters, oversized bodies, forged or replayed transactions, tampered reveals, expired,
+reused and foreign challenges. Every refusal is a 4xx with a JSON `{"detail": str}`; none is
+a 500 (the TestClient returns server errors instead of raising them, so a 500 is visible).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hashcloud.chain.genesis import genesis_hash
+from hashcloud.chain.tx import (
+    MIN_GAS_PRICE,
+    Transaction,
+    make_transfer,
+    tx_id,
+    tx_signing_bytes,
+    tx_to_json,
+)
+from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.signatures import sign
+from hashcloud.engine.gemm import Engine
+from hashcloud.node.app import MAX_BODY
+from hashcloud.node.miner import claim_transaction, submit_claim
+from hashcloud.node.service import NodeService
+from hashcloud.poc.challenge import challenge_request_bytes, commit_message
+from hashcloud.poc.merkle import MerkleTree
+from hashcloud.poc.proof import make_samples
+from hashcloud.poc.receipt import decode_receipt
+from hashcloud.poc.round import RoundWork, run_loops, sign_commit
+from tests.node.conftest import (
+    CLAIM_FEE,
+    FUNDED_AMOUNT,
+    OTHER_KEY,
+    WORKER_KEY,
+    N,
+    NodeDir,
+    expected_net_reward,
+    honest_round,
+    make_node_dir,
+    node_client,
+    open_client,
+    transfer,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+REVEAL_LOOPS = 32  # s = 10 samples, tiny tree: enough to tamper with
+CPU = {"name": "test cpu", "backend": "numpy"}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def assert_refused(resp: Any, *statuses: int) -> dict:
+    """A 4xx (one of `statuses` if given) with a JSON body `{"detail": non-empty str}`."""
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:300])
+    if statuses:
+        assert resp.status_code in statuses, (resp.status_code, resp.text[:300])
+    body = resp.json()
+    assert isinstance(body, dict) and isinstance(body.get("detail"), str), body
+    assert body["detail"]
+    return body
+
+
+_req_clock = [0]
+
+
+def challenge_body(key: PrivateKey, chain_id: str, *, n: int = N,
+                   address: str | None = None, signer: PrivateKey | None = None) -> dict:
+    """A signed `POST /v1/challenges` body (a fresh request time each call)."""
+    _req_clock[0] += 1
+    now_ms = int(time.time() * 1000) + _req_clock[0] % 1000
+    address = address or key.public_key.address
+    sig = sign(signer or key, challenge_request_bytes(chain_id, address, n, now_ms))
+    return {"worker_address": address, "public_key": key.public_key.hex(), "n": n,
+            "request_time_ms": now_ms, "signature": sig.hex()}
+
+
+def issue(api: TestClient, key: PrivateKey, chain_id: str) -> dict:
+    resp = api.post("/v1/challenges", json=challenge_body(key, chain_id))
+    assert resp.status_code == 200, resp.text
+    return resp.json()["challenge"]
+
+
+def commit_body(key: PrivateKey, cid: str, work: RoundWork) -> dict:
+    return {"loops": work.loops, "compute_time": work.compute_time,
+            "merkle_root": work.merkle_root, "device": dict(CPU),
+            "device_signature": sign_commit(key, cid, work)}
+
+
+def committed_round(api: TestClient, key: PrivateKey, chain_id: str, engine: Engine,
+                    loops: int = REVEAL_LOOPS) -> tuple[dict, RoundWork, list[dict]]:
+    """Issue and commit an honest round; return (challenge, work, samples to reveal)."""
+    ch = issue(api, key, chain_id)
+    work = run_loops(engine, ch["seed"], 0, max_loops=loops)
+    resp = api.post(f"/v1/challenges/{ch['challenge_id']}/commit",
+                    json=commit_body(key, ch["challenge_id"], work))
+    assert resp.status_code == 200, resp.text
+    samples = make_samples(work.tree, work.leaves, resp.json()["indices"])
+    return ch, work, [s.model_dump() for s in samples]
+
+
+def flip_hex(text: str, pos: int = -1) -> str:
+    """`text` with the hex digit at `pos` changed."""
+    pos %= len(text)
+    return text[:pos] + ("0" if text[pos] != "0" else "1") + text[pos + 1:]
+
+
+# ------------------------------------------------------------------------- happy paths
+
+
+def test_info_and_head(api: TestClient, node_dir: NodeDir) -> None:
+    info = api.get("/v1/info").json()
+    assert info["chain_id"] == node_dir.chain_id
+    assert info["genesis_hash"] == genesis_hash(node_dir.files.genesis)
+    assert info["node_public_key"] == node_dir.files.key.public_key.hex()
+    assert info["node_address"] == node_dir.files.key.public_key.address
+    assert info["block_time_ms"] == 300 and info["mempool_size"] == 0
+    head = api.get("/v1/head").json()
+    assert head == info["head"] and head["height"] == 0
+
+
+def test_blocks_by_latest_height_and_hash(api: TestClient) -> None:
+    latest = api.get("/v1/blocks/latest").json()
+    assert latest["header"]["height"] == 0 and latest["transactions"] == []
+    assert api.get("/v1/blocks/0").json() == latest
+    assert api.get(f"/v1/blocks/{latest['hash']}").json() == latest
+    assert api.get(f"/v1/blocks/{latest['hash'].upper()}").json() == latest
+    assert_refused(api.get("/v1/blocks/1"), 404)
+    assert_refused(api.get("/v1/blocks/" + "ab" * 32), 404)
+
+
+def test_account_and_next_nonce(api: TestClient, node_dir: NodeDir) -> None:
+    addr = node_dir.funded.public_key.address
+    assert api.get(f"/v1/accounts/{addr}").json() == {"address": addr,
+                                                      "balance": FUNDED_AMOUNT, "nonce": 0}
+    assert api.get(f"/v1/accounts/{addr}/next-nonce").json() == {"address": addr, "nonce": 0}
+    fresh = OTHER_KEY.public_key.address
+    assert api.get(f"/v1/accounts/{fresh}").json() == {"address": fresh, "balance": 0,
+                                                       "nonce": 0}
+
+
+def test_transaction_submit_status_and_inclusion(api: TestClient, service: NodeService,
+                                                 node_dir: NodeDir) -> None:
+    tx = transfer(node_dir, 0, amount=12_345)
+    resp = api.post("/v1/transactions", json=tx_to_json(tx))
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"tx_id": tx_id(tx), "status": "pending"}
+    assert api.get(f"/v1/transactions/{tx_id(tx)}").json()["status"] == "pending"
+    addr = node_dir.funded.public_key.address
+    assert api.get(f"/v1/accounts/{addr}/next-nonce").json()["nonce"] == 1
+    assert api.get("/v1/info").json()["mempool_size"] == 1
+
+    block = service.produce_block()
+    assert block is not None and block.header.height == 1
+    status = api.get(f"/v1/transactions/{tx_id(tx)}").json()
+    blk = api.get("/v1/blocks/1").json()
+    assert status == {"tx_id": tx_id(tx), "status": "included", "height": 1, "index": 0,
+                      "block_hash": blk["hash"]}
+    assert [t["tx_id"] for t in blk["transactions"]] == [tx_id(tx)]
+    assert api.get(f"/v1/accounts/{OTHER_KEY.public_key.address}").json()["balance"] == 12_345
+    fee = 21_000 * MIN_GAS_PRICE
+    assert api.get(f"/v1/accounts/{addr}").json() == {
+        "address": addr, "balance": FUNDED_AMOUNT - 12_345 - fee, "nonce": 1}
+    assert api.get("/v1/head").json()["hash"] == blk["hash"]
+    assert service.produce_block() is None  # nothing pending: no empty block
+
+
+def test_unknown_transaction_is_404(api: TestClient) -> None:
+    assert_refused(api.get("/v1/transactions/" + "00" * 32), 404)
+
+
+@pytest.mark.timeout(60)
+def test_honest_round_claim_and_reward(api: TestClient, service: NodeService,
+                                       node_dir: NodeDir, engine: Engine) -> None:
+    client = node_client(api)
+    outcome = honest_round(client, WORKER_KEY, engine)
+    assert outcome.accepted, outcome.reason
+    assert outcome.receipt is not None and outcome.receipt.loops == outcome.work.loops
+    assert outcome.reward_estimate == expected_net_reward(node_dir.files,
+                                                          outcome.work.loops) + CLAIM_FEE
+    txid, height = submit_claim(client, WORKER_KEY, outcome.proof, wait=False)
+    assert height is None
+    assert service.produce_block() is not None
+    status = api.get(f"/v1/transactions/{txid}").json()
+    assert status["status"] == "included" and status["height"] == 1
+    acct = api.get(f"/v1/accounts/{WORKER_KEY.public_key.address}").json()
+    assert acct["balance"] == expected_net_reward(node_dir.files, outcome.work.loops)
+    assert acct["nonce"] == 1
+    header = api.get("/v1/blocks/1").json()["header"]
+    assert re.fullmatch(r"[0-9a-f]{64}", header["compute_root"])
+
+
+@pytest.mark.timeout(60)
+def test_claim_replayed_after_inclusion_is_refused(api: TestClient, service: NodeService,
+                                                   engine: Engine) -> None:
+    client = node_client(api)
+    outcome = honest_round(client, WORKER_KEY, engine)
+    assert outcome.accepted, outcome.reason
+    claim = claim_transaction(client, WORKER_KEY, outcome.proof)
+    assert api.post("/v1/transactions", json=tx_to_json(claim)).status_code == 200
+    # A second claim of the same task while the first is pending.
+    pending_again = claim.model_copy(update={"nonce": 1})
+    pending_again = pending_again.model_copy(update={"signature": sign(
+        WORKER_KEY, tx_signing_bytes(pending_again, service.chain_id)).hex()})
+    body = assert_refused(api.post("/v1/transactions", json=tx_to_json(pending_again)), 400)
+    assert "already rewarded" in body["detail"]
+    service.produce_block()
+    balance = api.get(f"/v1/accounts/{WORKER_KEY.public_key.address}").json()["balance"]
+    # The identical transaction again: a duplicate of an included one.
+    body = assert_refused(api.post("/v1/transactions", json=tx_to_json(claim)), 409)
+    assert "already included" in body["detail"]
+    # A fresh claim (next nonce, new signature) of the same receipt: the task was paid.
+    again = claim_transaction(client, WORKER_KEY, outcome.proof)
+    assert again.nonce == 1 and tx_id(again) != tx_id(claim)
+    body = assert_refused(api.post("/v1/transactions", json=tx_to_json(again)), 400)
+    assert "already rewarded" in body["detail"]
+    assert service.produce_block() is None
+    assert api.get(f"/v1/accounts/{WORKER_KEY.public_key.address}").json()["balance"] == balance
+
+
+def test_reveal_after_acceptance_returns_the_same_receipt(api: TestClient, service: NodeService,
+                                                          engine: Engine) -> None:
+    ch, _, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    url = f"/v1/challenges/{ch['challenge_id']}/reveal"
+    first = api.post(url, json={"samples": samples})
+    assert first.status_code == 200, first.text
+    assert first.json()["accepted"] is True
+    receipt = decode_receipt(bytes.fromhex(first.json()["receipt"]))
+    assert receipt.task_id == ch["challenge_id"] and receipt.loops == REVEAL_LOOPS
+    assert api.post(url, json={"samples": samples}).json() == first.json()
+
+
+# ------------------------------------------------------------------ PoC refusals
+
+
+def test_other_workers_challenge_cannot_be_committed(api: TestClient, service: NodeService,
+                                                     engine: Engine) -> None:
+    ch = issue(api, WORKER_KEY, service.chain_id)
+    cid = ch["challenge_id"]
+    work = run_loops(engine, ch["seed"], 0, max_loops=REVEAL_LOOPS)
+    body = assert_refused(api.post(f"/v1/challenges/{cid}/commit",
+                                   json=commit_body(OTHER_KEY, cid, work)), 422)
+    assert "device_signature" in body["detail"]
+    # The rightful worker can still commit: the thief burned nothing.
+    assert api.post(f"/v1/challenges/{cid}/commit",
+                    json=commit_body(WORKER_KEY, cid, work)).status_code == 200
+
+
+def test_challenge_for_another_workers_address_is_refused(api: TestClient,
+                                                          service: NodeService) -> None:
+    victim = WORKER_KEY.public_key.address
+    forged = challenge_body(OTHER_KEY, service.chain_id, address=victim)
+    body = assert_refused(api.post("/v1/challenges", json=forged), 422)
+    assert "worker_address" in body["detail"]
+    signed_by_other = challenge_body(WORKER_KEY, service.chain_id, signer=OTHER_KEY)
+    body = assert_refused(api.post("/v1/challenges", json=signed_by_other), 422)
+    assert "signature" in body["detail"]
+    assert service.validator.open_challenges(victim) == 0
+
+
+@pytest.mark.parametrize("tamper", ["leaf_byte", "proof_byte", "wrong_indices",
+                                    "missing_sample", "swapped_order"])
+def test_tampered_reveal_is_refused_and_recorded(api: TestClient, service: NodeService,
+                                                 engine: Engine, tamper: str) -> None:
+    ch, _, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    bad = copy.deepcopy(samples)
+    if tamper == "leaf_byte":
+        bad[3]["leaf"] = flip_hex(bad[3]["leaf"], 10)
+        expect = "inclusion proof failed"
+    elif tamper == "proof_byte":
+        bad[0]["proof"][0] = flip_hex(bad[0]["proof"][0])
+        expect = "inclusion proof failed"
+    elif tamper == "wrong_indices":
+        taken = {s["index"] for s in bad}
+        bad[5]["index"] = next(i for i in range(REVEAL_LOOPS) if i not in taken)
+        expect = "drawn indices"
+    elif tamper == "missing_sample":
+        bad = bad[:-1]
+        expect = "drawn indices"
+    else:
+        bad[0], bad[1] = bad[1], bad[0]
+        expect = "drawn indices"
+    url = f"/v1/challenges/{ch['challenge_id']}/reveal"
+    body = assert_refused(api.post(url, json={"samples": bad}), 422)
+    assert expect in body["detail"]
+    history = service.validator.history(WORKER_KEY.public_key.address)
+    assert history.failed == 1 and len(history.failure_times) == 1 and history.accepted == 0
+    # The challenge is burned: even the honest samples are refused now.
+    body = assert_refused(api.post(url, json={"samples": samples}), 409)
+    assert "rejected" in body["detail"]
+    metrics = api.get("/metrics").text
+    assert 'hc_rounds_total{outcome="rejected"} 2.0' in metrics
+
+
+def test_consistent_tree_of_garbage_leaves_fails_recomputation(
+        api: TestClient, service: NodeService) -> None:
+    """Valid inclusion proofs over leaves that are not the work: caught by recomputing."""
+    ch = issue(api, WORKER_KEY, service.chain_id)
+    leaves = [hashlib.sha256(b"garbage %d" % i).digest() for i in range(REVEAL_LOOPS)]
+    work = RoundWork(ch["seed"], N, leaves, 0.01, False, MerkleTree(leaves))
+    cid = ch["challenge_id"]
+    resp = api.post(f"/v1/challenges/{cid}/commit", json=commit_body(WORKER_KEY, cid, work))
+    assert resp.status_code == 200, resp.text
+    samples = [s.model_dump() for s in make_samples(work.tree, leaves, resp.json()["indices"])]
+    body = assert_refused(api.post(f"/v1/challenges/{cid}/reveal", json={"samples": samples}),
+                          422)
+    assert "does not match its recomputation" in body["detail"]
+    assert service.validator.history(WORKER_KEY.public_key.address).failed == 1
+
+
+def test_reused_challenge_is_409(api: TestClient, service: NodeService, engine: Engine) -> None:
+    ch, work, _ = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    cid = ch["challenge_id"]
+    body = assert_refused(api.post(f"/v1/challenges/{cid}/commit",
+                                   json=commit_body(WORKER_KEY, cid, work)), 409)
+    assert "already committed" in body["detail"]
+    fresh = issue(api, WORKER_KEY, service.chain_id)
+    body = assert_refused(api.post(f"/v1/challenges/{fresh['challenge_id']}/reveal",
+                                   json={"samples": [{"index": 0, "leaf": "0x" + "00" * 32,
+                                                      "proof": []}]}), 409)
+    assert "not committed" in body["detail"]
+
+
+def test_unknown_challenge_is_404(api: TestClient, service: NodeService,
+                                  engine: Engine) -> None:
+    work = run_loops(engine, "ab" * 32, 0, max_loops=2)
+    cid = "cd" * 16
+    assert_refused(api.post(f"/v1/challenges/{cid}/commit",
+                            json=commit_body(WORKER_KEY, cid, work)), 404)
+
+
+@pytest.fixture
+def short_ttl_api(node_dir: NodeDir) -> Iterator[tuple[TestClient, NodeService]]:
+    """The app over a service whose challenges live 300 ms (validator option)."""
+    svc = NodeService(node_dir.files, challenge_ttl_ms=300)
+    try:
+        with open_client(svc) as client:
+            yield client, svc
+    finally:
+        svc.close()
+
+
+def test_expired_challenge_commit_is_410(short_ttl_api: tuple[TestClient, NodeService],
+                                         engine: Engine) -> None:
+    api, svc = short_ttl_api
+    ch = issue(api, WORKER_KEY, svc.chain_id)
+    work = run_loops(engine, ch["seed"], 0, max_loops=4)
+    time.sleep(0.45)
+    cid = ch["challenge_id"]
+    body = assert_refused(api.post(f"/v1/challenges/{cid}/commit",
+                                   json=commit_body(WORKER_KEY, cid, work)), 410)
+    assert "expired" in body["detail"]
+
+
+def test_expired_challenge_reveal_is_410(short_ttl_api: tuple[TestClient, NodeService],
+                                         engine: Engine) -> None:
+    api, svc = short_ttl_api
+    ch, _, samples = committed_round(api, WORKER_KEY, svc.chain_id, engine, loops=12)
+    time.sleep(0.75)  # past expiry + reveal grace (one more TTL)
+    body = assert_refused(api.post(f"/v1/challenges/{ch['challenge_id']}/reveal",
+                                   json={"samples": samples}), 410)
+    assert "deadline" in body["detail"]
+
+
+def test_too_many_open_challenges_is_429_with_retry_after(api: TestClient,
+                                                          service: NodeService) -> None:
+    limit = service.validator.max_open_per_worker
+    for _ in range(limit):
+        issue(api, WORKER_KEY, service.chain_id)
+    resp = api.post("/v1/challenges", json=challenge_body(WORKER_KEY, service.chain_id))
+    body = assert_refused(resp, 429)
+    assert "too many open challenges" in body["detail"]
+    retry = resp.headers.get("retry-after")
+    assert retry is not None and float(retry) > 0
+    # Another worker is not affected.
+    issue(api, OTHER_KEY, service.chain_id)
+
+
+def test_retry_after_header_is_integer_seconds(api: TestClient, service: NodeService) -> None:
+    """RFC 9110 section 10.2.3: Retry-After is an HTTP-date or delay-seconds (1*DIGIT)."""
+    for _ in range(service.validator.max_open_per_worker):
+        issue(api, WORKER_KEY, service.chain_id)
+    resp = api.post("/v1/challenges", json=challenge_body(WORKER_KEY, service.chain_id))
+    assert resp.status_code == 429
+    retry = resp.headers["retry-after"]
+    assert re.fullmatch(r"[0-9]+", retry), f"Retry-After {retry!r} is not delay-seconds"
+    assert int(retry) >= 1
+
+
+# -------------------------------------------------------------------- transactions
+
+
+def test_forged_transaction_signature_is_400(api: TestClient, node_dir: NodeDir) -> None:
+    tx = transfer(node_dir, 0)
+    forged = tx_to_json(tx)
+    forged["signature"] = sign(OTHER_KEY, tx_signing_bytes(tx, node_dir.chain_id)).hex()
+    body = assert_refused(api.post("/v1/transactions", json=forged), 400)
+    assert "signature" in body["detail"]
+    altered = tx_to_json(tx) | {"amount": 10**12}  # signed for amount 1
+    body = assert_refused(api.post("/v1/transactions", json=altered), 400)
+    assert "signature does not verify" in body["detail"]
+    garbage = tx_to_json(tx) | {"signature": "ff" * 64}  # r, s >= curve order
+    body = assert_refused(api.post("/v1/transactions", json=garbage), 400)
+    assert "signature" in body["detail"]
+    assert api.get("/v1/info").json()["mempool_size"] == 0
+
+
+def test_gas_price_below_minimum_is_400(api: TestClient, node_dir: NodeDir) -> None:
+    body = tx_to_json(transfer(node_dir, 0)) | {"gas_price": 999, "fee": 21_000 * 999}
+    detail = assert_refused(api.post("/v1/transactions", json=body), 400)["detail"]
+    assert "gas_price" in detail
+
+
+def test_replayed_transaction_is_409(api: TestClient, node_dir: NodeDir) -> None:
+    body = tx_to_json(transfer(node_dir, 0))
+    assert api.post("/v1/transactions", json=body).status_code == 200
+    detail = assert_refused(api.post("/v1/transactions", json=body), 409)["detail"]
+    assert "already pending" in detail
+    assert api.get("/v1/info").json()["mempool_size"] == 1
+
+
+def test_mempool_refusals_map_to_status_codes(api: TestClient, node_dir: NodeDir) -> None:
+    detail = assert_refused(api.post("/v1/transactions",
+                                     json=tx_to_json(transfer(node_dir, 3))), 400)["detail"]
+    assert "nonce 3 but account expects 0" in detail
+    poor = transfer(node_dir, 0, key=OTHER_KEY)
+    detail = assert_refused(api.post("/v1/transactions", json=tx_to_json(poor)), 400)["detail"]
+    assert "insufficient balance" in detail
+
+
+# -------------------------------------------------------------- metrics, openapi, ws
+
+
+def test_metrics_are_prometheus_text(api: TestClient, service: NodeService,
+                                     node_dir: NodeDir) -> None:
+    issue(api, WORKER_KEY, service.chain_id)
+    api.post("/v1/transactions", json=tx_to_json(transfer(node_dir, 0)))
+    api.post("/v1/transactions", json=tx_to_json(transfer(node_dir, 5)))
+    service.produce_block()
+    resp = api.get("/metrics")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain")
+    text = resp.text
+    for line in ("hc_challenges_issued_total 1.0", 'hc_transactions_total{outcome="accepted"} 1.0',
+                 'hc_transactions_total{outcome="rejected"} 1.0', "hc_blocks_produced_total 1.0",
+                 "hc_head_height 1.0", "hc_mempool_size 0.0"):
+        assert line in text.splitlines(), line
+    assert "# TYPE hc_reveal_seconds histogram" in text
+
+
+def test_openapi_lists_the_routes(api: TestClient) -> None:
+    spec = api.get("/openapi.json").json()
+    paths = spec["paths"]
+    expected = {
+        "/v1/info": "get", "/v1/head": "get", "/v1/challenges": "post",
+        "/v1/challenges/{challenge_id}/commit": "post",
+        "/v1/challenges/{challenge_id}/reveal": "post", "/v1/transactions": "post",
+        "/v1/transactions/{txid}": "get", "/v1/blocks/{ref}": "get",
+        "/v1/accounts/{address}": "get", "/v1/accounts/{address}/next-nonce": "get",
+        "/metrics": "get",
+    }
+    for path, method in expected.items():
+        assert method in paths.get(path, {}), path
+
+
+def test_websocket_sends_current_head_then_new_heads(node_dir: NodeDir) -> None:
+    """With the block producer running (the app's lifespan), a new block reaches the feed."""
+    svc = NodeService(node_dir.files)
+    try:
+        with open_client(svc, produce_blocks=True, block_time=0.05) as client, \
+                client.websocket_connect("/v1/ws/heads") as ws:
+            first = ws.receive_json()
+            assert first == client.get("/v1/head").json() and first["height"] == 0
+            tx = transfer(node_dir, 0)
+            assert client.post("/v1/transactions", json=tx_to_json(tx)).status_code == 200
+            second = ws.receive_json()
+            assert second["height"] == 1
+            assert second["hash"] == client.get("/v1/blocks/1").json()["hash"]
+            assert client.get(f"/v1/transactions/{tx_id(tx)}").json()["status"] == "included"
+    finally:
+        svc.close()
+
+
+# ------------------------------------------------------------------ body size limit
+
+
+POST_ROUTES = ["/v1/challenges", "/v1/challenges/{cid}/commit",
+               "/v1/challenges/{cid}/reveal", "/v1/transactions"]
+
+
+@pytest.mark.parametrize("route", POST_ROUTES)
+def test_body_over_limit_with_content_length_is_413(api: TestClient, route: str) -> None:
+    resp = api.post(route.format(cid="ab" * 16), content=b" " * (MAX_BODY + 1),
+                    headers={"content-type": "application/json"})
+    assert_refused(resp, 413)
+
+
+@pytest.mark.parametrize("route", POST_ROUTES)
+def test_body_over_limit_chunked_is_413(api: TestClient, route: str) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        for _ in range(MAX_BODY // 65536 + 2):
+            yield b" " * 65536
+
+    resp = api.post(route.format(cid="ab" * 16), content=chunks(),
+                    headers={"content-type": "application/json"})
+    assert "content-length" not in {k.lower() for k in resp.request.headers}
+    assert_refused(resp, 413)
+
+
+def test_body_at_the_limit_is_parsed(api: TestClient) -> None:
+    body = b"{}" + b" " * (MAX_BODY - 2)
+    resp = api.post("/v1/challenges", content=body, headers={"content-type": "application/json"})
+    assert_refused(resp, 422)  # read and validated, not refused for its size
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1" * 30])
+def test_bad_content_length_is_refused(api: TestClient, value: str) -> None:
+    resp = api.post("/v1/transactions", content=b"{}",
+                    headers={"content-type": "application/json", "content-length": value})
+    assert 400 <= resp.status_code < 500
+
+
+# --------------------------------------------------------- malformed input: never a 500
+
+
+@pytest.fixture(scope="module")
+def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str]]:
+    """One app for the many malformed-input cases, with an issued challenge id to aim at."""
+    nd = make_node_dir(tmp_path_factory.mktemp("fuzz") / "node")
+    svc = NodeService(nd.files, requests_per_minute_per_ip=100_000,
+                      requests_per_minute_per_address=100_000)
+    try:
+        with open_client(svc) as client:
+            fuzz_key = PrivateKey(0xF022)
+            ch = client.post("/v1/challenges", json=challenge_body(fuzz_key, svc.chain_id))
+            assert ch.status_code == 200, ch.text
+            yield client, ch.json()["challenge"]["challenge_id"]
+    finally:
+        svc.close()
+
+
+def _base_bodies() -> dict[str, dict]:
+    key = PrivateKey(0xBA5E)
+    tx = tx_to_json(transfer_for_fuzz(key))
+    return {
+        "/v1/challenges": challenge_body(key, "hashcloud-local"),
+        "/v1/challenges/{cid}/commit": {
+            "loops": 16, "compute_time": 0.5, "merkle_root": "0x" + "11" * 32,
+            "device": dict(CPU), "device_signature": "0x" + "22" * 64},
+        "/v1/challenges/{cid}/reveal": {
+            "samples": [{"index": 0, "leaf": "0x" + "33" * 32, "proof": ["0x" + "44" * 32]}]},
+        "/v1/transactions": tx,
+    }
+
+
+def transfer_for_fuzz(key: PrivateKey) -> Transaction:
+    return make_transfer(key, OTHER_KEY.public_key.address, 5, 0)
+
+
+_DROP = object()
+MUTATIONS: dict[str, Any] = {
+    "missing": _DROP, "null": None, "string": "abc", "empty_string": "", "true": True,
+    "float": 1.5, "list": [1, 2], "object": {"a": 1}, "huge": 10**100, "u64_plus": 2**64,
+    "negative": -1, "zero": 0, "non_hex": "zz" * 32, "upper_hex": "AB" * 32,
+    "prefixed_hex": "0x" + "ab" * 32, "long_string": "a" * 20_000, "unicode": "é\u0000☃",
+}
+
+
+def _mutated(base: dict, path: tuple, value: Any) -> dict:
+    body = copy.deepcopy(base)
+    target = body
+    for step in path[:-1]:
+        target = target[step]
+    if value is _DROP:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return body
+
+
+def _field_paths(body: Any, prefix: tuple = ()) -> Iterator[tuple]:
+    if isinstance(body, dict):
+        for k, v in body.items():
+            yield (*prefix, k)
+            yield from _field_paths(v, (*prefix, k))
+    elif isinstance(body, list) and body:
+        yield (*prefix, 0)
+        yield from _field_paths(body[0], (*prefix, 0))
+
+
+def _mutation_cases() -> list[tuple[str, tuple, str]]:
+    cases = []
+    for route, base in _base_bodies().items():
+        for path in _field_paths(base):
+            for name in MUTATIONS:
+                if name == "missing" and isinstance(path[-1], int):
+                    continue
+                cases.append((route, path, name))
+    return cases
+
+
+@pytest.mark.parametrize(("route", "path", "mutation"), _mutation_cases(),
+                         ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else v)
+def test_mutated_field_is_refused_never_500(fuzz_node: tuple[TestClient, str], route: str,
+                                            path: tuple, mutation: str) -> None:
+    client, cid = fuzz_node
+    base = _base_bodies()[route]
+    body = _mutated(base, path, MUTATIONS[mutation])
+    if body == base:
+        pytest.skip("the mutation leaves the field unchanged")
+    assert_refused(client.post(route.format(cid=cid), json=body))
+
+
+WHOLE_BODIES: dict[str, bytes] = {
+    "malformed": b'{"worker_address": ', "trailing_comma": b'{"a": 1,}', "empty": b"",
+    "array": b"[]", "array_of_object": b'[{"n": 64}]', "string": b'"hello"', "number": b"42",
+    "null": b"null", "true": b"true", "nan": b'{"n": NaN}', "infinity": b'{"n": Infinity}',
+    "huge_number_literal": b'{"n": ' + b"9" * 5000 + b"}", "float_overflow": b'{"n": 1e999}',
+    "deeply_nested": b"[" * 50_000 + b"]" * 50_000, "bad_utf8": b'{"n": "\xff\xfe"}',
+    "utf16_bom": "{}".encode("utf-16"), "nul_bytes": b"\x00" * 64, "duplicate_keys":
+    b'{"samples": [], "samples": []}', "extra_field": b'{"unexpected": 1}',
+}
+
+
+@pytest.mark.parametrize("route", POST_ROUTES)
+@pytest.mark.parametrize("name", sorted(WHOLE_BODIES))
+def test_malformed_body_is_refused_never_500(fuzz_node: tuple[TestClient, str], route: str,
+                                             name: str) -> None:
+    client, cid = fuzz_node
+    resp = client.post(route.format(cid=cid), content=WHOLE_BODIES[name],
+                       headers={"content-type": "application/json"})
+    assert_refused(resp)
+
+
+@pytest.mark.parametrize("route", POST_ROUTES)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          None])
+def test_other_content_types_are_refused(fuzz_node: tuple[TestClient, str], route: str,
+                                         content_type: str | None) -> None:
+    client, cid = fuzz_node
+    headers = {"content-type": content_type} if content_type else {}
+    assert_refused(client.post(route.format(cid=cid), content=b"a=1&b=2", headers=headers))
+
+
+@pytest.mark.parametrize("route", POST_ROUTES)
+def test_extra_field_is_refused(fuzz_node: tuple[TestClient, str], route: str) -> None:
+    client, cid = fuzz_node
+    body = _base_bodies()[route] | {"surprise": 1}
+    detail = assert_refused(client.post(route.format(cid=cid), json=body))["detail"]
+    assert "surprise" in detail or "Extra" in detail or "extra" in detail
+
+
+BAD_PATH_VALUES = ["zz", "-1", "1e3", "0x00", "00" * 31, "00" * 33, "AB" * 32, "%20", "%00",
+                   "\u00b2", "\u0661\u0662", "\uff19", "9" * 19, "9" * 25, "a" * 2000, "..",
+                   "latest%0A", "cpc1", "cpc1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq"]
+GET_ROUTES = ["/v1/transactions/{v}", "/v1/blocks/{v}", "/v1/accounts/{v}",
+              "/v1/accounts/{v}/next-nonce"]
+
+
+@pytest.mark.parametrize("route", GET_ROUTES)
+@pytest.mark.parametrize("value", BAD_PATH_VALUES)
+def test_bad_path_parameter_is_refused_never_500(fuzz_node: tuple[TestClient, str], route: str,
+                                                 value: str) -> None:
+    client, _ = fuzz_node
+    assert_refused(client.get(route.format(v=value)))
+
+
+@pytest.mark.parametrize("value", ["zz", "ab" * 16 + "00", "%00", "\u00b2", "a" * 2000])
+def test_bad_challenge_id_in_path_is_refused(fuzz_node: tuple[TestClient, str],
+                                             value: str) -> None:
+    client, _ = fuzz_node
+    base = _base_bodies()
+    for route in POST_ROUTES[1:3]:
+        assert_refused(client.post(route.format(cid=value), json=base[route]))
+
+
+def test_unknown_route_and_method_are_json_4xx(api: TestClient) -> None:
+    assert_refused(api.get("/v1/nothing-here"), 404)
+    assert_refused(api.get("/v1/challenges"), 405)
+    assert_refused(api.delete("/v1/transactions/" + "00" * 32), 405)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def _shaped(route: str) -> st.SearchStrategy[dict]:
+    """Objects with exactly the route's keys, each given an arbitrary JSON value."""
+    base = _base_bodies()[route]
+    return st.fixed_dictionaries({k: json_values for k in base})
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_json_never_500(fuzz_node: tuple[TestClient, str], data: st.DataObject) -> None:
+    client, cid = fuzz_node
+    for route in POST_ROUTES:
+        body = data.draw(json_values | _shaped(route), label=route)
+        assert_refused(client.post(route.format(cid=cid), json=body))
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_valid_shaped_random_values_never_500(fuzz_node: tuple[TestClient, str],
+                                              data: st.DataObject) -> None:
+    """Bodies that pass the schema (right types, random values) reach the service logic."""
+    client, cid = fuzz_node
+    hex32 = st.binary(min_size=32, max_size=32).map(bytes.hex)
+    commit = st.fixed_dictionaries({
+        "loops": st.integers(1, 2**40), "compute_time": st.floats(1e-300, 86_400),
+        "merkle_root": hex32.map("0x".__add__),
+        "device": st.fixed_dictionaries({"name": st.text(max_size=20),
+                                         "backend": st.sampled_from(["numpy", "cupy", "tpu"])}),
+        "device_signature": st.binary(min_size=64, max_size=64).map(lambda b: "0x" + b.hex())})
+    reveal = st.fixed_dictionaries({"samples": st.lists(st.fixed_dictionaries({
+        "index": st.integers(0, 2**70), "leaf": hex32.map("0x".__add__),
+        "proof": st.lists(hex32.map("0x".__add__), max_size=3)}), min_size=1, max_size=3)})
+    resp = client.post(f"/v1/challenges/{cid}/commit", json=data.draw(commit))
+    assert_refused(resp)
+    resp = client.post(f"/v1/challenges/{cid}/reveal", json=data.draw(reveal))
+    assert_refused(resp)
+    tx = tx_to_json(transfer_for_fuzz(PrivateKey(0xBA5E)))
+    tx.update(data.draw(st.fixed_dictionaries({}, optional={
+        "amount": st.integers(0, 2**96), "fee": st.integers(0, 2**96),
+        "nonce": st.integers(0, 2**64 - 1), "gas_price": st.integers(1000, 2**64 - 1),
+        "gas_limit": st.integers(0, 2**64 - 1), "public_key": st.sampled_from(
+            ["02" + "ff" * 32, "03" + "00" * 32, PrivateKey(7).public_key.hex()]),
+        "signature": st.binary(min_size=64, max_size=64).map(bytes.hex),
+        "tx_type": st.just("SUBMIT_RESULT")})))
+    resp = client.post("/v1/transactions", json=tx)
+    assert resp.status_code < 500, resp.text
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(secret=st.integers(1, 2**200), loops=st.integers(1, 2**40),
+       compute_time=st.floats(1e-300, 86_400), backend=st.sampled_from(["numpy", "cupy", "x"]),
+       root=st.binary(min_size=32, max_size=32))
+def test_signed_commit_with_arbitrary_claims_never_500(
+        fuzz_node: tuple[TestClient, str], secret: int, loops: int, compute_time: float,
+        backend: str, root: bytes) -> None:
+    """A worker signing its own (absurd) claims reaches every sanity check of the commit."""
+    client, _ = fuzz_node
+    key = PrivateKey(secret)
+    resp = client.post("/v1/challenges", json=challenge_body(key, "hashcloud-local"))
+    assert resp.status_code == 200, resp.text
+    ch = resp.json()["challenge"]
+    body = {"loops": loops, "compute_time": compute_time, "merkle_root": "0x" + root.hex(),
+            "device": {"name": "x", "backend": backend},
+            "device_signature": "0x" + sign(key, commit_message(
+                ch["challenge_id"], ch["seed"], N, key.public_key.address, loops,
+                compute_time, "0x" + root.hex())).hex()}
+    resp = client.post(f"/v1/challenges/{ch['challenge_id']}/commit", json=body)
+    if resp.status_code != 200:
+        assert_refused(resp, 422)
