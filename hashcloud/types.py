@@ -7,16 +7,27 @@ pydantic-validated string with one allowed spelling.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from hashcloud.crypto.address import validate_address
 from hashcloud.errors import InvalidAddress
 
+MAX_U64 = 2**64
+"""Exclusive bound of nonces, gas fields and other counters."""
 
+MAX_AMOUNT = 2**96
+"""Exclusive bound of every amount, fee, balance and supply counter (base units)."""
+
+
+@lru_cache(maxsize=1 << 16)
 def _address(value: str) -> str:
-    # pydantic turns ValueError into a ValidationError naming the field.
+    """Pydantic hook: a canonical `cpc1...` address (SPEC 5), as a ValueError if not.
+
+    Cached: bech32 checksums are pure Python and the same addresses recur in every block.
+    """
     try:
         return validate_address(value)
     except InvalidAddress as exc:
@@ -30,6 +41,24 @@ HexStr = Annotated[str, StringConstraints(pattern=r"^(?:[0-9a-f]{2})+$")]
 
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 """32 bytes, lower-case hex, no prefix (chain objects)."""
+
+SignatureHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
+"""A 64-byte `r || s` signature as 128 lower-case hex digits (SPEC 5)."""
+
+PublicKeyHex = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
+"""A 33-byte compressed secp256k1 public key as 66 lower-case hex digits (SPEC 5)."""
+
+TaskId = HexId16
+"""A challenge id used as a task id (SPEC 6)."""
+
+ChainId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")]
+"""A chain id: 1-32 characters of `a-z`, `0-9` and `-` (it appears in domain tags)."""
+
+Amount = Annotated[int, Field(ge=0, lt=MAX_AMOUNT)]
+"""An amount of base units in [0, 2**96)."""
+
+U64 = Annotated[int, Field(ge=0, lt=MAX_U64)]
+"""An unsigned 64-bit integer."""
 
 PHex32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{64}$")]
 """32 bytes, lower-case hex with `0x` (proof files)."""

@@ -13,21 +13,30 @@ msgpack integers stop at 2**64 - 1, but amounts and balances range over [0, 2**9
 (`Amount`). They are therefore always written as exactly 12 big-endian bytes
 (`encode_amount`), a single fixed-width form, in every record.
 
-This module also names the string forms (hex widths, addresses, chain ids) and integer
-ranges shared by the chain records, so that each record module declares its fields with
-the same validated aliases.
+The string forms (hex widths, addresses, chain ids) and integer ranges shared by the chain
+records live in `hashcloud.types` and are re-exported here.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Annotated, Any
+from typing import Any
 
 import msgpack
-from pydantic import AfterValidator, Field, StringConstraints, ValidationError
+from pydantic import ValidationError
 
-from hashcloud.crypto.address import validate_address
-from hashcloud.errors import DecodeError, InvalidAddress
+from hashcloud.errors import DecodeError
+from hashcloud.types import (  # re-exported: the field forms chain records share
+    MAX_AMOUNT,
+    MAX_U64,
+    U64,
+    AddressStr,
+    Amount,
+    ChainId,
+    Hex32,
+    PublicKeyHex,
+    SignatureHex,
+    TaskId,
+)
 
 __all__ = [
     "AMOUNT_BYTES",
@@ -52,51 +61,10 @@ __all__ = [
     "expect_str",
 ]
 
-MAX_U64 = 2**64
-"""Exclusive bound of nonces, gas fields and other counters."""
-
-MAX_AMOUNT = 2**96
-"""Exclusive bound of every amount, fee, balance and supply counter (base units)."""
-
 AMOUNT_BYTES = 12
 """Width of the fixed big-endian byte form of an amount (96 bits)."""
 
 
-@lru_cache(maxsize=1 << 16)
-def _check_address(value: str) -> str:
-    """Pydantic hook: a canonical `cpc1...` address (SPEC 5), as a ValueError if not.
-
-    Cached: bech32 checksums are pure Python and the same addresses recur in every block.
-    """
-    try:
-        return validate_address(value)
-    except InvalidAddress as exc:
-        raise ValueError(str(exc)) from None
-
-
-Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-"""A 32-byte hash as 64 lower-case hex digits, no prefix (SPEC: chain hex form)."""
-
-SignatureHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
-"""A 64-byte `r || s` signature as 128 lower-case hex digits (SPEC 5)."""
-
-PublicKeyHex = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
-"""A 33-byte compressed secp256k1 public key as 66 lower-case hex digits (SPEC 5)."""
-
-TaskId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-"""A challenge id: 16 bytes as 32 lower-case hex digits (SPEC 3)."""
-
-ChainId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")]
-"""A chain id: 1-32 characters of `a-z`, `0-9` and `-` (it appears in domain tags)."""
-
-AddressStr = Annotated[str, AfterValidator(_check_address)]
-"""A canonical lower-case `cpc1...` address (SPEC 5)."""
-
-Amount = Annotated[int, Field(ge=0, lt=MAX_AMOUNT)]
-"""An amount of base units in [0, 2**96)."""
-
-U64 = Annotated[int, Field(ge=0, lt=MAX_U64)]
-"""An unsigned 64-bit integer."""
 
 
 def encode_canonical(obj: Any) -> bytes:
