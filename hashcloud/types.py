@@ -7,8 +7,9 @@ pydantic-validated string with one allowed spelling.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints
 
@@ -84,3 +85,21 @@ def from_phex(text: str) -> bytes:
 def to_phex(data: bytes) -> str:
     """`0x` + lower-case hex (proof-file form)."""
     return "0x" + data.hex()
+
+
+def describe_errors(errors: Iterable[Mapping[str, Any]], limit: int = 5) -> str:
+    """`field.path: message; ...` for pydantic-style error dicts (at most `limit` shown).
+
+    One wording for every boundary: proof files, chain records and HTTP bodies."""
+    errors = list(errors)
+    parts = []
+    for e in errors[:limit]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "value"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    more = len(errors) - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "") or "invalid value"
+
+
+def describe_validation_error(exc: Any) -> str:
+    """`describe_errors` of a pydantic ValidationError."""
+    return describe_errors(exc.errors())

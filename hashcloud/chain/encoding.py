@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
-from pydantic import ValidationError
 
 from hashcloud.errors import DecodeError
 from hashcloud.types import (  # re-exported: the field forms chain records share
@@ -36,6 +35,7 @@ from hashcloud.types import (  # re-exported: the field forms chain records shar
     PublicKeyHex,
     SignatureHex,
     TaskId,
+    describe_validation_error,
 )
 
 __all__ = [
@@ -150,9 +150,3 @@ def expect_bytes(obj: Any, what: str) -> bytes:
         raise DecodeError(f"{what} must be bytes")
     return obj
 
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """A one-line summary (`field: problem`) of the first error pydantic found."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "value"
-    return f"{where}: {err['msg']}"

@@ -42,7 +42,7 @@ from hashcloud.node.models import (
     TxSubmitResponse,
 )
 from hashcloud.node.service import NodeService
-from hashcloud.types import AddressStr, Hex32
+from hashcloud.types import AddressStr, Hex32, describe_errors
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +102,6 @@ class HeadFeed:
             q.put_nowait(head)
 
 
-def _validation_detail(exc: RequestValidationError) -> str:
-    parts = []
-    for e in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
 def create_app(service: NodeService, *, produce_blocks: bool = True,
                max_body: int = MAX_BODY, block_time: float | None = None,
                close_on_shutdown: bool = False) -> FastAPI:
@@ -158,7 +150,7 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+        return JSONResponse({"detail": describe_errors(exc.errors())}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover

@@ -38,6 +38,7 @@ from hashcloud.types import (
     PHexBytes,
     PHexPubKey,
     PHexSig,
+    describe_validation_error,
     from_phex,
     to_phex,
 )
@@ -129,16 +130,6 @@ class ProofFile(BaseModel):
     def to_json(self) -> str:
         """Pretty JSON for writing to disk (None fields kept, so the file is explicit)."""
         return self.model_dump_json(indent=1) + "\n"
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One short line per pydantic error: `field.path: message`."""
-    parts = []
-    for e in exc.errors()[:8]:
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        parts.append(f"{loc}: {e['msg']}")
-    more = exc.error_count() - len(parts)
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def parse_proof(obj: object) -> ProofFile:
