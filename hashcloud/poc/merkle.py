@@ -185,6 +185,13 @@ class MerkleTree:
         self._size = len(leaves)
         self._levels = _build_levels(leaves, workers) if self._size else []
 
+    @classmethod
+    def _from_levels(cls, levels: list[bytes], size: int) -> MerkleTree:
+        """A tree from already-hashed levels (bottom first), as `MerkleBuilder` makes."""
+        tree = cls.__new__(cls)
+        tree._levels, tree._size = levels, size
+        return tree
+
     @property
     def size(self) -> int:
         """Number of leaves `L` (SPEC 2)."""
@@ -225,6 +232,67 @@ class MerkleTree:
     def __repr__(self) -> str:
         """Size and root, for debugging."""
         return f"MerkleTree(size={self._size}, root={self.root.hex()})"
+
+
+class MerkleBuilder:
+    """Builds an HC-MERKLE-v1 tree while its leaves arrive (SPEC 2), for mining rounds.
+
+    `extend` hashes each new leaf and every pair it completes, level by level, so about two
+    hashes per leaf are spread over the round and `finish` only settles the O(log L) nodes
+    of the ragged right edge: the tree is ready the moment the last loop ends, however
+    long the round was. The result equals `MerkleTree(all_leaves)` exactly.
+    """
+
+    __slots__ = ("_levels", "_size", "_done")
+
+    def __init__(self) -> None:
+        self._levels: list[bytearray] = []
+        self._size = 0
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        """Leaves added so far."""
+        return self._size
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Add leaves (in order) and hash every pair they complete."""
+        if self._done:
+            raise MerkleError("the tree is finished; no more leaves can be added")
+        if leaves:
+            self._append(0, _hash_leaves(leaves))
+            self._size += len(leaves)
+
+    def _append(self, k: int, hashes: bytes) -> None:
+        """Append node hashes to level k and hash the pairs that completes into level k+1."""
+        levels = self._levels
+        while True:
+            if k == len(levels):
+                levels.append(bytearray())
+            level = levels[k]
+            level += hashes
+            parents_done = len(levels[k + 1]) // HASH_SIZE if k + 1 < len(levels) else 0
+            pairs = len(level) // (2 * HASH_SIZE)
+            if pairs <= parents_done:
+                return
+            start, stop = parents_done * 2 * HASH_SIZE, pairs * 2 * HASH_SIZE
+            sha, prefix = _sha256, NODE_PREFIX
+            hashes = b"".join([sha(prefix + level[i : i + 2 * HASH_SIZE]).digest()
+                               for i in range(start, stop, 2 * HASH_SIZE)])
+            k += 1
+
+    def finish(self) -> MerkleTree:
+        """Carry the odd last nodes up (RFC 6962: never duplicated) and return the tree."""
+        self._done = True
+        k = 0
+        while k < len(self._levels):
+            count = len(self._levels[k]) // HASH_SIZE
+            if k == len(self._levels) - 1 and count == 1:
+                break  # the root
+            if count % 2:
+                self._append(k + 1, bytes(self._levels[k][-HASH_SIZE:]))
+            k += 1
+        return MerkleTree._from_levels([bytes(level) for level in self._levels], self._size)
 
 
 def merkle_root(leaves: Sequence[bytes], *, workers: int | None = None) -> bytes:

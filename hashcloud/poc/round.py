@@ -18,7 +18,7 @@ from hashcloud.crypto.signatures import sign
 from hashcloud.engine.gemm import Engine
 from hashcloud.errors import EngineError
 from hashcloud.poc.challenge import commit_message
-from hashcloud.poc.merkle import MerkleTree
+from hashcloud.poc.merkle import MerkleBuilder, MerkleTree
 from hashcloud.poc.proof import DeviceInfo, ProofFile, make_samples
 from hashcloud.poc.sampling import offline_indices, sample_count
 from hashcloud.types import to_phex
@@ -66,6 +66,7 @@ def run_loops(
     if duration <= 0:
         duration = float("inf")  # bounded by max_loops only
     leaves: list[bytes] = []
+    builder = MerkleBuilder()  # the tree grows with the leaves: ready when the round ends
     interrupted = False
     start = time.perf_counter()
     try:
@@ -84,7 +85,9 @@ def run_loops(
                 count = 1
             if max_loops is not None:
                 count = min(count, max_loops - len(leaves))
-            leaves.extend(engine.compute_batch(seed, len(leaves), count))
+            batch = engine.compute_batch(seed, len(leaves), count)
+            leaves.extend(batch)
+            builder.extend(batch)
             if progress is not None:
                 progress(len(leaves), time.perf_counter() - start)
     except KeyboardInterrupt:
@@ -92,7 +95,7 @@ def run_loops(
         if not leaves:
             raise
     compute_time = time.perf_counter() - start
-    return RoundWork(seed, engine.n, leaves, compute_time, interrupted, MerkleTree(leaves))
+    return RoundWork(seed, engine.n, leaves, compute_time, interrupted, builder.finish())
 
 
 def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork) -> str:

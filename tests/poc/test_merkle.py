@@ -238,3 +238,32 @@ def test_malformed_inputs_raise_merkle_error() -> None:
             tree.audit_path(index)  # type: ignore[arg-type]
     with pytest.raises(MerkleError):
         MerkleTree(leaves, workers=-1)
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=140), st.data())
+def test_incremental_builder_equals_batch_tree(leaves, data):
+    """MerkleBuilder fed in random chunks gives the same root and every audit path."""
+    from hashcloud.poc.merkle import MerkleBuilder
+
+    builder = MerkleBuilder()
+    i = 0
+    while i < len(leaves):
+        step = data.draw(st.integers(1, 9))
+        builder.extend(leaves[i : i + step])
+        i += step
+    tree = builder.finish()
+    ref = MerkleTree(leaves)
+    assert tree.size == ref.size == len(leaves)
+    assert tree.root == ref.root
+    for m in range(len(leaves)):
+        assert tree.audit_path(m) == ref.audit_path(m)
+
+
+def test_builder_refuses_leaves_after_finish():
+    from hashcloud.poc.merkle import MerkleBuilder
+
+    builder = MerkleBuilder()
+    builder.extend([b"\x00" * 32])
+    builder.finish()
+    with pytest.raises(MerkleError):
+        builder.extend([b"\x01" * 32])
