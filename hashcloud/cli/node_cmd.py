@@ -65,6 +65,12 @@ def start(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8650,
     block_time: Annotated[float | None, typer.Option(
         min=0.05, help="Seconds between blocks [default: genesis block time].")] = None,
+    ip_rate: Annotated[int, typer.Option(
+        min=1, help="Challenge requests per minute per client IP.")] = 240,
+    worker_rate: Annotated[int, typer.Option(
+        min=1, help="Challenge requests per minute per worker.")] = 60,
+    max_open: Annotated[int, typer.Option(
+        min=1, help="Open challenges per worker.")] = 4,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the node (PoC validator + chain) until Ctrl-C / SIGTERM."""
@@ -74,7 +80,9 @@ def start(
         err.print(f"initialised a new single-node chain in {dd}")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = NodeService(files)
+    service = NodeService(files, requests_per_minute_per_ip=ip_rate,
+                          requests_per_minute_per_address=worker_rate,
+                          max_open_per_worker=max_open)
     sock = bind_socket(host, port)
     bound = sock.getsockname()[1]
     display_host = f"[{host}]" if ":" in host else host
