@@ -20,6 +20,7 @@ from hashcloud.engine.gemm import Engine
 from hashcloud.errors import HashCloudError
 from hashcloud.node.client import NodeClient
 from hashcloud.node.miner import run_online_round, submit_claim
+from hashcloud.node.models import NodeInfo
 from hashcloud.poc.proof import DeviceInfo
 
 
@@ -59,44 +60,14 @@ def mine_online(st: CliState, engine: Engine, key: PrivateKey, *, duration: floa
         while rounds == 0 or number < rounds:
             number += 1
             try:
-                outcome = run_online_round(
-                    client, key, engine.n, device,
-                    lambda seed, phase=f"round {number}": compute_round(
-                        engine, seed, duration, live=not json_, phase=phase, stats=stats),
-                    info)
+                row, stop = _play_round(st, client, info, engine, key, device, duration,
+                                        out_path, rounds, number, stats, json_, url, embedded)
             except KeyboardInterrupt:
+                err.print("interrupted: stopping (a proof already written can still be "
+                          "claimed with `hashcloud submit PROOF`)")
                 break
-            proof = outcome.proof
-            path = write_proof(out_path if (out_path and rounds == 1)
-                               else _round_path(st, out_path, proof.challenge_id), proof)
-            row = {"round": number, "loops": outcome.work.loops,
-                   "compute_time": outcome.work.compute_time,
-                   "merkle_root": outcome.work.merkle_root, "accepted": outcome.accepted,
-                   "proof_path": str(path), "reason": outcome.reason, "reward": 0,
-                   "tx_id": None, "height": None}
-            if outcome.accepted:
-                stats["accepted"] += 1
-                try:
-                    txid, height = submit_claim(client, key, proof)
-                    row.update(tx_id=txid, height=height, reward=outcome.reward_estimate)
-                    stats["rewards"] += outcome.reward_estimate
-                except HashCloudError as exc:
-                    row["claim_error"] = str(exc)
-                    err.print(f"[red]claim failed:[/] {exc}")
-            else:
-                stats["rejected"] += 1
-                err.print(f"[red]round {number} rejected:[/] {outcome.reason}")
             results.append(row)
-            if not json_:
-                extra = {"node": url + (" (embedded)" if embedded else ""),
-                         "proof": str(path),
-                         "status": "[green]accepted[/]" if outcome.accepted
-                         else f"[red]rejected: {outcome.reason}[/]"}
-                if row.get("tx_id"):
-                    extra["claim"] = f"tx {row['tx_id'][:16]}... in block {row['height']}"
-                    extra["reward"] = f"{row['reward']:,}"
-                out.print(summary_table(outcome.work, engine, extra))
-            if outcome.work.interrupted:
+            if stop:
                 break
         balance = client.account(address).balance if results else None
     if not results:
@@ -115,6 +86,48 @@ def mine_online(st: CliState, engine: Engine, key: PrivateKey, *, duration: floa
                   f"{stats['rejected']} rejected rounds, rewards {stats['rewards']:,}")
     if stats["accepted"] == 0:
         raise typer.Exit(1)
+
+
+def _play_round(st: CliState, client: NodeClient, info: NodeInfo, engine: Engine,
+                key: PrivateKey,
+                device: DeviceInfo, duration: float, out_path: Path | None, rounds: int,
+                number: int, stats: dict, json_: bool, url: str, embedded: bool
+                ) -> tuple[dict, bool]:
+    """One round: compute, audit, write the proof, claim; (result row, stop after it)."""
+    outcome = run_online_round(
+        client, key, engine.n, device,
+        lambda seed: compute_round(engine, seed, duration, live=not json_,
+                                   phase=f"round {number}", stats=stats),
+        info)
+    proof = outcome.proof
+    path = write_proof(out_path if (out_path and rounds == 1)
+                       else _round_path(st, out_path, proof.challenge_id), proof)
+    row = {"round": number, "loops": outcome.work.loops,
+           "compute_time": outcome.work.compute_time,
+           "merkle_root": outcome.work.merkle_root, "accepted": outcome.accepted,
+           "proof_path": str(path), "reason": outcome.reason, "reward": 0,
+           "tx_id": None, "height": None}
+    if outcome.accepted:
+        stats["accepted"] += 1
+        try:
+            txid, height = submit_claim(client, key, proof)
+            row.update(tx_id=txid, height=height, reward=outcome.reward_estimate)
+            stats["rewards"] += outcome.reward_estimate
+        except HashCloudError as exc:
+            row["claim_error"] = str(exc)
+            err.print(f"[red]claim failed:[/] {exc}")
+    else:
+        stats["rejected"] += 1
+        err.print(f"[red]round {number} rejected:[/] {outcome.reason}")
+    if not json_:
+        extra = {"node": url + (" (embedded)" if embedded else ""), "proof": str(path),
+                 "status": "[green]accepted[/]" if outcome.accepted
+                 else f"[red]rejected: {outcome.reason}[/]"}
+        if row.get("tx_id"):
+            extra["claim"] = f"tx {row['tx_id'][:16]}... in block {row['height']}"
+            extra["reward"] = f"{row['reward']:,}"
+        out.print(summary_table(outcome.work, engine, extra))
+    return row, outcome.work.interrupted
 
 
 def _round_path(st: CliState, out_path: Path | None, challenge_id: str) -> Path:

@@ -83,3 +83,30 @@ def test_usage_errors(tmp_path):
     assert runner.invoke(app, ["--home", home, "audit"]).exit_code == 2
     r = runner.invoke(app, ["--home", home, "audit", "--chain"])
     assert r.exit_code == 1 and "not initialised" in r.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_rounds_zero_mines_until_ctrl_c(tmp_path):
+    """`--rounds 0` keeps mining (embedded node) until SIGINT, then reports every round."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "HASHCLOUD_NODE"}
+    env["HASHCLOUD_HOME"] = str(tmp_path / "h")
+    proc = subprocess.Popen([sys.executable, "-m", "hashcloud", "mine", "--rounds", "0",
+                             "--duration", "0.5", "--n", "64", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    proofs = tmp_path / "h" / "proofs"
+    while time.monotonic() < deadline and len(list(proofs.glob("*.json"))) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    res = json.loads(stdout)
+    assert res["accepted_rounds"] >= 2, res
+    assert len(res["rounds"]) >= 2 and res["rewards"] > 0
