@@ -37,9 +37,6 @@ def _address(value: str) -> str:
 HexId16 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 """16 bytes as 32 lower-case hex digits, no prefix (challenge ids)."""
 
-HexStr = Annotated[str, StringConstraints(pattern=r"^(?:[0-9a-f]{2})+$")]
-"""Non-empty lower-case hex of whole bytes, no prefix (seeds)."""
-
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 """32 bytes, lower-case hex, no prefix (chain objects)."""
 

@@ -118,7 +118,7 @@ def submit(
     st = state(ctx)
     proof = load_proof(proof_path)
     key = load_key(st, key_name)
-    with node_url_for(st, node, quiet=json_) as (url, _), NodeClient(url) as client:
+    with node_url_for(st, node) as (url, _), NodeClient(url) as client:
         txid, height = submit_claim(client, key, proof, wait=wait)
         acct = client.account(key.public_key.address)
     if json_:

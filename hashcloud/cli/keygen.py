@@ -17,7 +17,7 @@ from hashcloud.cli.common import (
 )
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.keystore import DEFAULT_KEY_NAME, check_key_name
-from hashcloud.errors import KeystoreError, UsageError
+from hashcloud.errors import InvalidKey, KeystoreError, UsageError
 
 keys_app = typer.Typer(no_args_is_help=True, help="Manage the keys in the home directory.")
 
@@ -45,7 +45,10 @@ def keygen(
     if import_ is not None:
         if import_ != "-":
             raise UsageError("--import takes '-' (the key is read from stdin, never argv)")
-        key = PrivateKey.from_hex(sys.stdin.readline())
+        try:
+            key = PrivateKey.from_hex(sys.stdin.readline())
+        except InvalidKey as exc:  # unreadable input: exit 2 (SPEC 7)
+            raise UsageError(f"--import: {exc}") from None
     passphrase = passphrase_from_env_or_prompt(name, confirm=True) if encrypt else None
     info = st.keystore.create(name, key, passphrase)
     if json_:

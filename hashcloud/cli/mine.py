@@ -25,8 +25,8 @@ from hashcloud.cli.common import (
     state,
 )
 from hashcloud.cli.display import RateMeter, gflops, round_table
-from hashcloud.engine.gemm import Engine
-from hashcloud.errors import UsageError
+from hashcloud.engine.gemm import Engine, validate_n
+from hashcloud.errors import EngineError, UsageError
 from hashcloud.poc.proof import ProofFile
 from hashcloud.poc.round import RoundWork, new_offline_challenge, offline_proof, run_loops
 
@@ -106,6 +106,10 @@ def mine(
         raise UsageError("--backend must be auto, numpy or cupy")
     if offline and node:
         raise UsageError("--offline and --node exclude each other")
+    try:
+        validate_n(n)
+    except EngineError as exc:
+        raise UsageError(f"--n: {exc}") from None
     key, _ = load_or_create_key(st, key_name)
     with Engine(backend, n) as engine:
         if not json_:

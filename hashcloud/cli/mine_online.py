@@ -25,7 +25,7 @@ from hashcloud.poc.proof import DeviceInfo
 
 
 @contextlib.contextmanager
-def node_url_for(st: CliState, node_url: str | None, quiet: bool) -> Iterator[tuple[str, bool]]:
+def node_url_for(st: CliState, node_url: str | None) -> Iterator[tuple[str, bool]]:
     """Yield (url, embedded): the given node, or an embedded node on the home's data dir."""
     if node_url:
         yield node_url, False
@@ -36,9 +36,9 @@ def node_url_for(st: CliState, node_url: str | None, quiet: bool) -> Iterator[tu
     with EmbeddedNode(data_dir) as node:
         if node.created:
             err.print(f"created a local chain (genesis + node key) in {data_dir}")
-        if not quiet:
-            err.print(f"[dim]no --node given: using the embedded node in {data_dir} "
-                      f"({node.url})[/]")
+        # Always said (stderr), --json or not: stdout keeps its one JSON object.
+        err.print(f"[dim]no --node given: using the embedded node in {data_dir} "
+                  f"({node.url})[/]")
         yield node.url, True
 
 
@@ -52,7 +52,7 @@ def mine_online(st: CliState, engine: Engine, key: PrivateKey, *, duration: floa
     def on_retry(reason: str, attempt: int, delay: float) -> None:
         err.print(f"[yellow]{reason}; retry {attempt} in {delay:.1f} s[/]")
 
-    with node_url_for(st, node_url, json_) as (url, embedded), \
+    with node_url_for(st, node_url) as (url, embedded), \
             NodeClient(url, on_retry=on_retry) as client:
         info = client.info()
         address = key.public_key.address

@@ -71,6 +71,10 @@ def start(
         min=1, help="Challenge requests per minute per worker.")] = 60,
     max_open: Annotated[int, typer.Option(
         min=1, help="Open challenges per worker.")] = 4,
+    ip_failures: Annotated[int, typer.Option(
+        min=1, help="Failed audits per client IP and hour before it is refused.")] = 20,
+    max_n: Annotated[int, typer.Option(
+        min=64, max=4096, help="Largest matrix size the node audits.")] = 4096,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the node (PoC validator + chain) until Ctrl-C / SIGTERM."""
@@ -82,7 +86,8 @@ def start(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = NodeService(files, requests_per_minute_per_ip=ip_rate,
                           requests_per_minute_per_address=worker_rate,
-                          max_open_per_worker=max_open)
+                          max_open_per_worker=max_open, ip_failures_per_hour=ip_failures,
+                          max_n=max_n)
     sock = bind_socket(host, port)
     bound = sock.getsockname()[1]
     display_host = f"[{host}]" if ":" in host else host

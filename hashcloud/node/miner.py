@@ -74,7 +74,8 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
     """One audited round; a refused reveal returns accepted=False with the node's reason."""
     info = info or client.info()
     node_key = PublicKey.from_hex(info.node_public_key)
-    ch = request_challenge(client, key, n, info).challenge
+    issued = request_challenge(client, key, n, info)
+    ch = issued.challenge
     work = compute(ch.seed)
     commit = client.commit(ch.challenge_id, CommitRequest(
         loops=work.loops, compute_time=work.compute_time, merkle_root=work.merkle_root,
@@ -109,7 +110,8 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
         device_signature=sign_commit(key, ch.challenge_id, work), device=device, offline=False,
         indices_signature=commit.indices_signature,
         receipt=to_phex(bytes.fromhex(rev.receipt)) if receipt is not None else None,
-        node=ProofNodeInfo(chain_id=info.chain_id, public_key=info.node_public_key),
+        node=ProofNodeInfo(chain_id=info.chain_id, public_key=info.node_public_key,
+                           s_max=issued.s_max),
         challenge=ChallengeInfo(issued_height=ch.issued_height, block_hash=ch.block_hash,
                                 expiry=ch.expiry),
     )

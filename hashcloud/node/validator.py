@@ -234,6 +234,7 @@ class _Entry:
     challenge: Challenge
     worker_key: PublicKey
     issued_at: float  # clock seconds
+    client_ip: str = ""
     state: _State = _State.ISSUED
     commitment: _Commitment | None = None
     outcome: tuple[Receipt, RevealResponse] | None = None
@@ -308,6 +309,10 @@ class PocValidator:
         requests_per_minute_per_ip: int = 240,
         request_time_skew_ms: int = 120_000,
         s_max: int = DEFAULT_S_MAX,
+        max_n: int = 4096,
+        audit_slots: int | None = None,
+        audit_queue: int | None = None,
+        ip_failures_per_hour: int = 20,
         leaf_fn: LeafFn = compute_leaf,
         reward_fn: RewardFn | None = None,
         clock: Callable[[], float] = time.time,
@@ -319,6 +324,8 @@ class PocValidator:
             ("requests_per_minute_per_address", requests_per_minute_per_address),
             ("requests_per_minute_per_ip", requests_per_minute_per_ip),
             ("s_max", s_max),
+            ("max_n", max_n),
+            ("ip_failures_per_hour", ip_failures_per_hour),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer")
@@ -334,6 +341,17 @@ class PocValidator:
         self.requests_per_minute_per_ip = requests_per_minute_per_ip
         self.request_time_skew_ms = request_time_skew_ms
         self.s_max = s_max
+        self.max_n = max_n
+        # Recomputation is the node's only expensive step: at most `audit_slots` run at once
+        # and at most `audit_queue` more wait; beyond that a reveal is answered 429 (and the
+        # challenge stays committed, so an honest miner simply retries).
+        self.audit_slots = audit_slots or os.cpu_count() or 1
+        self.audit_queue = 4 * self.audit_slots if audit_queue is None else audit_queue
+        self._audit_semaphore = threading.BoundedSemaphore(self.audit_slots)
+        self._audits_pending = 0
+        # Failed audits per client IP: fresh addresses are free, IPs are not.
+        self.ip_failures_per_hour = ip_failures_per_hour
+        self._ip_failures: dict[str, list[float]] = {}
         self._leaf_fn = leaf_fn
         self._reward_fn = reward_fn
         self._clock = clock
@@ -376,6 +394,11 @@ class PocValidator:
             self._take_rate_slot(
                 self._ip_windows, client_ip, now, self.requests_per_minute_per_ip, f"IP {client_ip}"
             )
+        with self._lock:
+            self._check_ip_failures(client_ip, now)
+        if req.n > self.max_n:
+            self._counters.refused += 1
+            raise RequestRefused(f"n = {req.n} is above this node's maximum of {self.max_n}")
         worker_key = self._check_request(req, now_ms)
         address = req.worker_address
         with self._lock:
@@ -412,7 +435,7 @@ class PocValidator:
             cid = challenge.challenge_id
             if cid in self._challenges:  # 2^-128 with a CSPRNG; a seeded test rng may repeat
                 raise ChallengeUsed("challenge id collision; retry")
-            self._challenges[cid] = _Entry(challenge, worker_key, now)
+            self._challenges[cid] = _Entry(challenge, worker_key, now, client_ip=client_ip)
             self._by_worker.setdefault(address, set()).add(cid)
             self._used_requests[(address, req.request_time_ms)] = (
                 now + 2 * self.request_time_skew_ms / 1000
@@ -577,6 +600,12 @@ class PocValidator:
             entry.state = _State.AUDITING  # claims the challenge: concurrent reveals get 409
             history = self._histories.get(entry.challenge.worker_address, WorkerHistory())
         try:
+            self._admit_audit()
+        except RateLimited:
+            with self._lock:  # not the miner's fault: the challenge can be revealed again
+                entry.state = _State.COMMITTED
+            raise
+        try:
             outcome = self._audit(entry, req, history, now)
         except ValidatorError as exc:
             self._finish(entry, None, now)
@@ -586,8 +615,29 @@ class PocValidator:
             with self._lock:  # an internal error is not the miner's fault: allow a retry
                 entry.state = _State.COMMITTED
             raise
+        finally:
+            with self._lock:
+                self._audits_pending -= 1
         self._finish(entry, outcome, now)
         return outcome
+
+    def _admit_audit(self) -> None:
+        """Take a place in the bounded audit queue or raise RateLimited (429)."""
+        with self._lock:
+            if self._audits_pending >= self.audit_slots + self.audit_queue:
+                self._counters.rate_limited += 1
+                raise RateLimited("the node's audit queue is full; retry the reveal shortly", 1.0)
+            self._audits_pending += 1
+
+    def _check_ip_failures(self, client_ip: str, now: float) -> None:
+        """Refuse challenges to an IP with too many failed audits in the last hour. Locked."""
+        recent = [t for t in self._ip_failures.get(client_ip, ()) if now - t < 3600]
+        self._ip_failures[client_ip] = recent
+        if len(recent) >= self.ip_failures_per_hour:
+            self._counters.rate_limited += 1
+            retry = recent[0] + 3600 - now
+            raise RateLimited(f"too many failed audits from IP {client_ip}; retry in "
+                              f"{math.ceil(retry)} s", retry)
 
     def _audit(
         self, entry: _Entry, req: RevealRequest, history: WorkerHistory, now: float
@@ -616,10 +666,12 @@ class PocValidator:
         m = self.policy.choose_m(s, com.rate, com.peak, history, now)
         with self._lock:  # the shared rng is not guaranteed thread-safe
             audited = sorted(self._rng.sample(range(s), m))
-        for j in audited:
-            smp = req.samples[j]
-            if self._leaf_fn(ch.seed, smp.index, ch.n) != from_phex(smp.leaf):
-                raise AuditFailed(f"index {smp.index}: leaf does not match its recomputation")
+        with self._audit_semaphore:  # bounded concurrency of the expensive part
+            for j in audited:
+                smp = req.samples[j]
+                if self._leaf_fn(ch.seed, smp.index, ch.n) != from_phex(smp.leaf):
+                    raise AuditFailed(
+                        f"index {smp.index}: leaf does not match its recomputation")
         receipt = sign_receipt(
             chain_id=self.chain_id,
             task_id=ch.challenge_id,
@@ -655,6 +707,7 @@ class PocValidator:
             if outcome is None:
                 entry.state = _State.REJECTED
                 self._counters.rejected += 1
+                self._ip_failures.setdefault(entry.client_ip, []).append(now)
                 history = self.policy.record_result(history, False, None, now)
             else:
                 entry.state = _State.ACCEPTED

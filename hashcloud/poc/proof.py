@@ -13,9 +13,16 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from hashcloud.crypto.keys import PublicKey
 from hashcloud.crypto.signatures import verify
@@ -29,11 +36,15 @@ from hashcloud.poc.challenge import (
 )
 from hashcloud.poc.detection import p_detect
 from hashcloud.poc.merkle import MerkleTree, verify_inclusion
-from hashcloud.poc.sampling import check_stratified, offline_indices, sample_count
+from hashcloud.poc.sampling import (
+    DEFAULT_S_MAX,
+    check_stratified,
+    offline_indices,
+    sample_count,
+)
 from hashcloud.types import (
     AddressStr,
     Hex32,
-    HexStr,
     PHex32,
     PHexBytes,
     PHexPubKey,
@@ -44,6 +55,9 @@ from hashcloud.types import (
 )
 
 PROOF_VERSION = 1
+MAX_COMPUTE_TIME = 366 * 86_400.0  # a year: keeps round(compute_time * 1000) finite
+LowerHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]+$")]
+"""Seeds and offline challenge ids: any non-empty lower-case hex (SPEC 1, 4)."""
 MAX_PROOF_BYTES = 64 * 1024 * 1024
 MAX_PATH_LEN = 64
 
@@ -68,12 +82,14 @@ class DeviceInfo(BaseModel):
 
 
 class NodeInfo(BaseModel):
-    """Which node issued the challenge: its chain id and public key (hex, no prefix)."""
+    """Which node issued the challenge: its chain id, public key (hex, no prefix) and the
+    `s_max` it samples with (SPEC 3), so `verify` knows the expected sample count."""
 
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
     chain_id: str = Field(pattern=r"^[a-z0-9-]{1,32}$")
     public_key: str = Field(pattern=r"^0[23][0-9a-f]{64}$")
+    s_max: int = Field(default=DEFAULT_S_MAX, ge=1, le=4096)
 
 
 class ChallengeInfo(BaseModel):
@@ -96,14 +112,14 @@ class ProofFile(BaseModel):
 
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
-    version: Literal[1]
-    challenge_id: HexStr
+    version: int
+    challenge_id: LowerHex
     token: PHexSig | None
-    seed: HexStr
+    seed: LowerHex
     n: int = Field(ge=64, le=4096, multiple_of=64)
     worker_address: AddressStr
     loops: int = Field(ge=1, le=2**40)
-    compute_time: float = Field(ge=0, allow_inf_nan=False)
+    compute_time: float = Field(ge=0, le=MAX_COMPUTE_TIME, allow_inf_nan=False)
     merkle_root: PHex32
     samples: list[Sample] = Field(min_length=1)
     public_key: PHexPubKey
@@ -114,6 +130,14 @@ class ProofFile(BaseModel):
     receipt: PHexBytes | None = None
     node: NodeInfo | None = None
     challenge: ChallengeInfo | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_int_one(cls, value: object) -> int:
+        # `true` and `1.0` compare equal to 1 but are mistyped (SPEC 4).
+        if type(value) is not int or value != PROOF_VERSION:
+            raise ValueError(f"version must be the integer {PROOF_VERSION}")
+        return value
 
     def commit_bytes(self) -> bytes:
         """The SPEC 4 commit message covered by `device_signature`."""
@@ -211,7 +235,7 @@ class VerificationReport:
 
 
 def _check_indices(proof: ProofFile) -> str:
-    s = sample_count(proof.loops)
+    s = sample_count(proof.loops, proof.node.s_max if proof.node else DEFAULT_S_MAX)
     indices = [smp.index for smp in proof.samples]
     if len(indices) < s:
         raise ProofError(f"{len(indices)} samples, SPEC 3 requires s = {s} for {proof.loops} loops")
@@ -252,6 +276,17 @@ def _recompute(
     return f"{len(which)} leaves recomputed and equal"
 
 
+def _challenge_of(proof: ProofFile) -> Challenge:
+    """The node challenge a proof answers (pydantic-validated: 16-byte id, 32-byte seed)."""
+    assert proof.challenge is not None and proof.token is not None
+    return Challenge(
+        challenge_id=proof.challenge_id, seed=proof.seed, n=proof.n,
+        worker_address=proof.worker_address, issued_height=proof.challenge.issued_height,
+        block_hash=proof.challenge.block_hash, expiry=proof.challenge.expiry,
+        token=from_phex(proof.token).hex(),
+    )
+
+
 def _node_checks(proof: ProofFile, report: VerificationReport) -> None:
     """Token, indices signature and receipt, checked with the key the proof names."""
     if proof.offline:
@@ -275,16 +310,10 @@ def _node_checks(proof: ProofFile, report: VerificationReport) -> None:
     chain_id = proof.node.chain_id
 
     def token() -> str:
-        ch = Challenge(
-            challenge_id=proof.challenge_id,
-            seed=proof.seed,
-            n=proof.n,
-            worker_address=proof.worker_address,
-            issued_height=proof.challenge.issued_height,
-            block_hash=proof.challenge.block_hash,
-            expiry=proof.challenge.expiry,
-            token=from_phex(proof.token).hex(),
-        )
+        try:
+            ch = _challenge_of(proof)
+        except ValidationError as exc:
+            raise ProofError(f"not a node challenge: {describe_validation_error(exc)}") from None
         verify_challenge(ch, node_key, chain_id)
         return f"signed by node {proof.node.public_key[:12]}... on {chain_id}"
 

@@ -39,7 +39,7 @@ def test_import_from_stdin(home, vectors):
 )
 def test_import_refuses_bad_keys(home, stdin):
     r = runner.invoke(app, ["keygen", "--import", "-"], input=stdin)
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # unreadable input (SPEC 7)
     assert "private key" in r.stderr
     assert "Traceback" not in r.output
 

@@ -58,7 +58,7 @@ def test_bad_backend_and_n_are_clear(home):
     r = runner.invoke(app, ["mine", "--offline", "--backend", "tpu"])
     assert r.exit_code == 2
     r = runner.invoke(app, ["mine", "--offline", "--n", "100", "--duration", "0.2"])
-    assert r.exit_code == 1 and "multiple of 64" in r.stderr
+    assert r.exit_code == 2 and "multiple of 64" in r.stderr
     r = runner.invoke(app, ["mine", "--offline", "--backend", "cupy", "--duration", "0.2"])
     assert r.exit_code == 1 and "cupy" in r.stderr.lower()
 

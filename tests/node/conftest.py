@@ -188,14 +188,14 @@ class NodeProcess:
 
 
 def start_node(data_dir: Path, home: Path, *, block_time: float = 0.3,
-               deadline: float = 20.0) -> NodeProcess:
+               deadline: float = 20.0, extra_args: tuple[str, ...] = ()) -> NodeProcess:
     """Start a node on `data_dir` (port 0) and wait for its listening line."""
     home.mkdir(parents=True, exist_ok=True)
     stderr_path = home / f"node-{time.monotonic_ns()}.stderr"
     err_fh = open(stderr_path, "w")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
         hashcloud_cmd(home, "node", "start", "--data-dir", str(data_dir), "--port", "0",
-                      "--block-time", str(block_time)),
+                      "--block-time", str(block_time), *extra_args),
         stdout=subprocess.PIPE, stderr=err_fh, text=True, env=cli_env(), cwd=home.parent)
     err_fh.close()
     lines: queue.Queue[str | None] = queue.Queue()

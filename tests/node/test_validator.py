@@ -799,3 +799,45 @@ def test_partial_miner_caught_at_predicted_rate(tmp_path, clock):
     tolerance = 4 * math.sqrt(variance)
     assert abs(caught - predicted) <= tolerance, (caught, predicted, tolerance)
     assert v.stats()["rejected"] == caught and v.stats()["accepted"] == rounds - caught
+
+
+# ----------------------------------------------------------------- denial-of-service bounds
+
+
+def test_n_above_the_node_maximum_is_refused(tmp_path, clock):
+    v = make_validator(tmp_path, clock, max_n=128)
+    with pytest.raises(RequestRefused, match="maximum of 128"):
+        v.issue(challenge_request(WORKER, clock, n=256), HEAD_HEIGHT, HEAD_HASH, IP)
+    assert v.issue(challenge_request(WORKER, clock, n=128), HEAD_HEIGHT, HEAD_HASH, IP)
+
+
+def test_full_audit_queue_is_429_and_the_challenge_can_be_revealed_later(tmp_path, clock,
+                                                                        engine):
+    """Recomputation is bounded: beyond slots + queue a reveal gets 429 without penalty."""
+    v = make_validator(tmp_path, clock, audit_slots=1, audit_queue=0)
+    ch, work, com = honest_round(v, clock, engine)
+    v._audits_pending = 1  # one audit already running and no queue left
+    with pytest.raises(RateLimited, match="audit queue is full"):
+        v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
+    assert v.history(WORKER.public_key.address).failed == 0
+    v._audits_pending = 0
+    receipt, resp = v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves,
+                                                             com.indices))
+    assert resp.accepted and v._audits_pending == 0
+
+
+def test_failed_audits_from_one_ip_block_fresh_addresses(tmp_path, clock, engine):
+    """Fresh keys cost nothing, so failures also count per client IP."""
+    v = make_validator(tmp_path, clock, ip_failures_per_hour=2)
+    for secret in (0xA1, 0xA2):
+        key = PrivateKey(secret)
+        ch, work, com = honest_round(v, clock, engine, key)
+        garbage = [b"\x00" * 32] * len(work.leaves)  # paths that do not match the root
+        with pytest.raises(ValidatorError):
+            v.reveal(ch.challenge_id, reveal_request(MerkleTree(garbage), garbage,
+                                                     com.indices))
+    with pytest.raises(RateLimited, match="failed audits from IP"):
+        issue(v, clock, PrivateKey(0xA3))
+    assert issue(v, clock, PrivateKey(0xA3), ip="198.51.100.7")  # another IP is fine
+    clock.advance(3601)
+    assert issue(v, clock, PrivateKey(0xA4))

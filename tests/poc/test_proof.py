@@ -168,3 +168,33 @@ def test_forged_leaf_with_consistent_tree_is_caught_by_recomputation():
     report = verify_proof(proof)
     assert not report.valid
     assert any("recomputation" in e for e in report.errors)
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1", 2, None])
+def test_mistyped_version_is_invalid(proof_obj, version):
+    with pytest.raises(ProofError, match="version"):
+        parse_proof({**proof_obj, "version": version})
+
+
+def test_huge_compute_time_is_invalid_not_a_crash(proof_obj):
+    with pytest.raises(ProofError, match="compute_time"):
+        parse_proof({**proof_obj, "compute_time": 1e306})
+
+
+def test_node_proof_with_a_malformed_challenge_id_fails_cleanly(proof_obj):
+    obj = {**proof_obj, "offline": False, "token": "0x" + "11" * 64,
+           "node": {"chain_id": "hc", "public_key": PrivateKey(9).public_key.hex()},
+           "challenge": {"issued_height": 1, "block_hash": "ab" * 32, "expiry": 5},
+           "indices_signature": "0x" + "22" * 64}
+    obj["challenge_id"] = "abcd"
+    report = verify_proof(parse_proof(obj), 0)
+    assert not report.valid
+    assert any("challenge token" in e for e in report.errors)
+
+
+def test_odd_length_hex_seed_is_accepted_like_the_engine(proof_obj):
+    """SPEC 1: a seed is any lower-case hex; an offline proof may use an odd-length one."""
+    with Engine("numpy", n=64) as engine:
+        work = run_loops(engine, "f", 0, max_loops=12)
+        proof = offline_proof(KEY, engine, "abc", work)
+    assert verify_proof(parse_proof(json.loads(proof.to_json()))).valid
