@@ -118,6 +118,8 @@ class Ledger:
                            genesis_hash=bytes.fromhex(genesis_hash(genesis)))
         try:
             genesis_header = cls._ensure_genesis_block(store, genesis)
+            if store.genesis_hash is None and not readonly:
+                store.bind_genesis(bytes.fromhex(genesis_hash(genesis)))  # block 0 matched
             ledger = cls(genesis, store, genesis_state(genesis), genesis_header, {},
                          snapshot_interval)
             ledger._restore()

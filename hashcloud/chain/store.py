@@ -355,9 +355,11 @@ class ChainStore:
                 "store belongs to a different genesis: "
                 f"recorded {recorded.hex()}, expected {genesis_hash.hex()}"
             )
-        if recorded is None and genesis_hash is not None and not self.readonly:
-            if exists:
-                logger.info("binding chain store to genesis %s", genesis_hash.hex())
+        log_path = self.data_dir / LOG_NAME
+        fresh = not log_path.exists() or log_path.stat().st_size <= len(LOG_HEADER)
+        if recorded is None and genesis_hash is not None and not self.readonly and fresh:
+            # Only a store with no blocks is bound here; one that already has blocks is bound
+            # by `bind_genesis` once its block 0 has been checked against this genesis.
             recorded = genesis_hash
             exists = False  # rewrite below
         if not exists and not self.readonly:
@@ -367,6 +369,19 @@ class ChainStore:
             }
             _write_atomic(meta_path, json.dumps(meta, sort_keys=True).encode() + b"\n")
         self._genesis_hash = recorded
+
+    def bind_genesis(self, genesis_hash: bytes) -> None:
+        """Record the genesis of an unbound store whose block 0 the caller has checked."""
+        if self.readonly:
+            raise StoreError("a read-only store cannot be bound")
+        if self._genesis_hash is not None:
+            if self._genesis_hash != genesis_hash:
+                raise StoreError("store belongs to a different genesis")
+            return
+        logger.info("binding chain store to genesis %s", genesis_hash.hex())
+        meta = {"format": FORMAT_VERSION, "genesis_hash": genesis_hash.hex()}
+        _write_atomic(self.data_dir / META_NAME, json.dumps(meta, sort_keys=True).encode() + b"\n")
+        self._genesis_hash = genesis_hash
 
     @staticmethod
     def _check_log_header(log_path: Path) -> None:

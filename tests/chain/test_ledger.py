@@ -221,3 +221,25 @@ def test_audit_detects_stored_hash_mismatch(data_dir):
         store.append_block(1, b"\x01" * 32, encode_block(built.block))
     with pytest.raises(AuditFailed, match="does not hash to its recorded hash"):
         audit_chain(data_dir, GENESIS)
+
+
+def test_unbound_store_is_only_bound_after_block_0_matches(tmp_path):
+    """A refused open must not bind the store to the wrong genesis (meta.json deleted)."""
+    from hashcloud.chain.genesis import genesis_hash as _gh
+    from hashcloud.chain.genesis import make_local_genesis
+    from hashcloud.chain.ledger import Ledger
+    from hashcloud.crypto.keys import PrivateKey
+    from hashcloud.errors import StoreError
+
+    right = make_local_genesis(PrivateKey(11))
+    wrong = make_local_genesis(PrivateKey(12))
+    with Ledger.open(tmp_path, right):
+        pass
+    (tmp_path / "meta.json").unlink()
+    with pytest.raises(StoreError, match="block 0"):
+        Ledger.open(tmp_path, wrong)
+    meta = tmp_path / "meta.json"
+    assert not meta.exists() or _gh(wrong) not in meta.read_text()
+    with Ledger.open(tmp_path, right) as ledger:
+        assert ledger.store.genesis_hash == bytes.fromhex(_gh(right))
+    assert _gh(right) in (tmp_path / "meta.json").read_text()
