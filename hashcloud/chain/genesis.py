@@ -236,7 +236,7 @@ def load_genesis(path: Path | str) -> Genesis:
         raise GenesisError(f"genesis file {path} is unreadable: {exc}") from None
     try:
         json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise GenesisError(f"genesis file {path} is not valid JSON: {exc}") from None
     try:
         return Genesis.model_validate_json(text)

@@ -346,7 +346,7 @@ class ChainStore:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
                 raw = meta["genesis_hash"]
                 recorded = None if raw is None else bytes.fromhex(raw)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
                 raise StoreError(f"{META_NAME} unreadable: {exc.__class__.__name__}") from None
             if meta.get("format") != FORMAT_VERSION:
                 raise StoreError(f"unsupported store format {meta.get('format')!r}")

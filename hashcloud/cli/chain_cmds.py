@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -29,14 +30,14 @@ from hashcloud.poc.detection import p_detect
 from hashcloud.poc.proof import load_proof, verify_proof
 
 NodeOpt = Annotated[str | None, typer.Option(envvar="HASHCLOUD_NODE", help="Node URL.")]
-DataDirOpt = Annotated[Path | None, typer.Option(help="Chain data dir [default: HOME/node].")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Chain data dir (default: HOME/node).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 @cli_command
 def balance(
     ctx: typer.Context,
-    address: Annotated[str | None, typer.Argument(help="Address [default: local key's].")] = None,
+    address: Annotated[str | None, typer.Argument(help="Address (default: local key).")] = None,
     node: NodeOpt = None,
     data_dir: DataDirOpt = None,
     json_: JsonOpt = False,
@@ -152,7 +153,9 @@ def audit(
     except ProofError as exc:
         if json_:
             print_json({"valid": False, "errors": [str(exc)]})
-        raise
+        else:
+            err.print(f"[bold red]invalid proof:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAIL) from None
     k = m if m is not None else DEFAULT_POLICY.base_m
     report = verify_proof(proof, k)
     s = report.samples

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.keystore import DEFAULT_KEY_NAME, Keystore
@@ -59,15 +60,34 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path("~/.hashcloud").expanduser()
 
 
+BACKENDS = ("auto", "numpy", "cupy")
+
+
+def check_engine_options(n: int, backend: str = "auto") -> None:
+    """Usage errors (exit 2) for a bad matrix size or backend name, before any work."""
+    from hashcloud.engine.gemm import validate_n
+    from hashcloud.errors import EngineError
+
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
+    try:
+        validate_n(n)
+    except EngineError as exc:
+        raise UsageError(f"--n: {exc}") from None
+
+
 def print_json(obj: object) -> None:
     """Print exactly one JSON object on stdout (the `--json` convention of SPEC 7)."""
     sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
     sys.stdout.flush()
 
 
-def fail(message: str, code: int = EXIT_FAIL) -> typer.Exit:
-    """Print `message` on stderr and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+def fail(message: str, code: int = EXIT_FAIL, as_json: bool = False) -> typer.Exit:
+    """Print `message` on stderr (and, under --json, `{"error": ...}` on stdout, so a
+    script always gets one JSON object) and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    if as_json:
+        print_json({"error": message, "exit_code": code})
     return typer.Exit(code=code)
 
 
@@ -76,14 +96,18 @@ def cli_command(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("json_"))
         try:
             return func(*args, **kwargs)
         except UsageError as exc:
-            raise fail(str(exc), EXIT_USAGE) from None
+            raise fail(str(exc), EXIT_USAGE, as_json) from None
         except HashCloudError as exc:
-            raise fail(str(exc), EXIT_FAIL) from None
+            raise fail(str(exc), EXIT_FAIL, as_json) from None
+        except OSError as exc:  # the file system refused: say what and where, no traceback
+            where = f": {exc.filename}" if exc.filename else ""
+            raise fail(f"{exc.strerror or exc}{where}", EXIT_FAIL, as_json) from None
         except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+            raise fail("interrupted", 130, as_json) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -97,8 +121,9 @@ def passphrase_from_env_or_prompt(name: str, *, confirm: bool = False) -> str:
         raise KeystoreError(
             f"key {name!r} needs a passphrase: set {PASSPHRASE_ENV} or run interactively"
         )
+    # On stderr: stdout carries the --json object only.
     return typer.prompt(f"Passphrase for key {name!r}", hide_input=True,
-                        confirmation_prompt=confirm)
+                        confirmation_prompt=confirm, err=True)
 
 
 def load_key(st: CliState, name: str = DEFAULT_KEY_NAME) -> PrivateKey:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hashcloud.cli.common import cli_command, out, print_json
+from hashcloud.cli.common import check_engine_options, cli_command, out, print_json
 from hashcloud.engine.bench import bench as run_bench
 from hashcloud.engine.selftest import run_selftest
 
@@ -19,6 +19,7 @@ def selftest(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Run a few loops on every available backend; compare with NumPy and the vectors."""
+    check_engine_options(n)
     results = run_selftest(n=n, loops=loops)
     rows = [{"backend": r.backend, "device": r.device, "reason": r.reason, "ok": r.ok,
              "checks": r.checks, "failures": list(r.failures), "seconds": r.seconds}
@@ -40,11 +41,13 @@ def selftest(
 @cli_command
 def bench(
     n: Annotated[int, typer.Option(help="Matrix size.")] = 1024,
-    seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per measurement.")] = 5.0,
+    seconds: Annotated[float, typer.Option(min=0.5, max=3600,
+                                           help="Total seconds (mining and raw GEMM).")] = 5.0,
     backend: Annotated[str, typer.Option(help="auto | numpy | cupy")] = "auto",
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Loops/s, effective GFLOP/s and the ratio to a raw GEMM of the same size."""
+    check_engine_options(n, backend)
     result = run_bench(backend=backend, n=n, seconds=seconds)
     if json_:
         print_json(result)

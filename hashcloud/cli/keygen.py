@@ -70,10 +70,12 @@ def keys_list(
     keys = state(ctx).keystore.list()
     if json_:
         print_json({"keys": [{"name": k.name, "address": k.address, "public_key": k.public_key,
-                              "path": str(k.path), "encrypted": k.encrypted} for k in keys]})
+                              "path": str(k.path), "encrypted": k.encrypted,
+                              "error": k.error} for k in keys]})
         return
     table = Table("name", "encrypted", "path")
     table.add_column("address", no_wrap=True)
     for k in keys:
-        table.add_row(k.name, "yes" if k.encrypted else "no", str(k.path), k.address)
+        table.add_row(k.name, "yes" if k.encrypted else "no", str(k.path),
+                      k.address if k.error is None else f"[red]damaged: {k.error}[/]")
     out.print(table if keys else "no keys yet: run `hashcloud keygen`")

@@ -36,7 +36,7 @@ def main_callback(
         Path | None,
         typer.Option(
             envvar="HASHCLOUD_HOME",
-            help="Home directory for keys, config and the embedded node [default: ~/.hashcloud].",
+            help="Home directory for keys, config and the embedded node (default: ~/.hashcloud).",
         ),
     ] = None,
     version: Annotated[

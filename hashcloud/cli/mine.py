@@ -8,6 +8,7 @@ or, with neither, an embedded node on the home's data directory.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -17,26 +18,57 @@ from rich.table import Table
 
 from hashcloud.cli.common import (
     CliState,
+    check_engine_options,
     cli_command,
     err,
+    load_key,
     load_or_create_key,
     out,
     print_json,
     state,
 )
 from hashcloud.cli.display import RateMeter, gflops, round_table
-from hashcloud.engine.gemm import Engine, validate_n
-from hashcloud.errors import EngineError, UsageError
+from hashcloud.crypto.keystore import DEFAULT_KEY_NAME
+from hashcloud.engine.gemm import Engine
+from hashcloud.errors import HashCloudError, UsageError
 from hashcloud.poc.proof import ProofFile
 from hashcloud.poc.round import RoundWork, new_offline_challenge, offline_proof, run_loops
 
 
+def check_out_path(path: Path) -> Path:
+    """Refuse, before any compute, an `--out` that exists or cannot be created (exit 2).
+
+    A proof never replaces an existing file: `--out` pointing at a key file or a device
+    must not destroy it."""
+    if not path.name or path.name in (".", ".."):
+        raise UsageError(f"--out {str(path)!r} is not a file name")
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"--out {path} already exists; choose a new file name")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"--out {path}: {parent} is not a directory")
+    return path
+
+
 def write_proof(path: Path, proof: ProofFile) -> Path:
-    """Write a proof file atomically (temp file + rename) and return its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(proof.to_json())
-    os.replace(tmp, path)
+    """Write a new proof file atomically and without replacing anything: a fresh O_EXCL
+    temp file, fsync, then a hard link to the final name (fails if it exists)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(proof.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; the proof was not written") from None
+    except OSError as exc:
+        raise HashCloudError(f"cannot write proof {path}: {exc.strerror}") from None
     return path
 
 
@@ -89,7 +121,8 @@ def summary_table(work: RoundWork, engine: Engine, extra: dict[str, str]) -> Tab
 @cli_command
 def mine(
     ctx: typer.Context,
-    duration: Annotated[float, typer.Option(min=0.1, help="Seconds of compute per round.")] = 15.0,
+    duration: Annotated[float, typer.Option(min=0.1, max=86_400,
+                                            help="Seconds of compute per round.")] = 15.0,
     n: Annotated[int, typer.Option(help="Matrix size (multiple of 64, 64..4096).")] = 1024,
     node: Annotated[str | None, typer.Option(envvar="HASHCLOUD_NODE",
                                              help="Node URL (default: embedded node).")] = None,
@@ -102,15 +135,19 @@ def mine(
 ) -> None:
     """Mine: run deterministic GEMM loops, commit them in a Merkle tree, prove and claim."""
     st = state(ctx)
-    if backend not in ("auto", "numpy", "cupy"):
-        raise UsageError("--backend must be auto, numpy or cupy")
+    check_engine_options(n, backend)
     if offline and node:
         raise UsageError("--offline and --node exclude each other")
-    try:
-        validate_n(n)
-    except EngineError as exc:
-        raise UsageError(f"--n: {exc}") from None
-    key, _ = load_or_create_key(st, key_name)
+    if node and not node.startswith(("http://", "https://")):
+        raise UsageError(f"--node must be an http:// or https:// URL, got {node!r}")
+    if out_path is not None:
+        check_out_path(out_path)
+    if rounds != 1 and offline:
+        raise UsageError("--offline makes one proof: --rounds is for node rounds")
+    if key_name == DEFAULT_KEY_NAME:
+        key, _ = load_or_create_key(st, key_name)  # first run: make the default key, say so
+    else:
+        key = load_key(st, key_name)  # a named key must exist: a typo must not mint a new one
     with Engine(backend, n) as engine:
         if not json_:
             err.print(f"[dim]backend: {engine.backend} on {engine.device} ({engine.reason})[/]")

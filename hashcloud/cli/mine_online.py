@@ -17,11 +17,14 @@ from hashcloud.cli.common import CliState, err, out, print_json
 from hashcloud.cli.mine import compute_round, default_proof_path, summary_table, write_proof
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.engine.gemm import Engine
-from hashcloud.errors import HashCloudError
-from hashcloud.node.client import NodeClient
+from hashcloud.errors import HashCloudError, NodeError
+from hashcloud.node.client import NodeClient, NodeRejected
 from hashcloud.node.miner import run_online_round, submit_claim
 from hashcloud.node.models import NodeInfo
 from hashcloud.poc.proof import DeviceInfo
+
+MAX_CONSECUTIVE_FAILURES = 3
+"""Rounds the node refuses in a row (not audit rejections) before `mine` gives up."""
 
 
 @contextlib.contextmanager
@@ -56,7 +59,8 @@ def mine_online(st: CliState, engine: Engine, key: PrivateKey, *, duration: floa
             NodeClient(url, on_retry=on_retry) as client:
         info = client.info()
         address = key.public_key.address
-        number = 0
+        number = failures = 0
+        last_error: HashCloudError | None = None
         while rounds == 0 or number < rounds:
             number += 1
             try:
@@ -66,11 +70,34 @@ def mine_online(st: CliState, engine: Engine, key: PrivateKey, *, duration: floa
                 err.print("interrupted: stopping (a proof already written can still be "
                           "claimed with `hashcloud submit PROOF`)")
                 break
+            except NodeRejected as exc:
+                # e.g. the node restarted and forgot the challenge: drop the round, go on.
+                last_error, failures = exc, failures + 1
+                stats["rejected"] += 1
+                err.print(f"[red]round {number} aborted:[/] {exc.detail}")
+                results.append({"round": number, "accepted": False, "reason": exc.detail,
+                                "loops": 0, "compute_time": 0.0, "merkle_root": None,
+                                "proof_path": None, "reward": 0, "tx_id": None,
+                                "height": None})
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    err.print(f"{failures} rounds in a row failed: stopping")
+                    break
+                continue
+            except NodeError as exc:  # unreachable after the retries: stop, but report
+                last_error = exc
+                err.print(f"[red]stopping:[/] {exc}")
+                break
+            failures = 0
             results.append(row)
             if stop:
                 break
-        balance = client.account(address).balance if results else None
+        try:
+            balance = client.account(address).balance if results else None
+        except NodeError:
+            balance = None
     if not results:
+        if last_error is not None:
+            raise last_error
         raise typer.Exit(130)
     last = results[-1]
     if json_:
@@ -82,7 +109,8 @@ def mine_online(st: CliState, engine: Engine, key: PrivateKey, *, duration: floa
                     "accepted_rounds": stats["accepted"], "rejected_rounds": stats["rejected"],
                     "rewards": stats["rewards"], "rounds": results})
     else:
-        out.print(f"{address}: balance {balance:,} after {stats['accepted']} accepted / "
+        shown = "unknown" if balance is None else f"{balance:,}"
+        out.print(f"{address}: balance {shown} after {stats['accepted']} accepted / "
                   f"{stats['rejected']} rejected rounds, rewards {stats['rewards']:,}")
     if stats["accepted"] == 0:
         raise typer.Exit(1)

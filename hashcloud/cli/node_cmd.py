@@ -18,7 +18,7 @@ from hashcloud.node.server import bind_socket, open_or_init, run_node
 from hashcloud.node.service import NodeService
 
 node_app = typer.Typer(no_args_is_help=True, help="Run and inspect a HashCloud node.")
-DataDirOpt = Annotated[Path | None, typer.Option(help="Node data dir [default: HOME/node].")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Node data dir (default: HOME/node).")]
 
 
 def _parse_alloc(items: list[str]) -> dict[str, int]:
@@ -64,7 +64,7 @@ def start(
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8650,
     block_time: Annotated[float | None, typer.Option(
-        min=0.05, help="Seconds between blocks [default: genesis block time].")] = None,
+        min=0.05, help="Seconds between blocks (default: the genesis block time).")] = None,
     ip_rate: Annotated[int, typer.Option(
         min=1, help="Challenge requests per minute per client IP.")] = 240,
     worker_rate: Annotated[int, typer.Option(
@@ -78,6 +78,8 @@ def start(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the node (PoC validator + chain) until Ctrl-C / SIGTERM."""
+    if log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
+        raise UsageError("--log-level must be critical, error, warning, info, debug or trace")
     dd = data_dir or state(ctx).home / "node"
     files, created = open_or_init(dd)
     if created:

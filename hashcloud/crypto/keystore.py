@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.errors import HashCloudError, KeystoreError
 
 DEFAULT_KEY_NAME = "default"
@@ -41,6 +41,7 @@ class KeyInfo:
     public_key: str
     path: Path
     encrypted: bool
+    error: str | None = None
 
 
 def check_key_name(name: str) -> str:
@@ -134,7 +135,7 @@ class Keystore:
             raise KeystoreError(
                 f"no key named {name!r} in {self.directory} (run `hashcloud keygen`)"
             ) from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise KeystoreError(f"key file {path} is unreadable: {exc}") from None
         if not isinstance(record, dict) or record.get("version") != KEYFILE_VERSION:
             raise KeystoreError(f"key file {path} is not a version-1 HashCloud key")
@@ -176,16 +177,22 @@ class Keystore:
         return key
 
     def list(self) -> list[KeyInfo]:
-        """Every readable key in the home, sorted by name (damaged files are skipped)."""
+        """Every key file in the home, sorted by name. A damaged file is listed too, with
+        `error` saying what is wrong, rather than silently hidden."""
         out: list[KeyInfo] = []
         if not self.directory.is_dir():
             return out
         for path in sorted(self.directory.glob("*.json")):
             name = path.stem
             try:
+                check_key_name(name)
                 record = self._read(name)
-                out.append(KeyInfo(name, str(record["address"]), str(record["public_key"]),
-                                   path, "crypto" in record))
-            except (KeystoreError, KeyError):
-                continue
+                address, public_key = record.get("address"), record.get("public_key")
+                if not isinstance(address, str) or not isinstance(public_key, str):
+                    raise KeystoreError("address or public_key missing or not a string")
+                if PublicKey.from_hex(public_key).address != address:
+                    raise KeystoreError("address does not match the public key")
+                out.append(KeyInfo(name, address, public_key, path, "crypto" in record))
+            except HashCloudError as exc:
+                out.append(KeyInfo(name, "", "", path, False, error=str(exc)))
         return out

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hashcloud.chain.block import BlockHeader
 from hashcloud.chain.tx import Transaction, tx_to_json
-from hashcloud.errors import NodeError
+from hashcloud.errors import NodeError, UsageError
 from hashcloud.node.models import (
     AccountInfo,
     ChallengeRequest,
@@ -27,6 +29,27 @@ from hashcloud.node.models import (
     TxStatus,
     TxSubmitResponse,
 )
+from hashcloud.types import describe_validation_error
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class NextNonce(BaseModel):
+    """`GET /v1/accounts/{address}/next-nonce`."""
+
+    address: str
+    nonce: int = Field(ge=0)
+
+
+class BlockJson(BaseModel):
+    """The SPEC 7 block object as a client checks it (`header` fields, tx list)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hash: str
+    header: BlockHeader
+    transactions: list[dict[str, Any]]
+
 
 RetryFn = Callable[[str, int, float], None]
 """Called as `on_retry(reason, attempt, delay_seconds)` before each retry."""
@@ -47,7 +70,16 @@ class NodeClient:
     def __init__(self, base_url: str, *, timeout: float = 30.0, retries: int = 5,
                  backoff: float = 0.5, on_retry: RetryFn | None = None) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise NodeError(f"node URL must start with http:// or https://: {base_url!r}")
+            raise UsageError(f"node URL must start with http:// or https://: {base_url!r}")
+        try:
+            url = httpx.URL(base_url)
+            _ = url.port  # a bad port raises here
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise UsageError(f"invalid node URL {base_url!r}: {exc}") from None
+        if not url.host:
+            raise UsageError(f"node URL {base_url!r} has no host")
+        if url.port is not None and not 0 < url.port < 65536:
+            raise UsageError(f"node URL {base_url!r} has an invalid port")
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
@@ -92,45 +124,52 @@ class NodeClient:
                 self.on_retry(reason, attempt, wait)
             time.sleep(min(wait, 30.0))
 
+    def _get(self, model: type[M], method: str, path: str, json: Any = None) -> M:
+        """Request and validate the answer as `model`; a wrong shape is a NodeError."""
+        data = self._request(method, path, json)
+        try:
+            return model.model_validate(data, strict=False)
+        except ValidationError as exc:
+            raise NodeError(f"{self.base_url} sent an unexpected answer to {path}: "
+                            f"{describe_validation_error(exc)}") from None
+
     def info(self) -> NodeInfo:
         """`GET /v1/info`."""
-        return NodeInfo.model_validate(self._request("GET", "/v1/info"))
+        return self._get(NodeInfo, "GET", "/v1/info")
 
     def request_challenge(self, req: ChallengeRequest) -> ChallengeResponse:
         """`POST /v1/challenges`."""
-        return ChallengeResponse.model_validate(
-            self._request("POST", "/v1/challenges", req.model_dump()), strict=False)
+        return self._get(ChallengeResponse, "POST", "/v1/challenges", req.model_dump())
 
     def commit(self, challenge_id: str, req: CommitRequest) -> CommitResponse:
         """`POST /v1/challenges/{id}/commit`."""
-        return CommitResponse.model_validate(
-            self._request("POST", f"/v1/challenges/{challenge_id}/commit", req.model_dump()))
+        return self._get(CommitResponse, "POST", f"/v1/challenges/{challenge_id}/commit",
+                         req.model_dump())
 
     def reveal(self, challenge_id: str, req: RevealRequest) -> RevealResponse:
         """`POST /v1/challenges/{id}/reveal` (idempotent on the node after acceptance)."""
-        return RevealResponse.model_validate(
-            self._request("POST", f"/v1/challenges/{challenge_id}/reveal", req.model_dump()))
+        return self._get(RevealResponse, "POST", f"/v1/challenges/{challenge_id}/reveal",
+                         req.model_dump())
 
     def submit_transaction(self, tx: Transaction) -> TxSubmitResponse:
         """`POST /v1/transactions`."""
-        return TxSubmitResponse.model_validate(
-            self._request("POST", "/v1/transactions", tx_to_json(tx)))
+        return self._get(TxSubmitResponse, "POST", "/v1/transactions", tx_to_json(tx))
 
     def tx_status(self, txid: str) -> TxStatus:
         """`GET /v1/transactions/{id}`."""
-        return TxStatus.model_validate(self._request("GET", f"/v1/transactions/{txid}"))
+        return self._get(TxStatus, "GET", f"/v1/transactions/{txid}")
 
     def account(self, address: str) -> AccountInfo:
         """`GET /v1/accounts/{address}`."""
-        return AccountInfo.model_validate(self._request("GET", f"/v1/accounts/{address}"))
+        return self._get(AccountInfo, "GET", f"/v1/accounts/{address}")
 
     def next_nonce(self, address: str) -> int:
         """The nonce for a new transaction from `address`."""
-        return int(self._request("GET", f"/v1/accounts/{address}/next-nonce")["nonce"])
+        return self._get(NextNonce, "GET", f"/v1/accounts/{address}/next-nonce").nonce
 
     def block(self, ref: str) -> dict:
-        """`GET /v1/blocks/{ref}` (SPEC 7 inspect-block JSON)."""
-        return self._request("GET", f"/v1/blocks/{ref}")
+        """`GET /v1/blocks/{ref}` (SPEC 7 inspect-block JSON), shape-checked."""
+        return self._get(BlockJson, "GET", f"/v1/blocks/{ref}").model_dump(mode="json")
 
     def wait_for_inclusion(self, txid: str, timeout: float = 60.0,
                            poll: float = 0.25) -> TxStatus:

@@ -11,16 +11,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hashcloud.chain.genesis import Genesis, load_genesis, make_local_genesis, write_genesis
+from pydantic import ValidationError
+
+from hashcloud.chain.genesis import (
+    DEFAULT_CHAIN_ID,
+    Genesis,
+    load_genesis,
+    make_local_genesis,
+    write_genesis,
+)
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.keystore import Keystore
-from hashcloud.errors import HashCloudError
+from hashcloud.errors import HashCloudError, UsageError
+from hashcloud.types import describe_validation_error
 
 NODE_KEY_NAME = "node"
 
 
 class NodeConfigError(HashCloudError):
     """The data directory is missing, half-initialised or inconsistent."""
+
+
+class InvalidGenesisOptions(NodeConfigError, UsageError):
+    """The options given for a new genesis do not make a valid one (CLI exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -65,15 +78,18 @@ def init_data_dir(data_dir: Path, *, chain_id: str | None = None,
     if is_initialised(data_dir):
         raise NodeConfigError(f"{data_dir} is already initialised (genesis.json exists)")
     ks = Keystore(data_dir)
-    key = ks.load(NODE_KEY_NAME) if ks.exists(NODE_KEY_NAME) else None
-    if key is None:
-        ks.create(NODE_KEY_NAME)
-        key = ks.load(NODE_KEY_NAME)
-    kwargs = {"chain_id": chain_id} if chain_id else {}
-    genesis = make_local_genesis(key, allocations, **kwargs)
-    if block_time_ms is not None:
-        genesis = genesis.model_copy(update={"block_time_ms": block_time_ms})
-        genesis = Genesis.model_validate(genesis.model_dump())
+    existing = ks.exists(NODE_KEY_NAME)
+    key = ks.load(NODE_KEY_NAME) if existing else PrivateKey.generate()
+    try:  # validate the whole genesis before anything is written
+        genesis = make_local_genesis(key, allocations, chain_id=chain_id or DEFAULT_CHAIN_ID)
+        if block_time_ms is not None:
+            genesis = Genesis.model_validate({**genesis.model_dump(),
+                                              "block_time_ms": block_time_ms})
+    except ValidationError as exc:
+        raise InvalidGenesisOptions(
+            f"invalid genesis: {describe_validation_error(exc)}") from None
+    if not existing:
+        ks.create(NODE_KEY_NAME, key)
     data_dir.mkdir(parents=True, exist_ok=True)
     write_genesis(genesis_path(data_dir), genesis)
     return NodeFiles(data_dir, genesis, key)

@@ -181,7 +181,7 @@ def load_proof(path: Path) -> ProofFile:
         raise UsageError(f"cannot read {path}: {exc}") from None
     try:
         obj = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise UsageError(f"{path} is not JSON: {exc}") from None
     return parse_proof(obj)
 

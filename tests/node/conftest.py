@@ -240,3 +240,9 @@ def node_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], P
 def reopen(nd_path: Path) -> NodeDir:
     """The NodeDir of an existing data directory."""
     return NodeDir(nd_path, load_data_dir(nd_path), FUNDED_KEY)
+
+
+def run_cli_async(home: Path, *args: str) -> subprocess.Popen[str]:
+    """Start one CLI command without waiting (stdout/stderr captured)."""
+    return subprocess.Popen(hashcloud_cmd(home, *args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env())

@@ -342,3 +342,35 @@ def test_sigterm_stops_the_node_after_a_websocket_client_left(node_process) -> N
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("the node ignored SIGTERM for 5 s after a WebSocket subscriber left")
+
+
+@pytest.mark.timeout(120)
+def test_miner_survives_a_node_restart_mid_round(tmp_path) -> None:
+    """kill -9 of the node while a miner computes: the round it lost is reported as
+    aborted and the miner goes on with fresh challenges once the node is back."""
+    import socket as _socket
+
+    from tests.node.conftest import make_node_dir, run_cli_async, start_node
+
+    with _socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nd = make_node_dir(tmp_path / "node")
+    node = start_node(nd.path, tmp_path / "nh", extra_args=("--port", str(port)))
+    home = tmp_path / "miner"
+    miner = run_cli_async(home, "mine", "--node", node.url, "--rounds", "3", "--duration",
+                          "2", "--n", "64", "--json")
+    try:
+        time.sleep(1.0)  # the miner holds a challenge and is computing
+        node.kill9()
+        node = start_node(nd.path, tmp_path / "nh", extra_args=("--port", str(port)))
+        stdout, stderr = miner.communicate(timeout=90)
+    finally:
+        if miner.poll() is None:
+            miner.kill()
+        node.stop()
+    assert miner.returncode == 0, stderr
+    res = json.loads(stdout)
+    reasons = [r["reason"] for r in res["rounds"] if not r["accepted"]]
+    assert res["accepted_rounds"] >= 1, res
+    assert any("challenge" in (r or "") for r in reasons), res["rounds"]
