@@ -821,19 +821,42 @@ class ChainStore:
                 self._index_dirty = True
             return self.height
 
-    def verify_log(self) -> None:
+    def writer_active(self) -> bool:
+        """True if some process holds the writer lock (a node is running on this store)."""
+        if not self.readonly:
+            return True
+        try:
+            fd = os.open(self.data_dir / LOCK_NAME, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+    def verify_log(self, *, allow_torn_tail: bool | None = None) -> None:
         """Re-read and verify the whole log; StoreError at the first problem (audit).
 
         Checks the file header, every record's checksum, contiguous heights, unique hashes,
-        agreement with the in-memory index and that no bytes follow the last block.
+        agreement with the in-memory index and that no bytes follow the last block. An
+        incomplete last record is tolerated only while a writer may be appending it
+        (default: when a reader sees the writer lock held).
         """
         with self._mutex:
             self._check_open()
             log_path = self.data_dir / LOG_NAME
             self._check_log_header(log_path)
             res = _scan_log(log_path, len(LOG_HEADER), 0, {})
-            if res.torn_bytes and not self.readonly:
-                raise _corrupt(res.end, f"{res.torn_bytes} bytes of incomplete record")
+            if allow_torn_tail is None:
+                allow_torn_tail = self.readonly and self.writer_active()
+            if res.torn_bytes and not allow_torn_tail:
+                raise _corrupt(res.end, f"{res.torn_bytes} bytes of an incomplete last record "
+                                        "(an interrupted append; the next writer cuts it)")
             known = len(self._offsets)
             if res.offsets[:known] != self._offsets or res.hashes[:known] != self._hashes:
                 raise StoreError("block log does not match the store's index (file replaced?)")

@@ -243,3 +243,24 @@ def test_unbound_store_is_only_bound_after_block_0_matches(tmp_path):
     with Ledger.open(tmp_path, right) as ledger:
         assert ledger.store.genesis_hash == bytes.fromhex(_gh(right))
     assert _gh(right) in (tmp_path / "meta.json").read_text()
+
+
+def test_audit_reports_a_torn_tail_when_no_writer_runs(tmp_path):
+    """A truncated last record (crash mid-append) is not 'chain OK' for an offline audit."""
+    from hashcloud.chain.genesis import make_local_genesis
+    from hashcloud.chain.ledger import AuditFailed, Ledger, audit_chain
+    from hashcloud.chain.tx import make_transfer
+    from hashcloud.crypto.keys import PrivateKey
+
+    key = PrivateKey(21)
+    genesis = make_local_genesis(key)
+    with Ledger.open(tmp_path, genesis) as ledger:
+        for nonce in range(2):
+            tx = make_transfer(key, PrivateKey(22).public_key.address, 5, nonce,
+                               chain_id=genesis.chain_id)
+            ledger.produce_block([tx], key)
+    assert audit_chain(tmp_path, genesis).height == 2
+    log = tmp_path / "blocks.log"
+    log.write_bytes(log.read_bytes()[:-40])  # cut into the last record
+    with pytest.raises(AuditFailed, match="incomplete last record"):
+        audit_chain(tmp_path, genesis)
