@@ -47,6 +47,8 @@ def balance(
     if address is None:
         address = load_key(st).public_key.address
     else:
+        if address == address.upper():
+            address = address.lower()  # BIP-173 allows all-upper input; records use lower
         try:
             validate_address(address)
         except HashCloudError as exc:

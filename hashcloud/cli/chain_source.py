@@ -10,8 +10,10 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from hashcloud.chain.block import block_to_json
+from hashcloud.chain.block import block_hash, block_to_json
+from hashcloud.chain.genesis import Genesis, genesis_block, genesis_state
 from hashcloud.chain.ledger import Ledger
+from hashcloud.chain.state import get_account
 from hashcloud.cli.common import CliState
 from hashcloud.errors import NodeError, UsageError
 from hashcloud.node.client import NodeClient, NodeRejected
@@ -21,15 +23,19 @@ from hashcloud.node.config import load_data_dir
 class ChainSource:
     """Uniform read access (`account`, `block`) over HTTP or a read-only ledger."""
 
-    def __init__(self, client: NodeClient | None = None, ledger: Ledger | None = None) -> None:
-        self.client, self.ledger = client, ledger
+    def __init__(self, client: NodeClient | None = None, ledger: Ledger | None = None,
+                 genesis: Genesis | None = None) -> None:
+        self.client, self.ledger, self.genesis = client, ledger, genesis
 
     def account(self, address: str) -> dict:
         """`{"address", "balance", "nonce"}` at the head."""
         if self.client is not None:
             return self.client.account(address).model_dump()
-        assert self.ledger is not None
-        acct = self.ledger.account(address)
+        if self.genesis is not None:
+            acct = get_account(genesis_state(self.genesis), address)
+        else:
+            assert self.ledger is not None
+            acct = self.ledger.account(address)
         return {"address": address, "balance": acct.balance, "nonce": acct.nonce}
 
     def block(self, ref: str) -> dict:
@@ -39,6 +45,11 @@ class ChainSource:
                 return self.client.block(ref)
             except NodeRejected as exc:
                 raise NodeError(exc.detail) from None
+        if self.genesis is not None:
+            blk0 = genesis_block(self.genesis)
+            if ref in ("latest", "0") or ref.lower() == block_hash(blk0.header):
+                return block_to_json(blk0)
+            raise NodeError(f"no block {ref!r} (the chain has only its genesis block)")
         assert self.ledger is not None
         if ref == "latest":
             blk = self.ledger.get_block(self.ledger.height)
@@ -61,5 +72,9 @@ def open_source(st: CliState, node: str | None, data_dir: Path | None) -> Iterat
             yield ChainSource(client=client)
         return
     files = load_data_dir(data_dir or st.home / "node")
+    if not (files.chain_dir / "blocks.log").exists():
+        # Initialised but never started: the chain is its genesis block alone.
+        yield ChainSource(genesis=files.genesis)
+        return
     with Ledger.open(files.chain_dir, files.genesis, readonly=True) as ledger:
         yield ChainSource(ledger=ledger)

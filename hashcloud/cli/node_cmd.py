@@ -27,7 +27,9 @@ def _parse_alloc(items: list[str]) -> dict[str, int]:
         addr, _, amount = item.partition("=")
         if not amount.isdigit():
             raise UsageError(f"--alloc takes ADDRESS=AMOUNT (integer), got {item!r}")
-        out_[addr] = out_.get(addr, 0) + int(amount)
+        if addr in out_:
+            raise UsageError(f"--alloc gives {addr} twice")
+        out_[addr] = int(amount)
     return out_
 
 

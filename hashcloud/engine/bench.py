@@ -108,7 +108,7 @@ def bench(backend: str = "auto", n: int = 1024, seconds: float = 10.0,
         "effective_gflops": effective / 1e9,
         "raw_gemm_gflops": raw / 1e9,
         "raw_gemm_all_threads_gflops": raw_all / 1e9,
-        "raw_gemm_per_lane_gflops": raw_lanes / 1e9,
+        "raw_gemm_per_lane_gflops": raw_lanes / 1e9 if lane_time else None,
         "ratio": effective / raw,
         "peak_gflops": choice.peak_flops / 1e9,
     }

@@ -114,3 +114,20 @@ def test_keys_list_shows_damaged_files(home):
     assert keys["good"]["error"] is None
     assert "unreadable" in keys["bad"]["error"]
     assert keys["odd"]["error"] and keys["odd"]["address"] == ""
+
+
+def test_all_upper_address_is_accepted_mixed_case_is_not(home, tmp_path):
+    dd = tmp_path / "nd"
+    assert invoke("node", "init", "--data-dir", str(dd)).exit_code == 0
+    addr = "cpc1w508d6qejxtdg4y5r3zarvary0c5xw7k32stzz"
+    r = invoke("balance", addr.upper(), "--data-dir", str(dd), "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["address"] == addr
+    mixed = addr[:5] + addr[5:].upper()
+    assert invoke("balance", mixed, "--data-dir", str(dd)).exit_code == 2
+
+
+def test_duplicate_alloc_is_a_usage_error(tmp_path):
+    addr = "cpc1w508d6qejxtdg4y5r3zarvary0c5xw7k32stzz"
+    r = invoke("node", "init", "--data-dir", str(tmp_path / "nd"), "--alloc", f"{addr}=5",
+               "--alloc", f"{addr}=6")
+    assert r.exit_code == 2 and "twice" in r.stderr
