@@ -77,10 +77,11 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
     issued = request_challenge(client, key, n, info)
     ch = issued.challenge
     work = compute(ch.seed)
+    device_signature = sign_commit(key, ch.challenge_id, work)
     commit = client.commit(ch.challenge_id, CommitRequest(
         loops=work.loops, compute_time=work.compute_time, merkle_root=work.merkle_root,
         device=DeviceModel(name=device.name, backend=device.backend),
-        device_signature=sign_commit(key, ch.challenge_id, work)))
+        device_signature=device_signature))
     try:
         verify(node_key, indices_signing_bytes(info.chain_id, ch.challenge_id,
                                                work.merkle_root, work.loops, commit.indices),
@@ -107,7 +108,7 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
         seed=ch.seed, n=ch.n, worker_address=ch.worker_address, loops=work.loops,
         compute_time=work.compute_time, merkle_root=work.merkle_root, samples=samples,
         public_key=to_phex(key.public_key.data),
-        device_signature=sign_commit(key, ch.challenge_id, work), device=device, offline=False,
+        device_signature=device_signature, device=device, offline=False,
         indices_signature=commit.indices_signature,
         receipt=to_phex(bytes.fromhex(rev.receipt)) if receipt is not None else None,
         node=ProofNodeInfo(chain_id=info.chain_id, public_key=info.node_public_key,
