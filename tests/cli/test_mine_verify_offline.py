@@ -106,7 +106,11 @@ def test_ctrl_c_ends_the_round_early_and_still_writes_a_valid_proof(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hashcloud", "mine", "--offline",
                              "--duration", "60", "--n", "64", "--out", str(out), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(3.0)
+    key_file = tmp_path / "h" / "keys" / "default.json"  # written just before the loops
+    deadline = time.monotonic() + 60
+    while not key_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr

@@ -361,7 +361,16 @@ def test_miner_survives_a_node_restart_mid_round(tmp_path) -> None:
     miner = run_cli_async(home, "mine", "--node", node.url, "--rounds", "3", "--duration",
                           "2", "--n", "64", "--json")
     try:
-        time.sleep(1.0)  # the miner holds a challenge and is computing
+        # Wait until the node has issued the miner its challenge (it then computes 2 s).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            metrics = httpx.get(node.url + "/metrics", timeout=5).text
+            if "hc_challenges_issued_total 1.0" in metrics:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the miner never got a challenge")
+        time.sleep(0.3)
         node.kill9()
         node = start_node(nd.path, tmp_path / "nh", extra_args=("--port", str(port)))
         stdout, stderr = miner.communicate(timeout=90)
