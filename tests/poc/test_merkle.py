@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -21,9 +19,6 @@ from hashcloud.poc.merkle import (
     verify_inclusion,
 )
 
-VECTORS = json.loads(
-    (Path(__file__).resolve().parents[3] / "shared" / "vectors" / "spec_v1.json").read_text()
-)["merkle"]
 DERANDOMIZED = settings(derandomize=True, deadline=None, max_examples=60)
 
 
@@ -77,9 +72,9 @@ def leaves_of(size: int, salt: int = 0) -> list[bytes]:
 # --- shared vectors -------------------------------------------------------------------------
 
 
-def test_vector_roots() -> None:
+def test_vector_roots(vectors) -> None:
     ran = 0
-    for size, root_hex in VECTORS["roots"].items():
+    for size, root_hex in vectors["merkle"]["roots"].items():
         leaves = [vector_leaf(k) for k in range(int(size))]
         assert merkle_root(leaves) == unhex(root_hex), size
         assert MerkleTree(leaves).root == unhex(root_hex), size
@@ -88,9 +83,9 @@ def test_vector_roots() -> None:
     assert ran >= 12
 
 
-def test_vector_paths() -> None:
+def test_vector_paths(vectors) -> None:
     ran = 0
-    for vector in VECTORS["paths"]:
+    for vector in vectors["merkle"]["paths"]:
         index, size = vector["index"], vector["size"]
         leaves = [vector_leaf(k) for k in range(size)]
         leaf, root = unhex(vector["leaf"]), unhex(vector["root"])

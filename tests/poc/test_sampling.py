@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -21,18 +19,15 @@ from hashcloud.poc.sampling import (
     strata,
 )
 
-VECTORS = json.loads(
-    (Path(__file__).resolve().parents[3] / "shared" / "vectors" / "spec_v1.json").read_text()
-)
 DERANDOMIZED = settings(derandomize=True, deadline=None, max_examples=100)
 loops_and_s = st.integers(min_value=1, max_value=10**7).flatmap(
     lambda loops: st.tuples(st.just(loops), st.integers(min_value=1, max_value=min(loops, 300)))
 )
 
 
-def test_offline_indices_vector() -> None:
-    vectors = VECTORS["offline_indices"]
-    cases = vectors if isinstance(vectors, list) else [vectors]
+def test_offline_indices_vector(vectors) -> None:
+    offline = vectors["offline_indices"]
+    cases = offline if isinstance(offline, list) else [offline]
     ran = 0
     for case in cases:
         got = offline_indices(case["merkle_root"], case["loops"], case["s"])
