@@ -279,6 +279,14 @@ class Ledger:
         found = self.store.find_by_hash(digest)
         return None if found is None else decode_block(found[1])
 
+    def find_block(self, ref: str) -> Block | None:
+        """The block named by `latest`, a decimal height or a 64-hex-digit hash (SPEC 7)."""
+        if ref == "latest":
+            return self.get_block(self.height)
+        if ref.isascii() and ref.isdigit() and len(ref) < 20:
+            return self.get_block(int(ref))
+        return self.get_block_by_hash(ref.lower())
+
     def find_tx(self, txid: str) -> tuple[int, int] | None:
         """`(height, index in block)` of a stored transaction, or None."""
         return self._tx_index.get(txid)

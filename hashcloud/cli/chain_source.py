@@ -51,12 +51,7 @@ class ChainSource:
                 return block_to_json(blk0)
             raise NodeError(f"no block {ref!r} (the chain has only its genesis block)")
         assert self.ledger is not None
-        if ref == "latest":
-            blk = self.ledger.get_block(self.ledger.height)
-        elif ref.isascii() and ref.isdigit():
-            blk = self.ledger.get_block(int(ref))
-        else:
-            blk = self.ledger.get_block_by_hash(ref.lower())
+        blk = self.ledger.find_block(ref)
         if blk is None:
             raise NodeError(f"no block {ref!r} (head is at height {self.ledger.height})")
         return block_to_json(blk)

@@ -76,9 +76,11 @@ class Mempool:
         self._entries = entries
         self._per_sender = Counter(e.tx.from_address for e in entries.values())
 
-    def add(self, tx: Transaction) -> str:
-        """Validate `tx` against the pending state and pool it; return its id or raise."""
-        txid = tx_id(tx)
+    def add(self, tx: Transaction, txid: str | None = None) -> str:
+        """Validate `tx` against the pending state and pool it; return its id or raise.
+
+        `txid` may be passed when the caller already computed `tx_id(tx)`."""
+        txid = txid or tx_id(tx)
         if txid in self._entries:
             raise DuplicateTransaction(f"transaction {txid} is already pending")
         if self._sender_count(tx.from_address) >= self.per_sender:

@@ -138,13 +138,7 @@ class NodeService:
 
     def block(self, ref: str) -> dict:
         """SPEC 7 inspect-block JSON of `latest`, a height or a block hash."""
-        blk: Block | None
-        if ref == "latest":
-            blk = self.ledger.get_block(self.ledger.height)
-        elif ref.isascii() and ref.isdigit() and len(ref) < 20:
-            blk = self.ledger.get_block(int(ref))
-        else:
-            blk = self.ledger.get_block_by_hash(ref.lower())
+        blk = self.ledger.find_block(ref)
         if blk is None:
             raise NotFound(f"no block {ref!r}")
         return block_to_json(blk)
@@ -173,7 +167,7 @@ class NodeService:
             if self.ledger.find_tx(txid) is not None:
                 raise DuplicateTransaction(f"transaction {txid} is already included")
             try:
-                self.mempool.add(tx)
+                self.mempool.add(tx, txid)
             except InvalidTransaction:
                 self.metrics.txs.labels("rejected").inc()
                 raise

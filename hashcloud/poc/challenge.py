@@ -12,9 +12,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-import msgpack
 from pydantic import BaseModel, ConfigDict, Field
 
+from hashcloud.chain.encoding import encode_canonical
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import domain_tag, sign, verify
@@ -56,7 +56,7 @@ def challenge_signing_bytes(
     expiry: int,
 ) -> bytes:
     """Canonical bytes the token signs: domain tag + every challenge field but the token."""
-    return msgpack.packb(
+    return encode_canonical(
         [
             domain_tag("challenge", chain_id).decode(),
             challenge_id,
@@ -66,8 +66,7 @@ def challenge_signing_bytes(
             issued_height,
             block_hash,
             expiry,
-        ],
-        use_bin_type=True,
+        ]
     )
 
 
@@ -128,9 +127,8 @@ def indices_signing_bytes(
     chain_id: str, challenge_id: str, merkle_root: str, loops: int, indices: Sequence[int]
 ) -> bytes:
     """Canonical bytes of the node's signature over the sample indices it drew (SPEC 3)."""
-    return msgpack.packb(
-        [domain_tag("indices", chain_id).decode(), challenge_id, merkle_root, loops, list(indices)],
-        use_bin_type=True,
+    return encode_canonical(
+        [domain_tag("indices", chain_id).decode(), challenge_id, merkle_root, loops, list(indices)]
     )
 
 
@@ -154,8 +152,7 @@ def challenge_request_bytes(
     chain_id: str, worker_address: str, n: int, request_time_ms: int
 ) -> bytes:
     """Canonical bytes a worker signs to ask for a challenge (proves it holds the key)."""
-    return msgpack.packb(
+    return encode_canonical(
         [domain_tag("challenge-request", chain_id).decode(), worker_address, n,
-         request_time_ms],
-        use_bin_type=True,
+         request_time_ms]
     )

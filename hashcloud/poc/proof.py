@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -390,8 +391,6 @@ def verify_proof(
     indices = [smp.index for smp in proof.samples]
     if indices_ok or len(set(indices)) == len(indices):
         k = len(indices) if audit is None else max(0, min(audit, len(indices)))
-        import random
-
         which = (
             sorted(random.Random(rng_seed).sample(indices, k))
             if k < len(indices)
