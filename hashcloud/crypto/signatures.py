@@ -111,12 +111,3 @@ def verify_ecdsa(public_key: PublicKey, message: bytes, signature: bytes) -> boo
         return vk.verify_digest(signature, hashlib.sha256(message).digest())
     except BadSignatureError:
         return False
-
-
-def is_valid(public_key: PublicKey, message: bytes, signature: bytes) -> bool:
-    """Boolean form of `verify`, for reports that list every failed check."""
-    try:
-        verify(public_key, message, signature)
-    except InvalidSignature:
-        return False
-    return True

@@ -135,13 +135,3 @@ class NodeInfo(_Strict):
     block_time_ms: int
     mempool_size: int
     version: str
-
-
-class ErrorBody(_Strict):
-    """Every 4xx body: a short reason."""
-
-    detail: str
-
-
-Hex32Field = Hex32
-"""Re-export for route signatures."""
