@@ -11,10 +11,49 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Annotated, Any
 
+from bech32 import bech32_decode, bech32_encode, convertbits
 from pydantic import AfterValidator, Field, StringConstraints
 
-from hashcloud.crypto.address import validate_address
-from hashcloud.errors import InvalidAddress
+from hashcloud.errors import EngineError, InvalidAddress
+
+HRP = "cpc"
+"""Human-readable part of every HashCloud address."""
+
+Address = str
+"""Alias for a canonical, lower-case `cpc1...` address string."""
+
+
+def address_from_payload(payload20: bytes) -> Address:
+    """Encode a 20-byte hash160 payload as a `cpc1...` address."""
+    if len(payload20) != 20:
+        raise InvalidAddress("address payload must be 20 bytes")
+    return bech32_encode(HRP, convertbits(payload20, 8, 5))
+
+
+def decode_address(address: object) -> bytes:
+    """Return the 20-byte payload of `address`, raising InvalidAddress with the reason."""
+    if not isinstance(address, str):
+        raise InvalidAddress("address must be a string")
+    if address != address.lower():
+        # bech32 allows all-upper, but a signed record must have one form only.
+        raise InvalidAddress("address must be lower-case")
+    if not address.startswith(HRP + "1"):
+        raise InvalidAddress(f"address must start with '{HRP}1'")
+    hrp, data = bech32_decode(address)
+    if hrp is None or data is None:
+        raise InvalidAddress("address has a bad bech32 checksum or characters")
+    if hrp != HRP:
+        raise InvalidAddress(f"address hrp is {hrp!r}, expected {HRP!r}")
+    payload = convertbits(data, 5, 8, False)
+    if payload is None or len(payload) != 20:
+        raise InvalidAddress("address payload is not 20 bytes")
+    return bytes(payload)
+
+
+def validate_address(address: object) -> Address:
+    """Return `address` unchanged if it is a canonical valid address, else raise."""
+    decode_address(address)
+    return address  # type: ignore[return-value]
 
 MAX_U64 = 2**64
 """Exclusive bound of nonces, gas fields and other counters."""
@@ -72,6 +111,29 @@ PHexBytes = Annotated[str, StringConstraints(pattern=r"^0x(?:[0-9a-f]{2})+$")]
 
 AddressStr = Annotated[str, AfterValidator(_address)]
 """A canonical `cpc1...` address (SPEC 5)."""
+
+MIN_N = 64
+MAX_N = 4096
+DEFAULT_N = 1024
+N_STEP = 64
+
+
+def validate_n(n: object) -> int:
+    """Return `n` if it is a legal matrix size (SPEC 1: a multiple of 64 in 64..4096).
+
+    The one place of the n-range rule: `MatrixSize` (records), the engine and the CLI use it.
+    Raises `EngineError` otherwise (including for bools and non-integers).
+    """
+    if isinstance(n, bool) or not hasattr(n, "__index__"):
+        raise EngineError(f"n must be an integer, got {type(n).__name__}")
+    n = int(n)  # type: ignore[call-overload]
+    if n < MIN_N or n > MAX_N or n % N_STEP:
+        raise EngineError(f"n must be a multiple of {N_STEP} in [{MIN_N}, {MAX_N}], got {n}")
+    return n
+
+
+MatrixSize = Annotated[int, Field(ge=MIN_N, le=MAX_N, multiple_of=N_STEP)]
+"""A matrix size n of SPEC 1 in a record (same rule as `validate_n`)."""
 
 
 def from_phex(text: str) -> bytes:

@@ -13,7 +13,7 @@ import os
 import resource
 import time
 
-from hashcloud.poc.merkle import MerkleBuilder, MerkleTree, merkle_root, verify_inclusion
+from hashcloud.crypto.merkle import MerkleBuilder, MerkleTree, merkle_root, verify_inclusion
 
 
 def _cpu_seconds() -> float:

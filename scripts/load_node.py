@@ -12,7 +12,7 @@ What it does, by itself (all traffic on 127.0.0.1, every loop bounded in count a
 1. Phase A, concurrent simulated miners: `--miners` workers (processes by default, each with its
    own key, NodeClient and `Engine("numpy", n=--n)`) loop for `--seconds`:
    challenge -> `run_loops` for `--round-seconds` -> commit -> reveal
-   (`hashcloud.node.miner.run_online_round`) -> claim (`submit_claim(wait=False)`).
+   (`hashcloud.client.round.run_online_round`) -> claim (`submit_claim(wait=False)`).
    Miner processes run with OPENBLAS/OMP_NUM_THREADS=`--miner-blas-threads` (default 1): eight
    miners with two spinning BLAS threads each on 2 cores made every loop ~30x slower. The
    node keeps the environment it was started with. Reported:
@@ -90,9 +90,9 @@ from hashcloud.chain.tx import (
     tx_id,
     tx_to_json,
 )
+from hashcloud.client.http import NodeClient
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.errors import HashCloudError, NodeError
-from hashcloud.node.client import NodeClient, NodeRejected
+from hashcloud.errors import HashCloudError, NodeError, NodeRejected
 from hashcloud.node.config import init_data_dir
 
 FUNDS = 10**18
@@ -241,8 +241,8 @@ def _reason(text: str) -> str:
 def miner_worker(idx: int, key_hex: str, url: str, opts: dict, ready: Any, go: Any,
                  results: Any) -> None:
     """One simulated miner (process or thread): rounds until `opts['seconds']` after `go`."""
-    from hashcloud.engine.gemm import Engine
-    from hashcloud.node.miner import run_online_round, submit_claim
+    from hashcloud.client.round import run_online_round, submit_claim
+    from hashcloud.engine.mining import Engine
     from hashcloud.poc.proof import DeviceInfo
     from hashcloud.poc.round import run_loops
 

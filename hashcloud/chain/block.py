@@ -17,16 +17,6 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hashcloud.chain.encoding import (
-    U64,
-    AddressStr,
-    Hex32,
-    SignatureHex,
-    decode_canonical,
-    describe_validation_error,
-    encode_canonical,
-    expect_array,
-)
 from hashcloud.chain.tx import (
     SUBMIT_RESULT,
     Transaction,
@@ -36,11 +26,21 @@ from hashcloud.chain.tx import (
     tx_to_json,
     tx_to_obj,
 )
+from hashcloud.codec import (
+    U64,
+    AddressStr,
+    Hex32,
+    SignatureHex,
+    decode_canonical,
+    describe_validation_error,
+    encode_canonical,
+    expect_array,
+)
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.merkle import merkle_root
 from hashcloud.crypto.signatures import domain_tag, sign
 from hashcloud.errors import DecodeError
-from hashcloud.poc.merkle import merkle_root
 
 __all__ = [
     "EMPTY_TX_ROOT",

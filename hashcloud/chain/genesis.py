@@ -21,7 +21,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hashcloud.chain.block import EMPTY_TX_ROOT, ZERO_HASH, Block, BlockHeader
-from hashcloud.chain.encoding import (
+from hashcloud.chain.state import Account, State, state_root
+from hashcloud.codec import (
     MAX_AMOUNT,
     U64,
     AddressStr,
@@ -35,10 +36,9 @@ from hashcloud.chain.encoding import (
     encode_canonical,
     expect_array,
 )
-from hashcloud.chain.state import Account, State, state_root
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.errors import ChainError, DecodeError, InvalidKey
+from hashcloud.errors import DecodeError, GenesisError, InvalidKey
 
 __all__ = [
     "DEFAULT_CHAIN_ID",
@@ -60,10 +60,6 @@ DEFAULT_CHAIN_ID = "hashcloud-local"
 GENESIS_FORMAT = 1
 LOCAL_NODE_ALLOCATION = 10**15
 """Initial balance of the node key in `make_local_genesis` (for local transfers)."""
-
-
-class GenesisError(ChainError):
-    """A genesis file or record that is missing, malformed or inconsistent."""
 
 
 def _check_keys(keys: tuple[str, ...], what: str) -> tuple[str, ...]:

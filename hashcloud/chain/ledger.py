@@ -42,18 +42,14 @@ from hashcloud.chain.store import ChainStore
 from hashcloud.chain.transition import BuiltBlock, apply_block, build_block
 from hashcloud.chain.tx import Transaction, tx_id
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.errors import ChainError, DecodeError, InvalidBlock, StoreError
+from hashcloud.errors import ChainAuditFailed, ChainError, DecodeError, InvalidBlock, StoreError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SNAPSHOT_INTERVAL", "AuditFailed", "AuditReport", "Ledger", "audit_chain"]
+__all__ = ["SNAPSHOT_INTERVAL", "ChainAuditFailed", "AuditReport", "Ledger", "audit_chain"]
 
 SNAPSHOT_INTERVAL = 100
 """Default number of blocks between state snapshots."""
-
-
-class AuditFailed(ChainError):
-    """`audit_chain` found a problem; the message names the first one (and its height)."""
 
 
 def _now_ms() -> int:
@@ -329,7 +325,7 @@ class AuditReport:
 
 
 def audit_chain(data_dir: Path | str, genesis: Genesis) -> AuditReport:
-    """Re-verify a whole chain store from genesis; raise AuditFailed at the first problem.
+    """Re-verify a whole chain store from genesis; raise ChainAuditFailed at the first problem.
 
     Checks the store's checksums (`verify_log`) and genesis binding, that block 0 is this
     genesis's block, every later block's hash, link, signature, roots and transition (the
@@ -340,16 +336,16 @@ def audit_chain(data_dir: Path | str, genesis: Genesis) -> AuditReport:
     try:
         store = ChainStore(data_dir, readonly=True, genesis_hash=expected_binding)
     except StoreError as exc:
-        raise AuditFailed(f"cannot open chain store: {exc}") from None
+        raise ChainAuditFailed(f"cannot open chain store: {exc}") from None
     with store:
         if store.genesis_hash != expected_binding:
-            raise AuditFailed("chain store is not bound to this genesis")
+            raise ChainAuditFailed("chain store is not bound to this genesis")
         try:
             store.verify_log()
         except StoreError as exc:
-            raise AuditFailed(str(exc)) from None
+            raise ChainAuditFailed(str(exc)) from None
         if store.height < 0:
-            raise AuditFailed("chain store holds no blocks")
+            raise ChainAuditFailed("chain store holds no blocks")
         snapshot = store.read_snapshot()
         initial_supply = genesis_state(genesis).total_supply
         expected_genesis = encode_block(genesis_block(genesis))
@@ -375,7 +371,7 @@ def audit_chain(data_dir: Path | str, genesis: Genesis) -> AuditReport:
                 transactions += len(block.transactions)
                 parent = block.header
         except (InvalidBlock, StoreError) as exc:
-            raise AuditFailed(f"block {height}: {exc}") from None
+            raise ChainAuditFailed(f"block {height}: {exc}") from None
         assert parent is not None
         return AuditReport(
             height=parent.height,

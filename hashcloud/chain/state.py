@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hashcloud.chain.encoding import (
+from hashcloud.codec import (
     MAX_AMOUNT,
     MAX_U64,
     decode_amount,
@@ -33,7 +33,13 @@ from hashcloud.chain.encoding import (
 )
 from hashcloud.crypto.address import validate_address
 from hashcloud.crypto.hashing import sha256
-from hashcloud.errors import DecodeError, InvalidAddress, InvalidTransaction
+from hashcloud.errors import (
+    DecodeError,
+    InsufficientBalance,
+    InvalidAddress,
+    InvalidTransaction,
+    SupplyOverflow,
+)
 
 __all__ = [
     "Account",
@@ -58,14 +64,6 @@ STATE_FORMAT = 1
 """Version tag at the start of the encoded state."""
 
 _TASK_ID = re.compile(r"[0-9a-f]{32}")
-
-
-class InsufficientBalance(InvalidTransaction):
-    """An account cannot pay an amount (plus fee)."""
-
-
-class SupplyOverflow(InvalidTransaction):
-    """A credit or mint would push a balance or the supply past 2**96."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,10 +35,8 @@ from hashcloud.chain.block import (
     sign_header,
     tx_root,
 )
-from hashcloud.chain.encoding import MAX_AMOUNT, MAX_U64
 from hashcloud.chain.genesis import Genesis, authority_addresses, reward_for
 from hashcloud.chain.state import (
-    InsufficientBalance,
     State,
     credit,
     debit,
@@ -60,16 +58,26 @@ from hashcloud.chain.tx import (
     tx_id,
     tx_signing_bytes,
 )
+from hashcloud.codec import MAX_AMOUNT, MAX_U64
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import check_signature_encoding, verify
 from hashcloud.errors import (
     DecodeError,
+    FeeMismatch,
+    GasMismatch,
+    InsufficientBalance,
     InvalidBlock,
+    InvalidComputeResult,
     InvalidKey,
+    InvalidReceipt,
     InvalidSignature,
     InvalidTransaction,
+    InvalidTxSignature,
+    NonceMismatch,
+    RewardBelowFee,
+    TaskAlreadyRewarded,
 )
-from hashcloud.poc.receipt import InvalidReceipt, Receipt, decode_receipt, verify_receipt
+from hashcloud.poc.receipt import Receipt, decode_receipt, verify_receipt
 
 __all__ = [
     "MAX_BLOCK_TRANSACTIONS",
@@ -93,34 +101,6 @@ MAX_FUTURE_DRIFT_MS = 30_000
 
 MAX_BLOCK_TRANSACTIONS = 5_000
 """Most transactions one block may carry (bounds validation work per block)."""
-
-
-class InvalidTxSignature(InvalidTransaction):
-    """Bad, high-S or non-verifying signature, or a key that does not own from_address."""
-
-
-class NonceMismatch(InvalidTransaction):
-    """The nonce is not the sender account's next nonce."""
-
-
-class GasMismatch(InvalidTransaction):
-    """gas_price below the minimum or gas_limit not the type's fixed gas."""
-
-
-class FeeMismatch(InvalidTransaction):
-    """fee is not gas_limit * gas_price."""
-
-
-class InvalidComputeResult(InvalidTransaction):
-    """A SUBMIT_RESULT payload or receipt that does not entitle the sender to a reward."""
-
-
-class TaskAlreadyRewarded(InvalidComputeResult):
-    """The challenge was already paid (no double claims)."""
-
-
-class RewardBelowFee(InvalidComputeResult):
-    """The reward would not cover the fee, so the claim is invalid (SPEC 6)."""
 
 
 # ------------------------------------------------------------------ transactions

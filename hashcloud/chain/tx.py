@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hashcloud.chain.encoding import (
+from hashcloud.codec import (
     U64,
     AddressStr,
     Amount,

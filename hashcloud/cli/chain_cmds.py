@@ -115,8 +115,8 @@ def submit(
 ) -> None:
     """Send a finished proof's SUBMIT_RESULT claim to a node (refused if already claimed)."""
     from hashcloud.cli.mine_online import node_url_for
-    from hashcloud.node.client import NodeClient
-    from hashcloud.node.miner import submit_claim
+    from hashcloud.client.http import NodeClient
+    from hashcloud.client.round import submit_claim
 
     st = state(ctx)
     proof = load_proof(proof_path)

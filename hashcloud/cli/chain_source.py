@@ -15,8 +15,8 @@ from hashcloud.chain.genesis import Genesis, genesis_block, genesis_state
 from hashcloud.chain.ledger import Ledger
 from hashcloud.chain.state import get_account
 from hashcloud.cli.common import CliState
-from hashcloud.errors import NodeError, UsageError
-from hashcloud.node.client import NodeClient, NodeRejected
+from hashcloud.client.http import NodeClient
+from hashcloud.errors import NodeError, NodeRejected, UsageError
 from hashcloud.node.config import load_data_dir
 
 

@@ -1,7 +1,7 @@
 """Shared CLI plumbing: consoles, the home directory, JSON output and error mapping (SPEC 7).
 
 Only the `cli` package prints. Commands wrap their bodies with `@cli_command`, which turns
-`HashCloudError` into a one-line message on stderr and exit code 1 (`UsageError`: 2), so a
+`HashCloudError` into a one-line message on stderr and exit code 1 (`InputError`: 2), so a
 user never sees a traceback for a user error.
 """
 
@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.keystore import DEFAULT_KEY_NAME, Keystore
-from hashcloud.errors import HashCloudError, KeystoreError, UsageError
+from hashcloud.errors import HashCloudError, InputError, KeystoreError, UsageError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -65,8 +65,8 @@ BACKENDS = ("auto", "numpy", "cupy")
 
 def check_engine_options(n: int, backend: str = "auto") -> None:
     """Usage errors (exit 2) for a bad matrix size or backend name, before any work."""
-    from hashcloud.engine.gemm import validate_n
     from hashcloud.errors import EngineError
+    from hashcloud.types import validate_n
 
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
@@ -99,7 +99,7 @@ def cli_command(func: F) -> F:
         as_json = bool(kwargs.get("json_"))
         try:
             return func(*args, **kwargs)
-        except UsageError as exc:
+        except InputError as exc:
             raise fail(str(exc), EXIT_USAGE, as_json) from None
         except HashCloudError as exc:
             raise fail(str(exc), EXIT_FAIL, as_json) from None

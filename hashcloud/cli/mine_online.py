@@ -13,14 +13,19 @@ from pathlib import Path
 
 import typer
 
+from hashcloud.api.models import NodeInfo
 from hashcloud.cli.common import CliState, err, out, print_json
-from hashcloud.cli.mine import compute_round, default_proof_path, summary_table, write_proof
+from hashcloud.cli.round_output import (
+    compute_round,
+    default_proof_path,
+    summary_table,
+    write_proof,
+)
+from hashcloud.client.http import NodeClient
+from hashcloud.client.round import run_online_round, submit_claim
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.engine.gemm import Engine
-from hashcloud.errors import HashCloudError, NodeError
-from hashcloud.node.client import NodeClient, NodeRejected
-from hashcloud.node.miner import run_online_round, submit_claim
-from hashcloud.node.models import NodeInfo
+from hashcloud.engine.mining import Engine
+from hashcloud.errors import HashCloudError, NodeError, NodeRejected
 from hashcloud.poc.proof import DeviceInfo
 
 MAX_CONSECUTIVE_FAILURES = 3

@@ -11,11 +11,12 @@ import typer
 
 from hashcloud.chain.genesis import genesis_hash
 from hashcloud.cli.common import cli_command, err, out, print_json, state
+from hashcloud.client.http import NodeClient
 from hashcloud.errors import UsageError
-from hashcloud.node.client import NodeClient
 from hashcloud.node.config import init_data_dir
 from hashcloud.node.server import bind_socket, open_or_init, run_node
 from hashcloud.node.service import NodeService
+from hashcloud.types import MAX_N, MIN_N
 
 node_app = typer.Typer(no_args_is_help=True, help="Run and inspect a HashCloud node.")
 DataDirOpt = Annotated[Path | None, typer.Option(help="Node data dir (default: HOME/node).")]
@@ -76,7 +77,7 @@ def start(
     ip_failures: Annotated[int, typer.Option(
         min=1, help="Failed audits per client IP and hour before it is refused.")] = 20,
     max_n: Annotated[int, typer.Option(
-        min=64, max=4096, help="Largest matrix size the node audits.")] = 4096,
+        min=MIN_N, max=MAX_N, help="Largest matrix size the node audits.")] = MAX_N,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the node (PoC validator + chain) until Ctrl-C / SIGTERM."""

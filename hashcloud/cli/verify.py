@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from hashcloud.cli.common import EXIT_FAIL, EXIT_USAGE, err, out, print_json
-from hashcloud.errors import HashCloudError, ProofError, UsageError
+from hashcloud.errors import HashCloudError, InputError, ProofError
 from hashcloud.poc.proof import VerificationReport, load_proof, verify_proof
 
 
@@ -39,7 +39,7 @@ def verify(
     try:
         pf = load_proof(proof)
         report = verify_proof(pf, None if all_ else m)
-    except UsageError as exc:
+    except InputError as exc:
         raise _bad(json_, proof, str(exc), EXIT_USAGE) from None
     except ProofError as exc:
         raise _bad(json_, proof, str(exc), EXIT_FAIL) from None

@@ -1,4 +1,7 @@
-"""Choosing the array backend that runs HC-GEMM-v1 (SPEC 1): NumPy always, CuPy if usable.
+"""The backend registry of HC-GEMM-v1 (SPEC 1): NumPy always, CuPy if usable.
+
+`BACKEND_MODULES` names the module of each backend; `load_pipeline` imports it by name, so
+no other engine module imports a backend (the core never depends on CuPy).
 
 `select_backend` never lets an import error or a CUDA runtime error escape as a traceback:
 "auto" falls back to NumPy with a reason, an explicit "cupy" raises `BackendUnavailable`
@@ -12,6 +15,7 @@ import os
 import platform
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -24,10 +28,17 @@ __all__ = [
     "cpu_device_name",
     "cpu_peak_flops",
     "gpu_peak_flops",
+    "load_pipeline",
     "select_backend",
 ]
 
 BACKEND_NAMES = ("auto", "numpy", "cupy")
+
+BACKEND_MODULES: dict[str, str] = {
+    "numpy": "hashcloud.engine.numpy_backend",
+    "cupy": "hashcloud.engine.cupy_backend",
+}
+"""Module of each concrete backend; each exposes `create_pipeline(n, batch_size, lanes)`."""
 
 # Conservative upper bounds used for the validator's "claimed rate not above the device's
 # peak" check (SPEC 3): they must never be below what an honest miner achieves.
@@ -139,3 +150,16 @@ def select_backend(name: str = "auto") -> BackendChoice:
     if name == "cupy":
         raise BackendUnavailable(f"backend cupy unavailable: {why_not}")
     return _numpy_choice(f"auto: numpy ({why_not})")
+
+
+def load_pipeline(name: str, n: int, batch_size: int, lanes: int | None = None) -> Any:
+    """Create the pipeline of backend `name` (a key of `BACKEND_MODULES`).
+
+    The pipeline has `leaves(seed, start, count) -> list[bytes]` and `close()`. The module
+    is imported here, by name, only when that backend is used.
+    """
+    try:
+        module_name = BACKEND_MODULES[name]
+    except KeyError:
+        raise EngineError(f"unknown backend {name!r}") from None
+    return importlib.import_module(module_name).create_pipeline(n, batch_size, lanes)

@@ -15,8 +15,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from hashcloud.engine.backends import select_backend
-from hashcloud.engine.gemm import Engine, generate_operands, validate_n
+from hashcloud.engine.gemm import generate_operands
+from hashcloud.engine.mining import Engine
 from hashcloud.errors import EngineError
+from hashcloud.types import validate_n
 
 __all__ = ["BENCH_SEED", "bench"]
 

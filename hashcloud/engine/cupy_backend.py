@@ -1,8 +1,9 @@
 """The CuPy-only part of HC-GEMM-v1 (SPEC 1): fused kernels, batched GEMM, stream overlap.
 
-Imported lazily by `gemm.Engine` when the backend is "cupy"; importing this module does not
-import CuPy (only `CupyPipeline` does), so the kernel bodies below are plain functions over
-array operators that the NumPy test-suite checks against `gemm` without a GPU:
+Imported by name through the registry (`backends.load_pipeline`) when the backend is
+"cupy"; importing this module does not import CuPy (only `CupyPipeline` does), so the
+kernel bodies below are plain functions over array operators that the NumPy test-suite
+checks against `gemm` without a GPU:
 
 - `splitmix64_body(key, counter)`: SPEC 1.3 word for `counter = (t+1) * gamma`;
 - `entry_body(key, e)`: SPEC 1.4 entry `e` of a loop's stream, as float32;
@@ -30,7 +31,14 @@ from hashcloud.engine.gemm import (
     loop_seed,
 )
 
-__all__ = ["CupyPipeline", "build_kernels", "entry_body", "fmix32_body", "splitmix64_body"]
+__all__ = [
+    "CupyPipeline",
+    "build_kernels",
+    "create_pipeline",
+    "entry_body",
+    "fmix32_body",
+    "splitmix64_body",
+]
 
 # Constants as typed scalars so the fused kernels stay in uint64 / uint32 / float32.
 _GAMMA = np.uint64(SPLITMIX_GAMMA)
@@ -174,3 +182,9 @@ class CupyPipeline:
             s.synchronize()
         self.c = []
         self.host = []
+
+
+def create_pipeline(n: int, batch_size: int, lanes: int | None = None) -> CupyPipeline:
+    """The registry entry point: one GPU pipeline (`lanes` is a CPU notion, ignored)."""
+    del lanes
+    return CupyPipeline(n, batch_size)

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass
 
 from hashcloud.engine.backends import BackendChoice, select_backend
-from hashcloud.engine.gemm import Engine, compute_leaf, validate_n
+from hashcloud.engine.gemm import compute_leaf
+from hashcloud.engine.mining import Engine
 from hashcloud.engine.reference import reference_leaf
 from hashcloud.errors import BackendUnavailable, EngineError
+from hashcloud.types import validate_n
 
 __all__ = ["GOLDEN_LEAVES", "SELFTEST_SEED", "SelftestResult", "run_selftest"]
 

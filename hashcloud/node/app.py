@@ -5,7 +5,7 @@ Routes (all under `/v1`, OpenAPI at `/openapi.json`): `info`; `challenges` (issu
 `transactions/{id}` (status); `blocks/{latest|height|hash}`; `accounts/{address}`;
 `ws/heads` (WebSocket: one JSON message per new head). `/metrics` serves Prometheus text.
 
-Errors: every HashCloudError becomes a 4xx `{"detail": ...}` (its `http_status`, else 400);
+Errors: every HashCloudError becomes a 4xx `{"detail": ...}` (`http_status`, else 400);
 a malformed body is 422; a body over `max_body` bytes is 413. Nothing a client sends can
 produce a 500.
 """
@@ -26,9 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hashcloud.chain.tx import tx_from_json
-from hashcloud.errors import HashCloudError
-from hashcloud.node.models import (
+from hashcloud.api.models import (
     AccountInfo,
     ChallengeRequest,
     ChallengeResponse,
@@ -41,12 +39,45 @@ from hashcloud.node.models import (
     TxStatus,
     TxSubmitResponse,
 )
+from hashcloud.chain.tx import tx_from_json
+from hashcloud.errors import (
+    ChallengeExpired,
+    ChallengeNotFound,
+    ChallengeUsed,
+    DuplicateTransaction,
+    HashCloudError,
+    MempoolFull,
+    NotFound,
+    RateLimited,
+    ValidatorError,
+)
 from hashcloud.node.service import NodeService
 from hashcloud.types import AddressStr, Hex32, describe_errors
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20  # 1 MiB: a full reveal of 256 samples is ~0.5 MB
+
+HTTP_STATUS: tuple[tuple[type[HashCloudError], int], ...] = (
+    (NotFound, 404),
+    (ChallengeNotFound, 404),
+    (ChallengeExpired, 410),
+    (ChallengeUsed, 409),
+    (DuplicateTransaction, 409),
+    (RateLimited, 429),
+    (MempoolFull, 429),
+    (ValidatorError, 422),
+)
+"""The HTTP status of each error class (first match wins; anything else is 400). The core's
+error tree knows nothing of HTTP: this table is the one place that maps it."""
+
+
+def http_status(exc: HashCloudError) -> int:
+    """The status code answering `exc` (see `HTTP_STATUS`)."""
+    for cls, status in HTTP_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400
 
 
 class BodyLimit:
@@ -143,7 +174,7 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
 
     @app.exception_handler(HashCloudError)
     async def _hc_error(_: Request, exc: HashCloudError) -> JSONResponse:
-        status = getattr(exc, "http_status", 400)
+        status = http_status(exc)
         retry = max(1, math.ceil(getattr(exc, "retry_after", 1)))  # RFC 9110: whole seconds
         headers = {"Retry-After": str(retry)} if status == 429 else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)

@@ -22,18 +22,10 @@ from hashcloud.chain.genesis import (
 )
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.keystore import Keystore
-from hashcloud.errors import HashCloudError, UsageError
+from hashcloud.errors import InvalidGenesisOptions, NodeConfigError
 from hashcloud.types import describe_validation_error
 
 NODE_KEY_NAME = "node"
-
-
-class NodeConfigError(HashCloudError):
-    """The data directory is missing, half-initialised or inconsistent."""
-
-
-class InvalidGenesisOptions(NodeConfigError, UsageError):
-    """The options given for a new genesis do not make a valid one (CLI exit 2)."""
 
 
 @dataclass(frozen=True)

@@ -21,21 +21,9 @@ from hashcloud.chain.genesis import Genesis
 from hashcloud.chain.state import State
 from hashcloud.chain.transition import apply_transaction
 from hashcloud.chain.tx import Transaction, tx_id
-from hashcloud.errors import InvalidTransaction
+from hashcloud.errors import DuplicateTransaction, InvalidTransaction, MempoolFull
 
 log = logging.getLogger(__name__)
-
-
-class MempoolFull(InvalidTransaction):
-    """The pool (or this sender's share of it) is full; retry later (HTTP 429)."""
-
-    http_status = 429
-
-
-class DuplicateTransaction(InvalidTransaction):
-    """The transaction is already pooled or included (HTTP 409)."""
-
-    http_status = 409
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,16 +16,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from hashcloud import __version__
-from hashcloud.chain.block import Block, block_hash, block_to_json
-from hashcloud.chain.genesis import genesis_hash, reward_for
-from hashcloud.chain.ledger import Ledger
-from hashcloud.chain.state import get_account
-from hashcloud.chain.tx import Transaction, decode_tx, encode_tx, tx_id
-from hashcloud.errors import HashCloudError, InvalidTransaction
-from hashcloud.node.config import NodeFiles
-from hashcloud.node.journal import TxJournal
-from hashcloud.node.mempool import DuplicateTransaction, Mempool
-from hashcloud.node.models import (
+from hashcloud.api.models import (
     AccountInfo,
     ChallengeRequest,
     ChallengeResponse,
@@ -37,17 +28,20 @@ from hashcloud.node.models import (
     RevealResponse,
     TxStatus,
 )
+from hashcloud.chain.block import Block, block_hash, block_to_json
+from hashcloud.chain.genesis import genesis_hash, reward_for
+from hashcloud.chain.ledger import Ledger
+from hashcloud.chain.state import get_account
+from hashcloud.chain.tx import Transaction, decode_tx, encode_tx, tx_id
+from hashcloud.errors import DuplicateTransaction, HashCloudError, InvalidTransaction, NotFound
+from hashcloud.node.config import NodeFiles
+from hashcloud.node.journal import TxJournal
+from hashcloud.node.mempool import Mempool
 from hashcloud.node.validator import PocValidator
 
 log = logging.getLogger(__name__)
 
 MAX_TXS_PER_BLOCK = 2000
-
-
-class NotFound(HashCloudError):
-    """A block, transaction or challenge that does not exist (HTTP 404)."""
-
-    http_status = 404
 
 
 @dataclass

@@ -53,11 +53,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.crypto.signatures import sign, verify
-from hashcloud.engine.gemm import compute_leaf
-from hashcloud.errors import AuditError, InvalidKey, InvalidSignature, MerkleError
-from hashcloud.node.models import (
+from hashcloud.api.models import (
     ChallengeRequest,
     ChallengeResponse,
     CommitRequest,
@@ -65,6 +61,25 @@ from hashcloud.node.models import (
     DeviceModel,
     RevealRequest,
     RevealResponse,
+)
+from hashcloud.crypto.keys import PrivateKey, PublicKey
+from hashcloud.crypto.merkle import verify_inclusion
+from hashcloud.crypto.signatures import sign, verify
+from hashcloud.engine.gemm import compute_leaf
+from hashcloud.errors import (
+    AuditFailed,
+    ChallengeExpired,
+    ChallengeNotFound,
+    ChallengeUsed,
+    CommitRefused,
+    CoolingDown,
+    InvalidKey,
+    InvalidSignature,
+    MerkleError,
+    RateLimited,
+    RequestRefused,
+    RevealRefused,
+    ValidatorError,
 )
 from hashcloud.poc.audit_policy import DEFAULT_POLICY, AuditPolicy, WorkerHistory, claimed_rate
 from hashcloud.poc.challenge import (
@@ -74,7 +89,6 @@ from hashcloud.poc.challenge import (
     indices_signing_bytes,
     issue_challenge,
 )
-from hashcloud.poc.merkle import verify_inclusion
 from hashcloud.poc.receipt import Receipt, encode_receipt, sign_receipt
 from hashcloud.poc.sampling import DEFAULT_S_MAX, random_indices, sample_count
 from hashcloud.types import AddressStr, from_phex, to_phex
@@ -111,71 +125,6 @@ HISTORY_FILE_VERSION = 1
 
 
 # --------------------------------------------------------------------------------- errors
-
-
-class ValidatorError(AuditError):
-    """A request refused by the PoC validator (SPEC 3); `http_status` is the app's code."""
-
-    http_status: int = 422
-
-
-class ChallengeNotFound(ValidatorError):
-    """No such challenge: never issued here, forgotten after expiry, or lost on restart."""
-
-    http_status = 404
-
-
-class ChallengeExpired(ValidatorError):
-    """The challenge's commit (or reveal) deadline has passed (SPEC 3 "unexpired")."""
-
-    http_status = 410
-
-
-class ChallengeUsed(ValidatorError):
-    """The challenge is not in the state this call needs: committed twice, revealed before
-    its commitment, revealed again after a rejection, or an audit already in progress."""
-
-    http_status = 409
-
-
-class RateLimited(ValidatorError):
-    """Too many requests from one address or IP, or too many open challenges (SPEC 3 rate
-    limits). `retry_after` is the number of seconds after which a retry may succeed."""
-
-    http_status = 429
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = max(0.0, retry_after)
-
-
-class CoolingDown(RateLimited):
-    """The worker failed too many recent audits and gets no challenge until `until` (unix
-    seconds) (SPEC 3 adaptive audit / penalty)."""
-
-    def __init__(self, message: str, retry_after: float, until: float) -> None:
-        super().__init__(message, retry_after)
-        self.until = until
-
-
-class RequestRefused(ValidatorError):
-    """A challenge request with a bad signature, a key that is not the worker's, or a stale
-    request time (SPEC 3, 5)."""
-
-
-class CommitRefused(ValidatorError):
-    """A commitment failing a SPEC 3 sanity check: bad `device_signature` (e.g. another
-    worker's key), compute time longer than elapsed, unknown backend, rate above peak."""
-
-
-class RevealRefused(ValidatorError):
-    """A reveal whose samples are not exactly the drawn indices, in order (SPEC 3). The
-    challenge is burned and the worker's history records a failed audit."""
-
-
-class AuditFailed(RevealRefused):
-    """An inclusion proof or a recomputed leaf failed (SPEC 2, 3); the message names the
-    index and the reason. The challenge is burned and the failure recorded."""
 
 
 # ------------------------------------------------------------------------- device peaks
@@ -287,9 +236,9 @@ class _HistoryFile(BaseModel):
 class PocValidator:
     """The node's PoC validator service (SPEC 3): issue, commit, reveal -> receipt.
 
-    Framework-free and thread-safe; the HTTP app maps each `ValidatorError` to its
-    `http_status`. `clock` returns unix seconds (float); `rng` is the CSPRNG that draws
-    sample indices and the audited subset (tests may inject a seeded `random.Random`);
+    Framework-free and thread-safe; the HTTP app maps each `ValidatorError` to a status
+    code (`app.HTTP_STATUS`). `clock` returns unix seconds (float); `rng` is the CSPRNG that
+    draws sample indices and the audited subset (tests may inject a seeded `random.Random`);
     `leaf_fn` recomputes one leaf (SPEC 1). `reveal_grace_ms` (default: `challenge_ttl_ms`)
     is how long after `expiry` a committed challenge may still be revealed. `reward_fn`, if
     given, fills `RevealResponse.reward_estimate` (else 0: the app fills it in).

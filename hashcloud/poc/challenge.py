@@ -14,14 +14,12 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hashcloud.chain.encoding import encode_canonical
+from hashcloud.codec import encode_canonical
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import domain_tag, sign, verify
 from hashcloud.errors import AuditError, InvalidSignature
-from hashcloud.types import AddressStr, Hex32, HexId16
-
-MAX_N = 4096
+from hashcloud.types import AddressStr, Hex32, HexId16, MatrixSize
 
 
 class Challenge(BaseModel):
@@ -32,7 +30,7 @@ class Challenge(BaseModel):
 
     challenge_id: HexId16
     seed: Hex32
-    n: int = Field(ge=64, le=MAX_N, multiple_of=64)
+    n: MatrixSize
     worker_address: AddressStr
     issued_height: int = Field(ge=0)
     block_hash: Hex32

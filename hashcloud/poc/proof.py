@@ -1,6 +1,6 @@
 """Proof files (SPEC 4): the model, strict loading, building, and offline verification.
 
-A proof file is JSON; `load_proof` separates *unreadable / not a proof* (UsageError, exit 2)
+A proof file is JSON; `load_proof` separates *unreadable / not a proof* (UnreadableInput, exit 2)
 from *a proof that is invalid* (ProofError, exit 1). `verify_proof` runs every check SPEC 7
 lists for `hashcloud verify` and returns a report naming each check, so the CLI can show
 what was checked and what failed.
@@ -26,9 +26,10 @@ from pydantic import (
 )
 
 from hashcloud.crypto.keys import PublicKey
+from hashcloud.crypto.merkle import MerkleTree, verify_inclusion
 from hashcloud.crypto.signatures import verify
 from hashcloud.engine.gemm import compute_leaf
-from hashcloud.errors import HashCloudError, ProofError, UsageError
+from hashcloud.errors import HashCloudError, ProofError, UnreadableInput
 from hashcloud.poc.challenge import (
     Challenge,
     commit_message,
@@ -36,7 +37,6 @@ from hashcloud.poc.challenge import (
     verify_challenge,
 )
 from hashcloud.poc.detection import p_detect
-from hashcloud.poc.merkle import MerkleTree, verify_inclusion
 from hashcloud.poc.sampling import (
     DEFAULT_S_MAX,
     check_stratified,
@@ -46,6 +46,7 @@ from hashcloud.poc.sampling import (
 from hashcloud.types import (
     AddressStr,
     Hex32,
+    MatrixSize,
     PHex32,
     PHexBytes,
     PHexPubKey,
@@ -117,7 +118,7 @@ class ProofFile(BaseModel):
     challenge_id: LowerHex
     token: PHexSig | None
     seed: LowerHex
-    n: int = Field(ge=64, le=4096, multiple_of=64)
+    n: MatrixSize
     worker_address: AddressStr
     loops: int = Field(ge=1, le=2**40)
     compute_time: float = Field(ge=0, le=MAX_COMPUTE_TIME, allow_inf_nan=False)
@@ -160,9 +161,9 @@ class ProofFile(BaseModel):
 def parse_proof(obj: object) -> ProofFile:
     """Validate a decoded JSON value as a proof file, raising ProofError with the field."""
     if not isinstance(obj, dict):
-        raise UsageError("not a proof file: the JSON value is not an object")
+        raise UnreadableInput("not a proof file: the JSON value is not an object")
     if "version" not in obj:
-        raise UsageError("not a proof file: no 'version' key")
+        raise UnreadableInput("not a proof file: no 'version' key")
     try:
         return ProofFile.model_validate(obj)
     except ValidationError as exc:
@@ -170,20 +171,23 @@ def parse_proof(obj: object) -> ProofFile:
 
 
 def load_proof(path: Path) -> ProofFile:
-    """Read and validate a proof file: UsageError if unreadable/not a proof, else ProofError."""
+    """Read and validate a proof file.
+
+    UnreadableInput if unreadable or not a proof file (CLI exit 2), else ProofError (exit 1).
+    """
     try:
         size = path.stat().st_size
         if size > MAX_PROOF_BYTES:
-            raise UsageError(f"{path}: {size} bytes is too large for a proof file")
+            raise UnreadableInput(f"{path}: {size} bytes is too large for a proof file")
         text = path.read_text(encoding="utf-8")
-    except UsageError:
+    except UnreadableInput:
         raise
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
+        raise UnreadableInput(f"cannot read {path}: {exc}") from None
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise UsageError(f"{path} is not JSON: {exc}") from None
+        raise UnreadableInput(f"{path} is not JSON: {exc}") from None
     return parse_proof(obj)
 
 

@@ -17,7 +17,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hashcloud.chain.encoding import (
+from hashcloud.codec import (
     U64,
     AddressStr,
     ChainId,
@@ -32,7 +32,8 @@ from hashcloud.chain.encoding import (
 )
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import domain_tag, sign, verify
-from hashcloud.errors import ChainError, DecodeError, InvalidKey, InvalidSignature
+from hashcloud.errors import DecodeError, InvalidKey, InvalidReceipt, InvalidSignature
+from hashcloud.types import MatrixSize
 
 __all__ = [
     "InvalidReceipt",
@@ -47,10 +48,6 @@ __all__ = [
 _UNSIGNED = "00" * 64
 
 
-class InvalidReceipt(ChainError):
-    """A receipt that is not signed by an allowed PoC validator or is malformed."""
-
-
 class Receipt(BaseModel):
     """A PoC validator's signed statement that one challenge's work passed its audit."""
 
@@ -60,7 +57,7 @@ class Receipt(BaseModel):
     task_id: TaskId
     worker_address: AddressStr
     seed: Hex32
-    n: Annotated[int, Field(ge=64, le=4096, multiple_of=64)]
+    n: MatrixSize
     loops: Annotated[int, Field(ge=1, lt=2**64)]
     merkle_root: Hex32
     compute_time_ms: U64

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.merkle import MerkleBuilder, MerkleTree
 from hashcloud.crypto.signatures import sign
-from hashcloud.engine.gemm import Engine
+from hashcloud.engine.mining import Engine
 from hashcloud.errors import EngineError
 from hashcloud.poc.challenge import commit_message
-from hashcloud.poc.merkle import MerkleBuilder, MerkleTree
 from hashcloud.poc.proof import DeviceInfo, ProofFile, make_samples
 from hashcloud.poc.sampling import offline_indices, sample_count
 from hashcloud.types import to_phex

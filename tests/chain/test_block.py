@@ -19,14 +19,14 @@ from hashcloud.chain.block import (
     sign_header,
     tx_root,
 )
-from hashcloud.chain.encoding import decode_canonical, encode_canonical
 from hashcloud.chain.genesis import genesis_block, genesis_state
 from hashcloud.chain.state import state_root
 from hashcloud.chain.transition import MAX_FUTURE_DRIFT_MS, apply_block, build_block
 from hashcloud.chain.tx import compute_result_hash, tx_id, tx_to_json
+from hashcloud.codec import decode_canonical, encode_canonical
 from hashcloud.crypto.hashing import sha256
+from hashcloud.crypto.merkle import merkle_root
 from hashcloud.errors import DecodeError, InvalidBlock
-from hashcloud.poc.merkle import merkle_root
 from tests.chain.test_tx import (
     ALICE,
     AUTHORITY,

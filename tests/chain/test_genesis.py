@@ -10,10 +10,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from hashcloud.chain.block import EMPTY_TX_ROOT, ZERO_HASH, block_hash
-from hashcloud.chain.encoding import decode_canonical, encode_canonical
 from hashcloud.chain.genesis import (
     LOCAL_NODE_ALLOCATION,
-    GenesisError,
     decode_genesis,
     encode_genesis,
     genesis_block,
@@ -24,9 +22,10 @@ from hashcloud.chain.genesis import (
     write_genesis,
 )
 from hashcloud.chain.state import state_root
+from hashcloud.codec import decode_canonical, encode_canonical
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.errors import DecodeError
+from hashcloud.errors import DecodeError, GenesisError
 from tests.chain.test_tx import ALICE, BOB, make_genesis
 
 ADDRESSES = [PrivateKey(i).public_key.address for i in range(1, 6)]

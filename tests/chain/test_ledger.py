@@ -7,12 +7,12 @@ import pytest
 import hashcloud.chain.ledger as ledger_module
 from hashcloud.chain.block import block_hash, encode_block, sign_header
 from hashcloud.chain.genesis import genesis_block, genesis_state
-from hashcloud.chain.ledger import AuditFailed, Ledger, audit_chain
+from hashcloud.chain.ledger import Ledger, audit_chain
 from hashcloud.chain.state import balances_total, encode_state, get_account
 from hashcloud.chain.store import LOG_NAME, ChainStore
 from hashcloud.chain.transition import build_block
 from hashcloud.chain.tx import tx_id
-from hashcloud.errors import ChainError, InvalidBlock, StoreError
+from hashcloud.errors import ChainAuditFailed, ChainError, InvalidBlock, StoreError
 from tests.chain.test_tx import (
     ALICE,
     AUTHORITY,
@@ -137,7 +137,7 @@ def test_snapshot_not_matching_its_block_is_ignored_and_audited(data_dir):
         state = encode_state(ledger.state)
     with Ledger.open(data_dir, GENESIS) as reopened:
         assert encode_state(reopened.state) == state
-    with pytest.raises(AuditFailed, match="snapshot at height 3 differs"):
+    with pytest.raises(ChainAuditFailed, match="snapshot at height 3 differs"):
         audit_chain(data_dir, GENESIS)
 
 
@@ -176,7 +176,7 @@ def test_audit_clean_chain(data_dir):
 
 def test_audit_other_genesis(data_dir):
     Ledger.open(data_dir, GENESIS).close()
-    with pytest.raises(AuditFailed, match="different genesis"):
+    with pytest.raises(ChainAuditFailed, match="different genesis"):
         audit_chain(data_dir, make_genesis(chain_id="other-chain"))
 
 
@@ -192,7 +192,7 @@ def test_audit_detects_every_flipped_byte_position(data_dir):
         damaged[pos] ^= 0x01
         log.write_bytes(bytes(damaged))
         (data_dir / "blocks.idx").unlink(missing_ok=True)
-        with pytest.raises(AuditFailed):
+        with pytest.raises(ChainAuditFailed):
             audit_chain(data_dir, GENESIS)
     log.write_bytes(original)
     audit_chain(data_dir, GENESIS)
@@ -207,7 +207,7 @@ def test_audit_detects_a_well_checksummed_invalid_block(data_dir):
         forged = built.block.header.model_copy(update={"proposer": BOB.public_key.address})
         block = built.block.model_copy(update={"header": forged})
         ledger.store.append_block(3, bytes.fromhex(block_hash(forged)), encode_block(block))
-    with pytest.raises(AuditFailed, match="block 3: proposer .* not a genesis authority"):
+    with pytest.raises(ChainAuditFailed, match="block 3: proposer .* not a genesis authority"):
         audit_chain(data_dir, GENESIS)
     with pytest.raises(ChainError, match="stored block 3 is invalid"):
         Ledger.open(data_dir, GENESIS)
@@ -219,7 +219,7 @@ def test_audit_detects_stored_hash_mismatch(data_dir):
         g = genesis_block(GENESIS)
         built = build_block(genesis_state(GENESIS), g.header, [], GENESIS, AUTHORITY, T0 + 1)
         store.append_block(1, b"\x01" * 32, encode_block(built.block))
-    with pytest.raises(AuditFailed, match="does not hash to its recorded hash"):
+    with pytest.raises(ChainAuditFailed, match="does not hash to its recorded hash"):
         audit_chain(data_dir, GENESIS)
 
 
@@ -248,9 +248,10 @@ def test_unbound_store_is_only_bound_after_block_0_matches(tmp_path):
 def test_audit_reports_a_torn_tail_when_no_writer_runs(tmp_path):
     """A truncated last record (crash mid-append) is not 'chain OK' for an offline audit."""
     from hashcloud.chain.genesis import make_local_genesis
-    from hashcloud.chain.ledger import AuditFailed, Ledger, audit_chain
+    from hashcloud.chain.ledger import Ledger, audit_chain
     from hashcloud.chain.tx import make_transfer
     from hashcloud.crypto.keys import PrivateKey
+    from hashcloud.errors import ChainAuditFailed
 
     key = PrivateKey(21)
     genesis = make_local_genesis(key)
@@ -262,5 +263,5 @@ def test_audit_reports_a_torn_tail_when_no_writer_runs(tmp_path):
     assert audit_chain(tmp_path, genesis).height == 2
     log = tmp_path / "blocks.log"
     log.write_bytes(log.read_bytes()[:-40])  # cut into the last record
-    with pytest.raises(AuditFailed, match="incomplete last record"):
+    with pytest.raises(ChainAuditFailed, match="incomplete last record"):
         audit_chain(tmp_path, genesis)

@@ -6,15 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashcloud.chain.encoding import (
-    MAX_AMOUNT,
-    decode_canonical,
-    encode_amount,
-    encode_canonical,
-)
 from hashcloud.chain.genesis import genesis_block, genesis_state
 from hashcloud.chain.state import (
-    InsufficientBalance,
     State,
     balances_total,
     credit,
@@ -27,18 +20,7 @@ from hashcloud.chain.state import (
     mark_task_rewarded,
     state_root,
 )
-from hashcloud.chain.transition import (
-    FeeMismatch,
-    GasMismatch,
-    InvalidComputeResult,
-    InvalidTxSignature,
-    NonceMismatch,
-    RewardBelowFee,
-    TaskAlreadyRewarded,
-    apply_transaction,
-    build_block,
-    validate_transaction,
-)
+from hashcloud.chain.transition import apply_transaction, build_block, validate_transaction
 from hashcloud.chain.tx import (
     SUBMIT_RESULT,
     TRANSFER,
@@ -49,9 +31,26 @@ from hashcloud.chain.tx import (
     sign_transaction,
     tx_signing_bytes,
 )
+from hashcloud.codec import (
+    MAX_AMOUNT,
+    decode_canonical,
+    encode_amount,
+    encode_canonical,
+)
 from hashcloud.crypto.keys import CURVE_ORDER, PrivateKey
 from hashcloud.crypto.signatures import sign
-from hashcloud.errors import DecodeError, InvalidTransaction
+from hashcloud.errors import (
+    DecodeError,
+    FeeMismatch,
+    GasMismatch,
+    InsufficientBalance,
+    InvalidComputeResult,
+    InvalidTransaction,
+    InvalidTxSignature,
+    NonceMismatch,
+    RewardBelowFee,
+    TaskAlreadyRewarded,
+)
 from hashcloud.poc.receipt import encode_receipt
 from tests.chain.test_tx import (
     ALICE,

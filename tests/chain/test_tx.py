@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hashcloud.chain.encoding import MAX_AMOUNT, decode_canonical, encode_canonical
 from hashcloud.chain.genesis import Genesis
 from hashcloud.chain.tx import (
     ComputeResult,
@@ -28,6 +27,7 @@ from hashcloud.chain.tx import (
     tx_signing_bytes,
     tx_to_json,
 )
+from hashcloud.codec import MAX_AMOUNT, decode_canonical, encode_canonical
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.errors import DecodeError

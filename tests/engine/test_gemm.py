@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashcloud.engine import gemm
+from hashcloud.engine import gemm, numpy_backend
+from hashcloud.engine.mining import Engine, compute_leaves
 from hashcloud.engine.reference import reference_leaf, reference_loop
 from hashcloud.errors import EngineError
 
@@ -60,10 +61,10 @@ def test_digests_at_the_largest_n() -> None:
 def test_batch_equals_one_at_a_time() -> None:
     seed, n = "c0ffee", 64
     singles = [gemm.compute_leaf(seed, i, n) for i in range(5, 12)]
-    with gemm.Engine("numpy", n=n) as engine:
+    with Engine("numpy", n=n) as engine:
         assert engine.compute_batch(seed, 5, 7) == singles
         assert engine.compute_batch(seed, 5, 3) + engine.compute_batch(seed, 8, 4) == singles
-    assert gemm.compute_leaves(seed, 5, 7, n) == singles
+    assert compute_leaves(seed, 5, 7, n) == singles
     a, b = gemm.generate_operands(np, seed, 5, 7, n)
     batched = gemm.row_digests(np, np.matmul(a, b))
     for k in range(7):
@@ -73,15 +74,15 @@ def test_batch_equals_one_at_a_time() -> None:
 
 def test_engine_chunking_does_not_change_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
     # Ragged chunks (not dividing the word / row counts) must give the same leaves.
-    monkeypatch.setattr(gemm._NumpyPipeline, "WORDS_PER_CHUNK", 1000)
-    monkeypatch.setattr(gemm._NumpyPipeline, "DIGEST_ELEMENTS", 128 * 5)
+    monkeypatch.setattr(numpy_backend.NumpyPipeline, "WORDS_PER_CHUNK", 1000)
+    monkeypatch.setattr(numpy_backend.NumpyPipeline, "DIGEST_ELEMENTS", 128 * 5)
     seed, n = "abc", 128
-    with gemm.Engine("numpy", n=n) as engine:
+    with Engine("numpy", n=n) as engine:
         assert engine.compute_batch(seed, 0, 2) == [reference_leaf(seed, i, n) for i in (0, 1)]
 
 
 def test_engine_attributes_and_empty_batch() -> None:
-    with gemm.Engine("numpy", n=64) as engine:
+    with Engine("numpy", n=64) as engine:
         assert engine.backend == "numpy"
         assert engine.device and engine.reason
         assert engine.peak_flops >= 1e9
@@ -116,14 +117,14 @@ def test_invalid_seed_raises(seed: object) -> None:
         gemm.loop_seed(seed, 0)
     with pytest.raises(EngineError):
         gemm.compute_leaf(seed, 0, 64)
-    with pytest.raises(EngineError), gemm.Engine("numpy", n=64) as engine:
+    with pytest.raises(EngineError), Engine("numpy", n=64) as engine:
         engine.compute_batch(seed, 0, 1)
 
 
 @pytest.mark.parametrize("start,count", [(-1, 1), (0, -1), (1.5, 1), (True, 1)])
 def test_invalid_range_raises(start: object, count: object) -> None:
     with pytest.raises(EngineError):
-        gemm.compute_leaves("ab", start, count, 64)
+        compute_leaves("ab", start, count, 64)
 
 
 def test_invalid_loop_index_raises() -> None:
@@ -133,7 +134,8 @@ def test_invalid_loop_index_raises() -> None:
 
 @pytest.mark.parametrize("lanes", [1, 2, 3])
 def test_lanes_give_the_same_leaves_in_order(lanes):
-    from hashcloud.engine.gemm import Engine, compute_leaf
+    from hashcloud.engine.gemm import compute_leaf
+    from hashcloud.engine.mining import Engine
 
     with Engine("numpy", n=64, lanes=lanes) as engine:
         assert engine.lanes == lanes
@@ -144,7 +146,7 @@ def test_lanes_give_the_same_leaves_in_order(lanes):
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])
 def test_bad_lanes_are_refused(bad):
-    from hashcloud.engine.gemm import Engine
+    from hashcloud.engine.mining import Engine
     from hashcloud.errors import EngineError
 
     with pytest.raises(EngineError, match="lanes"):
@@ -154,7 +156,7 @@ def test_bad_lanes_are_refused(bad):
 def test_threadpool_limit_is_restored_after_a_batch():
     from threadpoolctl import threadpool_info
 
-    from hashcloud.engine.gemm import Engine
+    from hashcloud.engine.mining import Engine
 
     before = [i["num_threads"] for i in threadpool_info()]
     with Engine("numpy", n=64, lanes=2) as engine:

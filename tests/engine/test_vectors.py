@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hashcloud.engine import gemm
+from hashcloud.engine.mining import Engine
 from hashcloud.engine.reference import reference_loop
 from hashcloud.engine.selftest import GOLDEN_LEAVES
 
@@ -71,7 +72,7 @@ def test_compute_leaf_and_engine_match_vectors(gemm_vectors: list[dict]) -> None
     ran = 0
     for v in gemm_vectors:
         assert "0x" + gemm.compute_leaf(v["seed"], v["i"], v["n"]).hex() == v["leaf"]
-        with gemm.Engine("numpy", n=v["n"]) as engine:
+        with Engine("numpy", n=v["n"]) as engine:
             assert "0x" + engine.compute_batch(v["seed"], v["i"], 1)[0].hex() == v["leaf"]
         ran += 1
     assert ran >= EXPECTED_GEMM_VECTORS

@@ -26,12 +26,12 @@ from fastapi.testclient import TestClient
 
 from hashcloud.chain.genesis import reward_for
 from hashcloud.chain.tx import SUBMIT_RESULT_GAS, make_transfer
+from hashcloud.client.http import NodeClient
+from hashcloud.client.round import RoundOutcome, run_online_round
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.engine.gemm import Engine
+from hashcloud.engine.mining import Engine
 from hashcloud.node.app import create_app
-from hashcloud.node.client import NodeClient
 from hashcloud.node.config import NodeFiles, init_data_dir, load_data_dir
-from hashcloud.node.miner import RoundOutcome, run_online_round
 from hashcloud.node.service import NodeService
 from hashcloud.poc.proof import DeviceInfo
 from hashcloud.poc.round import run_loops

@@ -30,14 +30,14 @@ from hashcloud.chain.tx import (
     tx_signing_bytes,
     tx_to_json,
 )
+from hashcloud.client.round import claim_transaction, submit_claim
 from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.merkle import MerkleTree
 from hashcloud.crypto.signatures import sign
-from hashcloud.engine.gemm import Engine
+from hashcloud.engine.mining import Engine
 from hashcloud.node.app import MAX_BODY
-from hashcloud.node.miner import claim_transaction, submit_claim
 from hashcloud.node.service import NodeService
 from hashcloud.poc.challenge import challenge_request_bytes, commit_message
-from hashcloud.poc.merkle import MerkleTree
 from hashcloud.poc.proof import make_samples
 from hashcloud.poc.receipt import decode_receipt
 from hashcloud.poc.round import RoundWork, run_loops, sign_commit

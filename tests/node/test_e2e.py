@@ -21,8 +21,8 @@ from websockets.sync.client import connect
 
 from hashcloud.chain.genesis import load_genesis, reward_for
 from hashcloud.chain.tx import TX_FIELDS, Transaction, make_transfer, tx_id, tx_to_json
+from hashcloud.client.http import NodeClient
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.node.client import NodeClient
 from hashcloud.poc.receipt import decode_receipt
 from hashcloud.types import from_phex
 from tests.node.conftest import (

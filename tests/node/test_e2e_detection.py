@@ -16,12 +16,12 @@ import random
 
 import pytest
 
+from hashcloud.client.http import NodeClient
+from hashcloud.client.round import run_online_round
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.engine.gemm import Engine
-from hashcloud.node.client import NodeClient
-from hashcloud.node.miner import run_online_round
+from hashcloud.crypto.merkle import MerkleBuilder
+from hashcloud.engine.mining import Engine
 from hashcloud.poc.detection import p_detect
-from hashcloud.poc.merkle import MerkleBuilder
 from hashcloud.poc.proof import DeviceInfo
 from hashcloud.poc.round import RoundWork
 from tests.node.conftest import make_node_dir, start_node

@@ -18,10 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hashcloud.crypto.keys import PrivateKey
-from hashcloud.crypto.signatures import sign, verify
-from hashcloud.engine.gemm import Engine, compute_leaf
-from hashcloud.node.models import (
+from hashcloud.api.models import (
     ChallengeRequest,
     ChallengeResponse,
     CommitRequest,
@@ -29,21 +26,25 @@ from hashcloud.node.models import (
     RevealRequest,
     SampleModel,
 )
-from hashcloud.node.validator import (
-    DEVICE_PEAK_FLOPS,
+from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.merkle import MerkleTree
+from hashcloud.crypto.signatures import sign, verify
+from hashcloud.engine.gemm import compute_leaf
+from hashcloud.engine.mining import Engine
+from hashcloud.errors import (
     AuditFailed,
     ChallengeExpired,
     ChallengeNotFound,
     ChallengeUsed,
     CommitRefused,
     CoolingDown,
-    PocValidator,
     RateLimited,
     RequestRefused,
     RevealRefused,
     ValidatorError,
-    device_peak_flops,
 )
+from hashcloud.node.app import http_status
+from hashcloud.node.validator import DEVICE_PEAK_FLOPS, PocValidator, device_peak_flops
 from hashcloud.poc.audit_policy import DEFAULT_POLICY
 from hashcloud.poc.challenge import (
     challenge_request_bytes,
@@ -52,7 +53,6 @@ from hashcloud.poc.challenge import (
     verify_challenge,
 )
 from hashcloud.poc.detection import p_detect
-from hashcloud.poc.merkle import MerkleTree
 from hashcloud.poc.proof import make_samples
 from hashcloud.poc.receipt import decode_receipt, verify_receipt
 from hashcloud.poc.round import RoundWork, run_loops
@@ -290,7 +290,7 @@ def test_bad_challenge_request_refused(validator, clock, forgery):
         )
     with pytest.raises(RequestRefused) as exc:
         validator.issue(req, HEAD_HEIGHT, HEAD_HASH, IP)
-    assert exc.value.http_status == 422
+    assert http_status(exc.value) == 422
     assert validator.stats()["issued"] == 0
 
 
@@ -325,7 +325,7 @@ def test_other_workers_challenge_cannot_be_committed(validator, clock, engine):
         )
         with pytest.raises(CommitRefused, match="device_signature") as exc:
             validator.commit(ch.challenge_id, req)
-        assert exc.value.http_status == 422
+        assert http_status(exc.value) == 422
     # The challenge is still usable by its worker.
     validator.commit(
         ch.challenge_id,
@@ -348,7 +348,7 @@ def test_unknown_challenge_is_404(validator):
     req = commit_request(WORKER, "00" * 16, "ab" * 32, loops=10, merkle_root="0x" + "11" * 32)
     with pytest.raises(ChallengeNotFound) as exc:
         validator.commit("00" * 16, req)
-    assert exc.value.http_status == 404
+    assert http_status(exc.value) == 404
     with pytest.raises(ChallengeNotFound):
         validator.reveal(
             "00" * 16,
@@ -362,7 +362,7 @@ def test_expired_challenge_refused(validator, clock):
     req = commit_request(WORKER, ch.challenge_id, ch.seed, loops=10, merkle_root="0x" + "11" * 32)
     with pytest.raises(ChallengeExpired) as exc:
         validator.commit(ch.challenge_id, req)
-    assert exc.value.http_status == 410
+    assert http_status(exc.value) == 410
     # Forgotten once past expiry + grace: then unknown.
     clock.advance(10 * 60)
     assert validator.expire() == 1
@@ -390,7 +390,7 @@ def test_commit_twice_and_reveal_before_commit_are_409(validator, clock, engine)
     early = reveal_request(work.tree, work.leaves, list(range(sample_count(LOOPS))))
     with pytest.raises(ChallengeUsed, match="not committed") as exc:
         validator.reveal(ch.challenge_id, early)
-    assert exc.value.http_status == 409
+    assert http_status(exc.value) == 409
     req = commit_request(
         WORKER, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root
     )
@@ -519,7 +519,7 @@ def test_dishonest_reveal_refused_and_penalised(validator, clock, engine, cheat)
     }[cheat]
     with pytest.raises(expected[0], match=expected[1]) as exc:
         validator.reveal(ch.challenge_id, req)
-    assert exc.value.http_status == 422
+    assert http_status(exc.value) == 422
 
     hist = validator.history(address)
     assert hist.failed == 1 and hist.accepted == 0 and hist.failure_times == (clock(),)
@@ -561,7 +561,7 @@ def test_open_challenge_bound(tmp_path, clock):
     clock.advance(1)
     with pytest.raises(RateLimited, match="too many open challenges") as exc:
         issue(v, clock)
-    assert exc.value.http_status == 429
+    assert http_status(exc.value) == 429
     assert 0 < exc.value.retry_after <= 600
     assert v.open_challenges(WORKER.public_key.address) == 2
     # Another worker is not affected.
@@ -586,7 +586,7 @@ def test_rate_limit_per_address_and_ip(tmp_path, clock):
         clock.advance(1)
     with pytest.raises(RateLimited, match="address") as exc:
         issue(v, clock, WORKER, ip="198.51.100.2")
-    assert exc.value.http_status == 429 and 0 < exc.value.retry_after <= 60
+    assert http_status(exc.value) == 429 and 0 < exc.value.retry_after <= 60
     assert "retry in" in str(exc.value)
     # Per IP: 5 per minute whoever asks (the refused request above counted for its IP).
     for _ in range(2):
@@ -620,7 +620,7 @@ def test_cooldown_after_repeated_failures(validator, clock, engine):
     clock.advance(10)
     with pytest.raises(CoolingDown, match="cooling down") as exc:
         issue(validator, clock)
-    assert exc.value.http_status == 429
+    assert http_status(exc.value) == 429
     assert exc.value.until == pytest.approx(clock() - 10 + DEFAULT_POLICY.cooldown_base)
     assert validator.stats()["cooling_down"] == 1
     clock.advance(DEFAULT_POLICY.cooldown_base)
@@ -707,7 +707,10 @@ def test_lock_not_held_during_recomputation(tmp_path, clock, engine):
 
 def test_error_classes_map_to_http_statuses():
     assert {
-        cls.__name__: cls.http_status
+        cls.__name__: http_status(
+            cls("x", 1.0, 2.0) if cls is CoolingDown
+            else cls("x", 1.0) if cls is RateLimited else cls("x")
+        )
         for cls in (
             ChallengeNotFound,
             ChallengeExpired,

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.engine.gemm import Engine
-from hashcloud.errors import ProofError, UsageError
+from hashcloud.engine.mining import Engine
+from hashcloud.errors import ProofError, UnreadableInput
 from hashcloud.poc.proof import load_proof, parse_proof, verify_proof
 from hashcloud.poc.round import new_offline_challenge, offline_proof, run_loops
 
@@ -143,9 +143,9 @@ def test_unreadable_inputs_are_usage_errors(tmp_path):
     for name, data in cases.items():
         p = tmp_path / f"{name}.json"
         p.write_bytes(data)
-        with pytest.raises(UsageError):
+        with pytest.raises(UnreadableInput):
             load_proof(p)
-    with pytest.raises(UsageError):
+    with pytest.raises(UnreadableInput):
         load_proof(tmp_path / "missing.json")
 
 
@@ -160,7 +160,7 @@ def test_forged_leaf_with_consistent_tree_is_caught_by_recomputation():
     with Engine("numpy", n=64) as engine:
         cid, seed = new_offline_challenge()
         work = run_loops(engine, seed, 0, max_loops=40)
-        from hashcloud.poc.merkle import MerkleTree
+        from hashcloud.crypto.merkle import MerkleTree
 
         work.leaves = [b"\x01" * 32 if i % 2 else leaf for i, leaf in enumerate(work.leaves)]
         work.tree = MerkleTree(work.leaves)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.engine.gemm import Engine
+from hashcloud.engine.mining import Engine
 from hashcloud.errors import HashCloudError
 from hashcloud.poc.proof import parse_proof, verify_proof
 from hashcloud.poc.round import new_offline_challenge, offline_proof, run_loops

@@ -7,12 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hashcloud.chain.encoding import decode_canonical, encode_canonical
+from hashcloud.codec import decode_canonical, encode_canonical
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.signatures import sign
-from hashcloud.errors import DecodeError, InvalidSignature
+from hashcloud.errors import DecodeError, InvalidReceipt, InvalidSignature
 from hashcloud.poc.receipt import (
-    InvalidReceipt,
     Receipt,
     decode_receipt,
     encode_receipt,

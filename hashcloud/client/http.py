@@ -14,10 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hashcloud.chain.block import BlockHeader
-from hashcloud.chain.tx import Transaction, tx_to_json
-from hashcloud.errors import NodeError, UsageError
-from hashcloud.node.models import (
+from hashcloud.api.models import (
     AccountInfo,
     ChallengeRequest,
     ChallengeResponse,
@@ -29,6 +26,9 @@ from hashcloud.node.models import (
     TxStatus,
     TxSubmitResponse,
 )
+from hashcloud.chain.block import BlockHeader
+from hashcloud.chain.tx import Transaction, tx_to_json
+from hashcloud.errors import InvalidOption, NodeError, NodeRejected
 from hashcloud.types import describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
@@ -55,31 +55,22 @@ RetryFn = Callable[[str, int, float], None]
 """Called as `on_retry(reason, attempt, delay_seconds)` before each retry."""
 
 
-class NodeRejected(NodeError):
-    """The node refused the request (4xx); `status` and the node's `detail`."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"node refused ({status}): {detail}")
-        self.status = status
-        self.detail = detail
-
-
 class NodeClient:
     """Typed calls to one node at `base_url`."""
 
     def __init__(self, base_url: str, *, timeout: float = 30.0, retries: int = 5,
                  backoff: float = 0.5, on_retry: RetryFn | None = None) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise UsageError(f"node URL must start with http:// or https://: {base_url!r}")
+            raise InvalidOption(f"node URL must start with http:// or https://: {base_url!r}")
         try:
             url = httpx.URL(base_url)
             _ = url.port  # a bad port raises here
         except (httpx.InvalidURL, ValueError) as exc:
-            raise UsageError(f"invalid node URL {base_url!r}: {exc}") from None
+            raise InvalidOption(f"invalid node URL {base_url!r}: {exc}") from None
         if not url.host:
-            raise UsageError(f"node URL {base_url!r} has no host")
+            raise InvalidOption(f"node URL {base_url!r} has no host")
         if url.port is not None and not 0 < url.port < 65536:
-            raise UsageError(f"node URL {base_url!r} has an invalid port")
+            raise InvalidOption(f"node URL {base_url!r} has an invalid port")
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff

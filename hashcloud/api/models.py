@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from hashcloud.poc.challenge import Challenge
-from hashcloud.types import AddressStr, Hex32, PHex32
+from hashcloud.types import AddressStr, Hex32, MatrixSize, PHex32
 
 MAX_SAMPLES = 256
 MAX_PATH = 64
@@ -27,7 +27,7 @@ class ChallengeRequest(_Strict):
 
     worker_address: AddressStr
     public_key: str = Field(pattern=r"^0[23][0-9a-f]{64}$")
-    n: int = Field(ge=64, le=4096, multiple_of=64)
+    n: MatrixSize
     request_time_ms: int = Field(ge=0, lt=2**63)
     signature: str = Field(pattern=r"^[0-9a-f]{128}$")
 

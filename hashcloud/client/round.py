@@ -12,12 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hashcloud.chain.tx import MIN_GAS_PRICE, Transaction, make_submit_result, tx_id
-from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.crypto.signatures import sign, verify
-from hashcloud.errors import AuditError, InvalidSignature, NodeError, ProofError
-from hashcloud.node.client import NodeClient, NodeRejected
-from hashcloud.node.models import (
+from hashcloud.api.models import (
     ChallengeRequest,
     ChallengeResponse,
     CommitRequest,
@@ -26,6 +21,11 @@ from hashcloud.node.models import (
     RevealRequest,
     SampleModel,
 )
+from hashcloud.chain.tx import MIN_GAS_PRICE, Transaction, make_submit_result, tx_id
+from hashcloud.client.http import NodeClient
+from hashcloud.crypto.keys import PrivateKey, PublicKey
+from hashcloud.crypto.signatures import sign, verify
+from hashcloud.errors import AuditError, InvalidSignature, NodeError, NodeRejected, ProofError
 from hashcloud.poc.challenge import (
     challenge_request_bytes,
     indices_signing_bytes,

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashcloud.errors import MerkleError
-from hashcloud.poc.merkle import (
+from hashcloud.crypto.merkle import (
     EMPTY_ROOT,
     MerkleTree,
     is_included,
@@ -18,6 +17,7 @@ from hashcloud.poc.merkle import (
     node_hash,
     verify_inclusion,
 )
+from hashcloud.errors import MerkleError
 
 DERANDOMIZED = settings(derandomize=True, deadline=None, max_examples=60)
 
@@ -238,7 +238,7 @@ def test_malformed_inputs_raise_merkle_error() -> None:
 @given(st.lists(st.binary(min_size=32, max_size=32), max_size=140), st.data())
 def test_incremental_builder_equals_batch_tree(leaves, data):
     """MerkleBuilder fed in random chunks gives the same root and every audit path."""
-    from hashcloud.poc.merkle import MerkleBuilder
+    from hashcloud.crypto.merkle import MerkleBuilder
 
     builder = MerkleBuilder()
     i = 0
@@ -255,7 +255,7 @@ def test_incremental_builder_equals_batch_tree(leaves, data):
 
 
 def test_builder_refuses_leaves_after_finish():
-    from hashcloud.poc.merkle import MerkleBuilder
+    from hashcloud.crypto.merkle import MerkleBuilder
 
     builder = MerkleBuilder()
     builder.extend([b"\x00" * 32])

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashcloud.chain.encoding import (
+from hashcloud.codec import (
     MAX_AMOUNT,
     decode_amount,
     decode_canonical,
