@@ -1,18 +1,33 @@
-"""Named string forms shared by records (STYLE 2): hex widths with and without `0x`.
+"""The protocol's field types (STYLE 2): bytes inside, one hex spelling at each edge.
 
 SPEC notation: hex in proof files is lower-case with a `0x` prefix; hex in chain objects is
-lower-case without prefix. Readers accept exactly these forms, so each alias below is a
-pydantic-validated string with one allowed spelling.
+lower-case without prefix. Readers accept exactly these forms.
+
+- Byte fields (`Hash32`, `PHash32`, `Signature`, `PSignature`, `PublicKeyBytes`, ...) are
+  `bytes` inside the program: a record built from JSON holds bytes, and its JSON form
+  (`model_dump(mode="json")`, `model_dump_json`) writes the one hex spelling of its edge.
+- `Address` (bech32 `cpc1...`), the n-range rule (`validate_n`, `MatrixSize`), chain ids and
+  integer ranges are defined here once, for every layer.
+- The older hex-string aliases (`Hex32`, `PHex32`, ...) remain for records whose canonical
+  encodings sign the hex text itself (see each record's module).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Annotated, Any
 
 from bech32 import bech32_decode, bech32_encode, convertbits
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from hashcloud.errors import EngineError, InvalidAddress
 
@@ -162,3 +177,61 @@ def describe_errors(errors: Iterable[Mapping[str, Any]], limit: int = 5) -> str:
 def describe_validation_error(exc: Any) -> str:
     """`describe_errors` of a pydantic ValidationError."""
     return describe_errors(exc.errors())
+
+
+# ------------------------------------------------------------------------ byte fields
+
+
+def hex_bytes(size: int | None, prefix: str, what: str, *, first: str = "") -> Any:
+    """A pydantic type holding `bytes`, read from and written as lower-case hex.
+
+    `size` fixes the length (None: any non-empty length); `prefix` is `"0x"` (proof files,
+    SPEC 4) or `""` (chain objects, SPEC 6); `first` restricts the first hex digits (e.g.
+    `"0[23]"` for compressed public keys). Python callers may also pass `bytes` directly.
+    The JSON form is always `prefix + data.hex()`.
+    """
+    digits = rf"(?:[0-9a-f]{{2}}){{{size}}}" if size is not None else r"(?:[0-9a-f]{2})+"
+    if first:
+        digits = rf"(?={first}){digits}"
+    pattern = rf"^{re.escape(prefix)}{digits}$"
+    compiled = re.compile(pattern)
+    spelled = f"{size}-byte {what}" if size is not None else what
+
+    def parse(value: object) -> bytes:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            if compiled.match(prefix + data.hex()) is None:
+                raise ValueError(f"must be a {spelled}")
+            return data
+        if isinstance(value, str) and compiled.match(value):
+            return bytes.fromhex(value[len(prefix):])
+        raise ValueError(f"must be a {spelled} as lower-case hex{' with 0x' if prefix else ''}")
+
+    return Annotated[
+        bytes,
+        BeforeValidator(parse),
+        PlainSerializer(lambda data: prefix + data.hex(), return_type=str, when_used="json"),
+        WithJsonSchema({"type": "string", "pattern": pattern, "description": spelled}),
+    ]
+
+
+Hash32 = hex_bytes(32, "", "hash")
+"""32 bytes (a SHA-256 digest or Merkle root); hex without prefix at the edge (chain)."""
+
+PHash32 = hex_bytes(32, "0x", "hash")
+"""32 bytes; `0x` hex at the edge (proof files, PoC HTTP bodies)."""
+
+Signature = hex_bytes(64, "", "signature")
+"""A 64-byte `r || s` signature (SPEC 5); hex without prefix at the edge."""
+
+PSignature = hex_bytes(64, "0x", "signature")
+"""A 64-byte `r || s` signature; `0x` hex at the edge."""
+
+PublicKeyBytes = hex_bytes(33, "", "compressed public key", first="0[23]")
+"""A 33-byte compressed secp256k1 public key (SPEC 5); hex without prefix at the edge."""
+
+PPublicKeyBytes = hex_bytes(33, "0x", "compressed public key", first="0[23]")
+"""A 33-byte compressed public key; `0x` hex at the edge."""
+
+PBytes = hex_bytes(None, "0x", "non-empty byte string")
+"""Non-empty bytes of any length; `0x` hex at the edge."""

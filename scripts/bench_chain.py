@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from hashcloud.chain.audit import audit_chain
 from hashcloud.chain.block import block_hash, encode_block
 from hashcloud.chain.genesis import Genesis, genesis_block, genesis_hash, genesis_state
-from hashcloud.chain.ledger import audit_chain
 from hashcloud.chain.store import ChainStore
 from hashcloud.chain.transition import apply_block, build_block
 from hashcloud.chain.tx import make_transfer
@@ -103,6 +103,7 @@ def bench_audit(n_blocks: int) -> None:
 
 
 def main() -> None:
+    """Parse arguments and run both measurements."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--block-txs", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=4)

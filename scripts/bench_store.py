@@ -1,9 +1,12 @@
 """Benchmark the flat-file chain store: durable append rate and reopen/scan time.
 
-Usage: ``python scripts/bench_store.py [--blocks 10000] [--payload 1536] [--dir PATH]``.
+Usage: ``python scripts/bench_store.py [--blocks 10000] [--payload 1536] [--dir PATH]
+[--index-height 200000]``.
 Prints append+fsync rate for one block per fsync and for batched appends, then the time to
 reopen the store (full verifying scan, and index-trusting fast open), verify the log and
-iterate every block.
+iterate every block. Last, the per-append cost of index maintenance (median) at a small
+height and at ``--index-height`` (and their ratio, which should stay near 1: the index is
+appended to, not rewritten), next to what one whole-index rewrite costs at that height.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -78,15 +82,58 @@ def run(base: Path, blocks: int, payload: int) -> None:
         )
 
 
+def index_cost(base: Path, large: int, appends: int = 500) -> None:
+    """Print the per-append index cost at a small height vs at height ``large``.
+
+    Appends alternate between a young store and one at height ``large`` so that load on the
+    machine affects both figures alike; each figure is the median over ``appends`` appends.
+    """
+
+    def timer(store: ChainStore, spent: list[float]) -> None:
+        """Wrap the store's index update to record its duration into ``spent``."""
+        index = store._index  # the store's IndexWriter (bench-only peek at a private part)
+        real_append = index.append
+
+        def timed_append(entries: list) -> None:
+            start = time.perf_counter()
+            real_append(entries)
+            spent.append(time.perf_counter() - start)
+
+        index.append = timed_append  # type: ignore[method-assign]
+
+    small_spent: list[float] = []
+    big_spent: list[float] = []
+    with ChainStore(base / "index-small") as young, ChainStore(base / "index-large") as old:
+        for start in range(0, large, 5000):  # build the history fast: big batches
+            old.append_blocks([make_block(h, 64) for h in range(start, min(large, start + 5000))])
+        timer(young, small_spent)
+        timer(old, big_spent)
+        for i in range(appends):
+            young.append_block(*make_block(i, 64))
+            old.append_block(*make_block(large + i, 64))
+        entries = old._index_entries(0)
+        start = time.perf_counter()
+        old._index._rewrite(entries)  # what one whole-index save costs at this height
+        rewrite = time.perf_counter() - start
+    small, big = statistics.median(small_spent), statistics.median(big_spent)
+    print(f"index append per block at height ~{appends // 2:<9,} {small * 1e6:9.1f} us")
+    print(f"index append per block at height ~{large + appends // 2:<9,} {big * 1e6:9.1f} us")
+    print(f"  -> ratio large/small {big / small:.2f} (incremental: stays ~1)")
+    print(f"whole-index rewrite at height {large:,}          {rewrite * 1000:9.1f} ms")
+
+
 def main() -> None:
     """Parse arguments and run the benchmark in a temporary directory."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=10_000)
     parser.add_argument("--payload", type=int, default=1536, help="mean payload size, bytes")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: tmp)")
+    parser.add_argument("--index-height", type=int, default=200_000,
+                        help="height at which to measure the per-append index cost")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         run(Path(tmp), args.blocks, args.payload)
+        index_cost(Path(tmp), args.index_height)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,17 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from hashcloud.poc.challenge import Challenge
+from hashcloud.poc.proof import DeviceInfo, Sample
 from hashcloud.types import AddressStr, Hex32, MatrixSize, PHex32
 
 MAX_SAMPLES = 256
-MAX_PATH = 64
+
+
+_STRICT = ConfigDict(frozen=True, strict=True, extra="forbid")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+    model_config = _STRICT
 
 
 class ChallengeRequest(_Strict):
@@ -41,11 +44,11 @@ class ChallengeResponse(_Strict):
     s_max: int
 
 
-class DeviceModel(_Strict):
-    """The declared device of a commitment."""
+class DeviceModel(DeviceInfo):
+    """The declared device of a commitment: the proof file's `DeviceInfo` fields, but an
+    HTTP body forbids unknown keys (a proof file ignores them, SPEC 4)."""
 
-    name: str = Field(max_length=200)
-    backend: str = Field(max_length=32)
+    model_config = _STRICT
 
 
 class CommitRequest(_Strict):
@@ -67,12 +70,11 @@ class CommitResponse(_Strict):
     indices_signature: str = Field(pattern=r"^0x[0-9a-f]{128}$")
 
 
-class SampleModel(_Strict):
-    """One revealed sample `{index, leaf, proof}` (proof-file hex forms)."""
+class SampleModel(Sample):
+    """One revealed sample `{index, leaf, proof}`: the proof file's `Sample`, but an HTTP
+    body forbids unknown keys."""
 
-    index: int = Field(ge=0)
-    leaf: PHex32
-    proof: list[PHex32] = Field(max_length=MAX_PATH)
+    model_config = _STRICT
 
 
 class RevealRequest(_Strict):

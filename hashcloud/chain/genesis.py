@@ -13,7 +13,6 @@ Genesis files are JSON (`write_genesis`/`load_genesis`), validated strictly on l
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,6 +38,7 @@ from hashcloud.codec import (
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.errors import DecodeError, GenesisError, InvalidKey
+from hashcloud.fsutil import atomic_replace
 
 __all__ = [
     "DEFAULT_CHAIN_ID",
@@ -207,18 +207,12 @@ def genesis_to_json(genesis: Genesis) -> dict[str, Any]:
 
 
 def write_genesis(path: Path | str, genesis: Genesis) -> None:
-    """Write `genesis` as JSON to `path` atomically (temp file, fsync, rename)."""
+    """Write `genesis` as JSON to `path` atomically and durably (`fsutil.atomic_replace`):
+    a crash leaves the old file or the new one, never half a genesis (SPEC 6)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(genesis_to_json(genesis), indent=2) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps(genesis_to_json(genesis), indent=2) + "\n"
+    atomic_replace(path, text.encode("utf-8"))
 
 
 def load_genesis(path: Path | str) -> Genesis:

@@ -6,9 +6,9 @@ latest snapshot that checks out (its block's `state_root` must match) or by repl
 block from genesis, through the same `apply_block` that validates new blocks. Every
 `snapshot_interval` blocks the state is snapshotted atomically by the store.
 
-`audit_chain` re-verifies a whole store offline (`hashcloud audit --chain`): store checksums,
-every block hash, signature, root and transition, the supply invariant at every height and
-the snapshot, reporting the first problem.
+`replay` is the one loop that re-applies stored blocks: the ledger's open and refresh use it,
+and so does the offline audit (`hashcloud.chain.audit.audit_chain`), so a chain the audit
+accepts is exactly a chain the ledger opens.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -42,11 +43,18 @@ from hashcloud.chain.store import ChainStore
 from hashcloud.chain.transition import BuiltBlock, apply_block, build_block
 from hashcloud.chain.tx import Transaction, tx_id
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.errors import ChainAuditFailed, ChainError, DecodeError, InvalidBlock, StoreError
+from hashcloud.errors import ChainError, DecodeError, InvalidBlock, StoreError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SNAPSHOT_INTERVAL", "ChainAuditFailed", "AuditReport", "Ledger", "audit_chain"]
+__all__ = [
+    "SNAPSHOT_INTERVAL",
+    "Ledger",
+    "ReplayStep",
+    "check_supply",
+    "decode_stored_block",
+    "replay",
+]
 
 SNAPSHOT_INTERVAL = 100
 """Default number of blocks between state snapshots."""
@@ -57,8 +65,8 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _check_supply(state: State, initial_supply: int) -> str | None:
-    """The supply invariant (SPEC 6); a description of the break, or None when it holds."""
+def check_supply(state: State, initial_supply: int) -> str | None:
+    """The supply invariant (SPEC 6 v1.1); a description of the break, or None when it holds."""
     total = balances_total(state)
     if total != state.total_supply:
         return f"balances add up to {total}, not the total supply {state.total_supply}"
@@ -68,17 +76,45 @@ def _check_supply(state: State, initial_supply: int) -> str | None:
     return None
 
 
-def _stored_block(height: int, stored_hash: bytes, payload: bytes) -> Block:
-    """Decode a stored block and check it is the block its record claims, or raise."""
+def decode_stored_block(height: int, stored_hash: bytes, payload: bytes) -> Block:
+    """Decode a stored block and check it is the block its record claims, or raise.
+
+    InvalidBlock's message says what is wrong without naming the height (callers add it).
+    """
     try:
         block = decode_block(payload)
     except DecodeError as exc:
-        raise InvalidBlock(f"stored block {height} does not decode: {exc}") from None
+        raise InvalidBlock(f"does not decode: {exc}") from None
     if block.header.height != height:
-        raise InvalidBlock(f"stored block {height} has header height {block.header.height}")
+        raise InvalidBlock(f"has header height {block.header.height}")
     if block_hash(block.header) != stored_hash.hex():
-        raise InvalidBlock(f"stored block {height} does not hash to its recorded hash")
+        raise InvalidBlock("does not hash to its recorded hash")
     return block
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayStep:
+    """One block re-applied by `replay`: the block and the state after it."""
+
+    height: int
+    block: Block
+    state: State
+
+
+def replay(store: ChainStore, genesis: Genesis, state: State,
+           parent: BlockHeader) -> Iterator[ReplayStep]:
+    """Re-apply the stored blocks after `parent` (whose post-state is `state`), in order.
+
+    Each block is decoded and checked against its record, then validated and applied by the
+    same `apply_block` that imports new blocks (SPEC 6). Raises InvalidBlock (or StoreError
+    from the store) at the first block that fails; the failing height is the height after
+    the last step yielded. Used by the ledger's open/refresh and by `chain.audit`.
+    """
+    for height, digest, payload in store.iter_blocks(parent.height + 1):
+        block = decode_stored_block(height, digest, payload)
+        state = apply_block(state, block, parent, genesis)
+        parent = block.header
+        yield ReplayStep(height, block, state)
 
 
 class Ledger:
@@ -146,7 +182,7 @@ class Ledger:
                 if height > start:
                     break
                 self._index(height, block_tx_ids_from_payload(payload))
-        self._replay(start + 1)
+        self._replay()
 
     def _load_snapshot(self) -> int:
         """Adopt the store's snapshot if it matches its block; return its height (0 if none)."""
@@ -156,11 +192,11 @@ class Ledger:
         height, digest, data = snapshot
         try:
             state = decode_state(data)
-            block = _stored_block(height, digest, self.store.get_block(height))
+            block = decode_stored_block(height, digest, self.store.get_block(height))
         except (DecodeError, InvalidBlock, StoreError) as exc:
             logger.warning("ignoring state snapshot at height %d: %s", height, exc)
             return 0
-        problem = _check_supply(state, genesis_state(self.genesis).total_supply)
+        problem = check_supply(state, genesis_state(self.genesis).total_supply)
         if block.header.state_root != state_root(state) or problem:
             logger.warning("ignoring state snapshot at height %d: it does not match block %d",
                            height, height)
@@ -168,16 +204,16 @@ class Ledger:
         self._state, self._head = state, block.header
         return height
 
-    def _replay(self, start: int) -> None:
-        """Apply stored blocks from `start` to the head on top of the current state."""
-        for height, digest, payload in self.store.iter_blocks(start):
-            block = _stored_block(height, digest, payload)
-            try:
-                state = apply_block(self._state, block, self._head, self.genesis)
-            except InvalidBlock as exc:
-                raise ChainError(f"stored block {height} is invalid: {exc}") from None
-            self._state, self._head = state, block.header
-            self._index(height, [tx_id(tx) for tx in block.transactions])
+    def _replay(self) -> None:
+        """Apply the stored blocks after the head on top of the current state (`replay`)."""
+        height = self._head.height + 1
+        try:
+            for step in replay(self.store, self.genesis, self._state, self._head):
+                self._state, self._head = step.state, step.block.header
+                self._index(step.height, [tx_id(tx) for tx in step.block.transactions])
+                height = step.height + 1
+        except InvalidBlock as exc:
+            raise ChainError(f"stored block {height} is invalid: {exc}") from None
 
     def _index(self, height: int, ids: list[str]) -> None:
         """Record where each transaction of block `height` lives."""
@@ -254,7 +290,7 @@ class Ledger:
         """Readers: pick up and validate blocks the writer appended; return the head height."""
         with self._lock:
             self.store.refresh()
-            self._replay(self._head.height + 1)
+            self._replay()
             return self._head.height
 
     # ------------------------------------------------------------------ reading
@@ -305,81 +341,3 @@ class Ledger:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-# ---------------------------------------------------------------------- audit
-
-
-@dataclass(frozen=True, slots=True)
-class AuditReport:
-    """What a successful `audit_chain` verified."""
-
-    height: int
-    blocks: int
-    transactions: int
-    head_hash: str
-    state_root: str
-    total_supply: int
-    minted: int
-    snapshot_height: int | None
-
-
-def audit_chain(data_dir: Path | str, genesis: Genesis) -> AuditReport:
-    """Re-verify a whole chain store from genesis; raise ChainAuditFailed at the first problem.
-
-    Checks the store's checksums (`verify_log`) and genesis binding, that block 0 is this
-    genesis's block, every later block's hash, link, signature, roots and transition (the
-    same `apply_block` as import), the supply invariant at every height, and that the
-    snapshot, if any, equals the replayed state at its height. Opens the store read-only.
-    """
-    expected_binding = bytes.fromhex(genesis_hash(genesis))
-    try:
-        store = ChainStore(data_dir, readonly=True, genesis_hash=expected_binding)
-    except StoreError as exc:
-        raise ChainAuditFailed(f"cannot open chain store: {exc}") from None
-    with store:
-        if store.genesis_hash != expected_binding:
-            raise ChainAuditFailed("chain store is not bound to this genesis")
-        try:
-            store.verify_log()
-        except StoreError as exc:
-            raise ChainAuditFailed(str(exc)) from None
-        if store.height < 0:
-            raise ChainAuditFailed("chain store holds no blocks")
-        snapshot = store.read_snapshot()
-        initial_supply = genesis_state(genesis).total_supply
-        expected_genesis = encode_block(genesis_block(genesis))
-        state = genesis_state(genesis)
-        parent: BlockHeader | None = None
-        transactions = 0
-        height = 0
-        try:
-            for height, digest, payload in store.iter_blocks(0):
-                block = _stored_block(height, digest, payload)
-                if parent is None:
-                    if payload != expected_genesis:
-                        raise InvalidBlock("block 0 is not this genesis's block")
-                else:
-                    state = apply_block(state, block, parent, genesis)
-                problem = _check_supply(state, initial_supply)
-                if problem:
-                    raise InvalidBlock(f"supply invariant broken after block {height}: {problem}")
-                if snapshot is not None and snapshot[0] == height and snapshot[2] != encode_state(
-                    state
-                ):
-                    raise InvalidBlock(f"state snapshot at height {height} differs from replay")
-                transactions += len(block.transactions)
-                parent = block.header
-        except (InvalidBlock, StoreError) as exc:
-            raise ChainAuditFailed(f"block {height}: {exc}") from None
-        assert parent is not None
-        return AuditReport(
-            height=parent.height,
-            blocks=parent.height + 1,
-            transactions=transactions,
-            head_hash=block_hash(parent),
-            state_root=state_root(state),
-            total_supply=state.total_supply,
-            minted=state.minted,
-            snapshot_height=None if snapshot is None else snapshot[0],
-        )

@@ -62,6 +62,7 @@ from hashcloud.codec import MAX_AMOUNT, MAX_U64
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import check_signature_encoding, verify
 from hashcloud.errors import (
+    AuditError,
     DecodeError,
     FeeMismatch,
     GasMismatch,
@@ -77,7 +78,8 @@ from hashcloud.errors import (
     RewardBelowFee,
     TaskAlreadyRewarded,
 )
-from hashcloud.poc.receipt import Receipt, decode_receipt, verify_receipt
+from hashcloud.poc.audit import check_receipt
+from hashcloud.poc.receipt import Receipt, decode_receipt
 
 __all__ = [
     "MAX_BLOCK_TRANSACTIONS",
@@ -165,32 +167,24 @@ def _check_nonce(state: State, tx: Transaction) -> None:
 
 
 def _check_receipt(result: ComputeResult, genesis: Genesis) -> Receipt:
-    """Decode and check the receipt inside a ComputeResult; return it."""
+    """Decode the receipt inside a ComputeResult and match it to the result (SPEC 6) through
+    the one receipt check of the audit (`poc.audit.check_receipt`); return it."""
     try:
         receipt = decode_receipt(bytes.fromhex(result.proof))
     except DecodeError as exc:
         raise InvalidComputeResult(f"receipt does not decode: {exc}") from None
-    if receipt.chain_id != genesis.chain_id:
-        raise InvalidComputeResult(
-            f"receipt is for chain {receipt.chain_id}, not {genesis.chain_id}"
-        )
     try:
-        verify_receipt(receipt, genesis.validators)
-    except (InvalidReceipt, InvalidSignature) as exc:
-        raise InvalidComputeResult(str(exc)) from None
-    mismatches = [
-        name
-        for name, ours, theirs in (
-            ("task_id", result.task_id, receipt.task_id),
-            ("worker_address", result.worker_address, receipt.worker_address),
-            ("result_hash", result.result_hash, receipt.merkle_root),
-            ("nonce (loops)", result.nonce, receipt.loops),
+        return check_receipt(
+            receipt,
+            genesis.validators,
+            chain_id=genesis.chain_id,
+            task_id=result.task_id,
+            worker_address=result.worker_address,
+            merkle_root=bytes.fromhex(result.result_hash),
+            loops=result.nonce,
         )
-        if ours != theirs
-    ]
-    if mismatches:
-        raise InvalidComputeResult(f"receipt does not match the result's {mismatches[0]}")
-    return receipt
+    except (AuditError, InvalidReceipt, InvalidSignature) as exc:
+        raise InvalidComputeResult(str(exc)) from None
 
 
 def _check_compute_result(state: State, tx: Transaction, public_key: PublicKey,

@@ -24,17 +24,16 @@ from hashcloud.api.models import (
 from hashcloud.chain.tx import MIN_GAS_PRICE, Transaction, make_submit_result, tx_id
 from hashcloud.client.http import NodeClient
 from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.crypto.signatures import sign, verify
-from hashcloud.errors import AuditError, InvalidSignature, NodeError, NodeRejected, ProofError
+from hashcloud.crypto.signatures import sign
+from hashcloud.errors import AuditError, NodeError, NodeRejected, ProofError
+from hashcloud.poc.audit import check_indices_signature, check_receipt
 from hashcloud.poc.challenge import (
     challenge_request_bytes,
-    indices_signing_bytes,
     verify_challenge,
 )
-from hashcloud.poc.proof import ChallengeInfo, DeviceInfo, ProofFile, make_samples
-from hashcloud.poc.proof import NodeInfo as ProofNodeInfo
-from hashcloud.poc.receipt import Receipt, decode_receipt, verify_receipt
-from hashcloud.poc.round import RoundWork, sign_commit
+from hashcloud.poc.proof import ChallengeInfo, DeviceInfo, IssuerInfo, ProofFile
+from hashcloud.poc.receipt import Receipt, decode_receipt
+from hashcloud.poc.round import RoundWork, make_samples, sign_commit
 from hashcloud.types import from_phex, to_phex
 
 ComputeFn = Callable[[str], RoundWork]
@@ -82,24 +81,17 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
         loops=work.loops, compute_time=work.compute_time, merkle_root=work.merkle_root,
         device=DeviceModel(name=device.name, backend=device.backend),
         device_signature=device_signature))
-    try:
-        verify(node_key, indices_signing_bytes(info.chain_id, ch.challenge_id,
-                                               work.merkle_root, work.loops, commit.indices),
-               from_phex(commit.indices_signature))
-    except (InvalidSignature, ValueError):
-        raise AuditError("the node's signature on the sample indices does not verify") from None
-    if any(not 0 <= i < work.loops for i in commit.indices):
-        raise AuditError("the node asked for sample indices outside the committed range")
+    check_indices_signature(node_key, info.chain_id, ch.challenge_id, work.tree.root,
+                            work.loops, commit.indices, from_phex(commit.indices_signature))
     samples = make_samples(work.tree, work.leaves, commit.indices)
     accepted, reason, receipt, reward = False, None, None, 0
     try:
         rev = client.reveal(ch.challenge_id, RevealRequest(
             samples=[SampleModel(**s.model_dump()) for s in samples]))
-        receipt = decode_receipt(bytes.fromhex(rev.receipt))
-        verify_receipt(receipt, [info.node_public_key])
-        if (receipt.task_id, receipt.merkle_root, receipt.loops) != (
-                ch.challenge_id, work.merkle_root[2:], work.loops):
-            raise ProofError("the node's receipt does not match this round")
+        receipt = check_receipt(
+            decode_receipt(bytes.fromhex(rev.receipt)), [info.node_public_key],
+            chain_id=info.chain_id, task_id=ch.challenge_id, worker_address=ch.worker_address,
+            merkle_root=work.tree.root, loops=work.loops, seed=ch.seed, n=ch.n)
         accepted, reward = rev.accepted, rev.reward_estimate
     except NodeRejected as exc:
         reason = exc.detail
@@ -111,7 +103,7 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
         device_signature=device_signature, device=device, offline=False,
         indices_signature=commit.indices_signature,
         receipt=to_phex(bytes.fromhex(rev.receipt)) if receipt is not None else None,
-        node=ProofNodeInfo(chain_id=info.chain_id, public_key=info.node_public_key,
+        node=IssuerInfo(chain_id=info.chain_id, public_key=info.node_public_key,
                            s_max=issued.s_max),
         challenge=ChallengeInfo(issued_height=ch.issued_height, block_hash=ch.block_hash,
                                 expiry=ch.expiry),

@@ -1,1 +1,1 @@
-"""Keys, signatures, addresses and the keystore (SPEC 5)."""
+"""Keys, signatures, addresses, the keystore and the RFC 6962 Merkle tree (SPEC 2, 5)."""

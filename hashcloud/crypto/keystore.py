@@ -1,9 +1,10 @@
 """Key files under the HashCloud home (`<home>/keys/<name>.json`, SPEC 7 `keygen`).
 
-Files are created with mode 0600 atomically: the content is written to a fresh temporary
-file opened with O_CREAT|O_EXCL and mode 0600 (never readable by others, not even for an
-instant), fsynced, then hard-linked to its final name. `link` fails if the name exists, so
-an existing key is never overwritten, even by a concurrent writer.
+Files are created with mode 0600 atomically by `hashcloud.fsutil.create_exclusive`: the
+content is written to a fresh temporary file opened with O_CREAT|O_EXCL and mode 0600 (never
+readable by others, not even for an instant), fsynced, then hard-linked to its final name.
+`link` fails if the name exists, so an existing key is never overwritten, even by a
+concurrent writer.
 
 A key file is plaintext JSON by default (protected by 0600 only) or, with a passphrase,
 encrypted with scrypt (N=2^15, r=8, p=1) and AES-256-GCM from `cryptography`, the address
@@ -13,7 +14,6 @@ being the authenticated associated data.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.errors import HashCloudError, KeystoreError
+from hashcloud.fsutil import create_exclusive
 
 DEFAULT_KEY_NAME = "default"
 KEYFILE_VERSION = 1
@@ -104,28 +105,17 @@ class Keystore:
         return KeyInfo(name, pub.address, pub.hex(), path, bool(passphrase))
 
     def _write_new(self, path: Path, data: bytes) -> None:
-        """Create `path` with `data`, mode 0600, atomically and without overwriting."""
+        """Create `path` with `data`, mode 0600, atomically and without overwriting.
+
+        `fsutil.create_exclusive` links a fully written, fsynced temp file to the name, so
+        an existing key (even one a concurrent writer just created) is never replaced."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise KeystoreError(
-                    f"key file {path} already exists; refusing to overwrite"
-                ) from None
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        finally:
-            tmp.unlink(missing_ok=True)
+            create_exclusive(path, data, mode=0o600)
+        except FileExistsError:
+            raise KeystoreError(
+                f"key file {path} already exists; refusing to overwrite"
+            ) from None
 
     def _read(self, name: str) -> dict:
         path = self.path_for(name)

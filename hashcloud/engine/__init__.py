@@ -1,1 +1,2 @@
-"""Deterministic work HC-GEMM-v1 (SPEC 1) over an array module `xp` (NumPy or CuPy)."""
+"""Deterministic work HC-GEMM-v1 (SPEC 1): the formulas, a backend registry (NumPy always,
+CuPy when usable) and the mining engine that drives the chosen backend."""

@@ -1,1 +1,2 @@
-"""Proof of compute: Merkle commitment, sampling, proof files and audits (SPEC 2-4)."""
+"""Proof of compute: challenges, sampling, the one audit, receipts, proof files, the miner's
+round and offline verification (SPEC 3, 4)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hashcloud.crypto.keys import PrivateKey
@@ -19,7 +19,7 @@ from hashcloud.crypto.signatures import sign
 from hashcloud.engine.mining import Engine
 from hashcloud.errors import EngineError
 from hashcloud.poc.challenge import commit_message
-from hashcloud.poc.proof import DeviceInfo, ProofFile, make_samples
+from hashcloud.poc.proof import DeviceInfo, ProofFile, Sample
 from hashcloud.poc.sampling import offline_indices, sample_count
 from hashcloud.types import to_phex
 
@@ -96,6 +96,14 @@ def run_loops(
             raise
     compute_time = time.perf_counter() - start
     return RoundWork(seed, engine.n, leaves, compute_time, interrupted, builder.finish())
+
+
+def make_samples(tree: MerkleTree, leaves: Sequence[bytes], indices: Sequence[int]) -> list[Sample]:
+    """The revealed samples for `indices`: each leaf with its RFC 6962 audit path (SPEC 3)."""
+    return [
+        Sample(index=i, leaf=to_phex(leaves[i]), proof=[to_phex(h) for h in tree.audit_path(i)])
+        for i in indices
+    ]
 
 
 def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork) -> str:

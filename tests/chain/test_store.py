@@ -5,20 +5,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import random
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashcloud.chain import store as store_mod
 from hashcloud.chain.store import (
     INDEX_NAME,
     LOG_HEADER,
@@ -27,6 +30,7 @@ from hashcloud.chain.store import (
     ChainStore,
     encode_record,
 )
+from hashcloud.chain.store.index import HEADER as INDEX_HEADER
 from hashcloud.errors import StoreError, StoreLocked
 from tests.chain.store_writer import block_hash as writer_hash
 from tests.chain.store_writer import block_payload as writer_payload
@@ -62,6 +66,46 @@ def record_offsets(data_dir: Path) -> list[int]:
         body_len = int.from_bytes(data[pos + 4 : pos + 8], "big")
         pos += 12 + body_len + 32
     return offsets + [len(data)]
+
+
+def temp_files(data_dir: Path) -> list[str]:
+    """Names of temp files an atomic replace (old or fsutil naming) left in ``data_dir``."""
+    return [p.name for p in data_dir.iterdir() if ".tmp." in p.name or p.name.endswith(".tmp")]
+
+
+class LineReader:
+    """Drain a child's text stdout line by line on one thread, into a queue.
+
+    Every line is read through this one reader: mixing ``readline`` (which reads ahead into
+    Python's buffer) with ``communicate`` (which reads the raw fd) loses the read-ahead lines.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self._stdout = proc.stdout
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for line in self._stdout:
+            self._lines.put(line)
+        self._lines.put(None)  # EOF
+
+    def line(self, timeout: float = 20.0) -> str:
+        """The next line; fails the test on EOF or after ``timeout`` seconds."""
+        got = self._lines.get(timeout=timeout)
+        assert got is not None, "writer exited early"
+        return got
+
+    def rest(self, timeout: float = 10.0) -> list[str]:
+        """Every remaining line up to EOF (call once the child is dead)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "stdout never reached EOF"
+        out = []
+        while (got := self._lines.get_nowait()) is not None:
+            out.append(got)
+        return out
 
 
 def flip(path: Path, offset: int) -> None:
@@ -242,6 +286,140 @@ def test_stale_index_is_rebuilt(
         assert (tmp_path / "a" / INDEX_NAME).read_bytes() == good_index
 
 
+ENTRY = 48  # bytes per format-2 index entry
+
+
+def index_entries(data_dir: Path) -> int:
+    """Number of whole entries in the index file."""
+    return ((data_dir / INDEX_NAME).stat().st_size - len(INDEX_HEADER)) // ENTRY
+
+
+def test_index_is_appended_not_rewritten(tmp_path: Path) -> None:
+    fill(tmp_path, 30)
+    before = (tmp_path / INDEX_NAME).read_bytes()
+    inode = (tmp_path / INDEX_NAME).stat().st_ino
+    with ChainStore(tmp_path) as s:
+        for h in range(30, 40):
+            s.append_block(h, bh(h), payload(h))
+            # Up to date after every append (not only on close), one entry per block.
+            assert index_entries(tmp_path) == h + 1
+        s.append_blocks([(h, bh(h), payload(h)) for h in range(40, 45)])
+        assert index_entries(tmp_path) == 45
+    after = (tmp_path / INDEX_NAME).read_bytes()
+    assert after.startswith(before) and len(after) == len(before) + 15 * ENTRY
+    assert (tmp_path / INDEX_NAME).stat().st_ino == inode  # same file: never replaced
+    with ChainStore(tmp_path, verify=False) as s:
+        assert list(s.iter_blocks()) == [(h, bh(h), payload(h)) for h in range(45)]
+
+
+def test_index_current_after_a_crash_without_close(tmp_path: Path) -> None:
+    # A writer killed without close() leaves an index covering every acknowledged block.
+    s = ChainStore(tmp_path / "live")
+    for h in range(12):
+        s.append_block(h, bh(h), payload(h))
+    shutil.copytree(tmp_path / "live", tmp_path / "crashed")  # the files as a kill leaves them
+    s.close()
+    fill(tmp_path / "ref", 12)
+    assert (tmp_path / "crashed" / INDEX_NAME).read_bytes() == (
+        tmp_path / "ref" / INDEX_NAME
+    ).read_bytes()
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_short_or_torn_index_is_extended_from_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, verify: bool
+) -> None:
+    fill(tmp_path, 20)
+    good = (tmp_path / INDEX_NAME).read_bytes()
+    inode = (tmp_path / INDEX_NAME).stat().st_ino
+    for keep in (len(INDEX_HEADER), len(INDEX_HEADER) + 7 * ENTRY,
+                 len(INDEX_HEADER) + 7 * ENTRY + 20, len(good) - 1):
+        (tmp_path / INDEX_NAME).write_bytes(good[:keep])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            with ChainStore(tmp_path, verify=verify) as s:
+                assert s.height == 19
+                assert s.get_by_hash(bh(13)) == (13, payload(13))
+        assert "index" in caplog.text
+        assert (tmp_path / INDEX_NAME).read_bytes() == good
+    assert (tmp_path / INDEX_NAME).stat().st_ino == inode  # extended in place, not rewritten
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_damaged_index_entry_keeps_the_prefix_and_rederives_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, verify: bool
+) -> None:
+    fill(tmp_path, 20)
+    good = (tmp_path / INDEX_NAME).read_bytes()
+    damages = [
+        good[:-5 * ENTRY] + b"\x00" * 5 * ENTRY,  # zero-filled tail (power loss)
+        bytearray(good),
+    ]
+    damages[1][len(INDEX_HEADER) + 9 * ENTRY + 12] ^= 0x40  # a hash byte of entry 9
+    # A well-checksummed entry pointing at the wrong offset breaks contiguity.
+    entry = struct.pack(">QI32s", 99, 10, bh(3))
+    damages.append(good[: len(INDEX_HEADER) + 3 * ENTRY] + entry
+                   + struct.pack(">I", zlib.crc32(entry))
+                   + good[len(INDEX_HEADER) + 4 * ENTRY :])
+    for damaged in damages:
+        (tmp_path / INDEX_NAME).write_bytes(bytes(damaged))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            with ChainStore(tmp_path, verify=verify) as s:
+                assert list(s.iter_blocks()) == [(h, bh(h), payload(h)) for h in range(20)]
+        assert "block index" in caplog.text
+        assert (tmp_path / INDEX_NAME).read_bytes() == good
+
+
+def test_old_format_index_is_rebuilt_transparently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fill(tmp_path, 6)
+    good = (tmp_path / INDEX_NAME).read_bytes()
+    offsets = record_offsets(tmp_path)
+    # Format 1: header with covered size and count, (offset, hash) entries, one SHA-256.
+    v1 = b"HCBIDX1\n" + struct.pack(">IQQ", 1, offsets[-1], 6) + b"".join(
+        struct.pack(">Q32s", o, bh(h)) for h, o in enumerate(offsets[:-1])
+    )
+    v1 += hashlib.sha256(v1).digest()
+    for verify in (True, False):
+        (tmp_path / INDEX_NAME).write_bytes(v1)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            with ChainStore(tmp_path, verify=verify) as s:
+                assert s.get_by_hash(bh(5)) == (5, payload(5))
+        assert "old format 1" in caplog.text
+        assert (tmp_path / INDEX_NAME).read_bytes() == good
+    # A reader never rewrites it, but opens fine (it scans the log instead).
+    (tmp_path / INDEX_NAME).write_bytes(v1)
+    with ChainStore(tmp_path, readonly=True, verify=False) as r:
+        assert r.height == 5
+    assert (tmp_path / INDEX_NAME).read_bytes() == v1
+
+
+def test_index_write_error_is_logged_and_repaired_on_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fill(tmp_path, 5)
+    real_pwrite = os.pwrite
+    with ChainStore(tmp_path) as s:
+        index_fd = s._index._fd
+
+        def failing_pwrite(fd: int, data: bytes, offset: int) -> int:
+            if fd == index_fd:
+                raise OSError(28, "No space left on device")
+            return real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(os, "pwrite", failing_pwrite)
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            s.append_block(5, bh(5), payload(5))  # the block is stored all the same
+            s.append_block(6, bh(6), payload(6))
+        assert "could not write block index" in caplog.text
+        monkeypatch.undo()
+    fill(tmp_path / "ref", 7)
+    assert (tmp_path / INDEX_NAME).read_bytes() == (tmp_path / "ref" / INDEX_NAME).read_bytes()
+
+
 # -------------------------------------------------------------------- crash recovery
 
 
@@ -382,18 +560,19 @@ def test_crash_kill9_keeps_every_acknowledged_block(tmp_path: Path) -> None:
             cwd=REPO_ROOT,
         )
         try:
-            assert proc.stdout is not None
-            ready = proc.stdout.readline().split()
+            reader = LineReader(proc)
+            ready = reader.line().split()
             assert ready[0] == "ready", ready
             time.sleep(rng.uniform(0.05, 0.5))
             proc.send_signal(signal.SIGKILL)
-            out, _ = proc.communicate(timeout=10)
+            proc.wait(timeout=10)
+            lines = reader.rest()
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         assert proc.returncode == -signal.SIGKILL
-        run_acked = [int(line) for line in out.split()]
+        run_acked = [int(line) for line in lines]
         # Each run resumes right after the last durable block (which may be unacknowledged).
         assert run_acked == list(range(int(ready[1]) + 1, int(ready[1]) + 1 + len(run_acked)))
         assert int(ready[1]) >= max(acked, default=-1)
@@ -416,9 +595,9 @@ def test_second_writer_locked_while_reader_works(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
     )
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("ready")
-        assert int(proc.stdout.readline()) == 0
+        reader = LineReader(proc)  # keeps the pipe drained, so the writer never blocks
+        assert reader.line().startswith("ready")
+        assert int(reader.line()) == 0
         with pytest.raises(StoreLocked, match=f"locked by another process \\(pid {proc.pid}\\)"):
             ChainStore(data_dir)
         with ChainStore(data_dir, readonly=True) as reader:
@@ -469,7 +648,7 @@ def test_snapshot_roundtrip(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
             s.write_snapshot(5, bh(5), b"x")
     with ChainStore(tmp_path, readonly=True) as r:
         assert r.read_snapshot() == (4, bh(4), b"state-at-4")
-    assert [p.name for p in tmp_path.iterdir() if ".tmp." in p.name] == []
+    assert temp_files(tmp_path) == []
 
 
 def test_snapshot_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -480,17 +659,21 @@ def test_snapshot_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         def failing_replace(src: object, dst: object) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(store_mod.os, "replace", failing_replace)
+        monkeypatch.setattr(os, "replace", failing_replace)
         with pytest.raises(StoreError, match="cannot write snapshot"):
             s.write_snapshot(2, bh(2), b"new")
         monkeypatch.undo()
         assert s.read_snapshot() == (1, bh(1), b"old")
-    assert [p.name for p in tmp_path.iterdir() if ".tmp." in p.name] == []
-    # A temp file left by a writer killed mid-snapshot is ignored and cleaned up.
-    (tmp_path / f"{SNAPSHOT_NAME}.tmp.99999").write_bytes(b"half a snapsh")
+    assert temp_files(tmp_path) == []
+    # Temp files left by a writer killed mid-snapshot (fsutil naming, and the naming of
+    # older versions) are ignored and cleaned up; unrelated files are left alone.
+    leftovers = [f"{SNAPSHOT_NAME}.tmp.99999", f".{SNAPSHOT_NAME}.99999.0a1b2c3d.tmp"]
+    for name in leftovers:
+        (tmp_path / name).write_bytes(b"half a snapsh")
+    (tmp_path / ".unrelated.tmp").write_bytes(b"not ours")
     with ChainStore(tmp_path) as s:
         assert s.read_snapshot() == (1, bh(1), b"old")
-    assert not (tmp_path / f"{SNAPSHOT_NAME}.tmp.99999").exists()
+    assert temp_files(tmp_path) == [".unrelated.tmp"]
 
 
 def test_corrupt_snapshot_reads_as_none(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -588,7 +771,7 @@ def test_failed_fsync_cuts_back_and_blocks_further_appends(
                 raise OSError(5, "Input/output error")
             real_fsync(fd)
 
-        monkeypatch.setattr(store_mod.os, "fsync", failing_fsync)
+        monkeypatch.setattr(os, "fsync", failing_fsync)
         with pytest.raises(StoreError, match="cannot append to block log"):
             s.append_block(2, bh(2), b"x")
         monkeypatch.undo()

@@ -1,27 +1,43 @@
 """Mempool journal: every acknowledged transaction survives a crash (real files, real fsync).
 
-`TxJournal` records are `u32 length || sha256 || bytes`; a torn tail is ignored, a damaged
-record stops the load, `rewrite` replaces the file atomically. `NodeService` replays the
-journal on start, so transactions acknowledged but not yet in a block are pending again.
+`TxJournal` records use the block log's framing (`fsutil.frame`, magic `HCTJ`); a torn tail
+is ignored, a damaged record stops the load (both logged at WARNING), `rewrite` replaces the
+file atomically. The legacy format (`u32 length || sha256 || bytes`) is still read. `NodeService`
+replays the journal on start, so transactions acknowledged but not yet in a block are pending
+again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
 
 from hashcloud.chain.tx import decode_tx, encode_tx, tx_id
-from hashcloud.node.journal import TxJournal
+from hashcloud.node.journal import JOURNAL_MAGIC, MAX_RECORD, TxJournal
 from hashcloud.node.service import NodeService
 from tests.node.conftest import NodeDir, transfer
 
 pytestmark = pytest.mark.timeout(30)
 
 RECORDS = [b"first", b"", b"\x00\xff" * 40, bytes(range(256))]
-HEAD = 4 + 32
+HEAD = 4 + 4 + 4  # magic, length, header CRC
+TAIL = 32  # SHA-256 digest
+LOGGER = "hashcloud.node.journal"
+
+
+def size(record: bytes) -> int:
+    """On-disk size of one current-format record."""
+    return HEAD + len(record) + TAIL
+
+
+def legacy(records: list[bytes]) -> bytes:
+    """The legacy on-disk form: u32 length, SHA-256, bytes, record after record."""
+    return b"".join(struct.pack(">I", len(r)) + hashlib.sha256(r).digest() + r for r in records)
 
 
 def write_journal(path: Path, records: list[bytes]) -> None:
@@ -35,10 +51,13 @@ def test_append_load_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "mempool.journal"  # parent is created
     write_journal(path, RECORDS)
     assert TxJournal(path).load() == RECORDS
-    # The on-disk form is length, SHA-256, bytes, record after record.
+    # The on-disk form is the block log's framing with the journal's magic.
     raw = path.read_bytes()
-    assert raw[:HEAD] == struct.pack(">I", 5) + hashlib.sha256(b"first").digest()
-    assert len(raw) == sum(HEAD + len(r) for r in RECORDS)
+    head = JOURNAL_MAGIC + struct.pack(">I", 5)
+    assert raw[:HEAD] == head + struct.pack(">I", zlib.crc32(head))
+    assert raw[HEAD : HEAD + 5] == b"first"
+    assert raw[HEAD + 5 : size(b"first")] == hashlib.sha256(raw[: HEAD + 5]).digest()
+    assert len(raw) == sum(size(r) for r in RECORDS)
 
 
 def test_missing_or_empty_journal_loads_nothing(tmp_path: Path) -> None:
@@ -53,33 +72,85 @@ def test_reopen_appends_after_existing_records(tmp_path: Path) -> None:
     assert TxJournal(path).load() == RECORDS
 
 
-def test_torn_tail_at_every_offset_is_ignored(tmp_path: Path) -> None:
+def test_torn_tail_at_every_offset_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "j"
     write_journal(path, RECORDS)
     full = path.read_bytes()
-    last_start = len(full) - (HEAD + len(RECORDS[-1]))
+    last_start = len(full) - size(RECORDS[-1])
     for cut in range(last_start, len(full)):
         path.write_bytes(full[:cut])
-        assert TxJournal(path).load() == RECORDS[:-1], f"cut at {cut}"
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            assert TxJournal(path).load() == RECORDS[:-1], f"cut at {cut}"
+        assert ("torn record" in caplog.text) == (cut > last_start), f"cut at {cut}"
 
 
-def test_damaged_record_stops_the_load(tmp_path: Path) -> None:
+def test_damaged_record_stops_the_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "j"
     write_journal(path, RECORDS)
     full = bytearray(path.read_bytes())
-    third = 2 * HEAD + len(RECORDS[0]) + len(RECORDS[1])
+    third = size(RECORDS[0]) + size(RECORDS[1])
+    cases = [
+        (third + HEAD + 7, 0x01, RECORDS[:2]),  # a body byte of record 3
+        (third + HEAD + len(RECORDS[2]) + 10, 0x80, RECORDS[:2]),  # a digest byte
+        (third + 9, 0x80, RECORDS[:2]),  # a header-CRC byte
+        (third + 1, 0x20, RECORDS[:2]),  # a magic byte
+        (len(full) - 1, 0x01, RECORDS[:3]),  # the last byte: damage, not a torn tail
+    ]
+    for offset, mask, expected in cases:
+        damaged = bytearray(full)
+        damaged[offset] ^= mask
+        path.write_bytes(bytes(damaged))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            assert TxJournal(path).load() == expected, offset
+        assert "damaged record" in caplog.text
     damaged = bytearray(full)
-    damaged[third + HEAD + 7] ^= 0x01  # a body byte of record 3
-    path.write_bytes(bytes(damaged))
-    assert TxJournal(path).load() == RECORDS[:2]
-    damaged = bytearray(full)
-    damaged[third + 10] ^= 0x80  # a digest byte of record 3
-    path.write_bytes(bytes(damaged))
-    assert TxJournal(path).load() == RECORDS[:2]
-    damaged = bytearray(full)
-    damaged[0:4] = struct.pack(">I", 2**31)  # absurd length of record 1
+    damaged[4:8] = struct.pack(">I", 2**31)  # absurd length of record 1
     path.write_bytes(bytes(damaged))
     assert TxJournal(path).load() == []
+
+
+def test_legacy_journal_is_read_and_upgraded_on_rewrite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal written by an older node (no magic) loses no acknowledged record."""
+    path = tmp_path / "j"
+    path.write_bytes(legacy(RECORDS))
+    journal = TxJournal(path)
+    assert journal.load() == RECORDS
+    journal.append(b"new")  # appended in the current format behind the legacy records
+    assert TxJournal(path).load() == [*RECORDS, b"new"]
+    journal.rewrite(journal.load())
+    journal.close()
+    raw = path.read_bytes()
+    assert raw.startswith(JOURNAL_MAGIC) and len(raw) == sum(size(r) for r in RECORDS) + size(
+        b"new"
+    )
+    assert TxJournal(path).load() == [*RECORDS, b"new"]
+    # Legacy torn tail and legacy damage: what precedes is kept, with a WARNING.
+    full = legacy(RECORDS)
+    for data, expected, words in (
+        (full[:-3], RECORDS[:-1], "torn record"),
+        (full[: len(full) - len(RECORDS[-1]) - 10], RECORDS[:-1], "torn record"),
+        (full[:-1] + bytes([full[-1] ^ 1]), RECORDS[:-1], "damaged record"),
+        (struct.pack(">I", MAX_RECORD + 1) + full[4:], [], "damaged record"),
+    ):
+        path.write_bytes(data)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            assert TxJournal(path).load() == expected
+        assert words in caplog.text
+
+
+def test_oversized_record_is_damage(tmp_path: Path) -> None:
+    from hashcloud.fsutil import frame
+
+    path = tmp_path / "j"
+    path.write_bytes(frame(JOURNAL_MAGIC, b"ok") + frame(JOURNAL_MAGIC, b"x" * (MAX_RECORD + 1)))
+    assert TxJournal(path).load() == [b"ok"]
 
 
 def test_rewrite_replaces_the_content_atomically(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ import pytest
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.engine.mining import Engine
 from hashcloud.errors import ProofError, UnreadableInput
-from hashcloud.poc.proof import load_proof, parse_proof, verify_proof
+from hashcloud.poc.proof import load_proof, parse_proof
 from hashcloud.poc.round import new_offline_challenge, offline_proof, run_loops
+from hashcloud.poc.verify import verify_proof
 
 KEY = PrivateKey(0xC0FFEE)
 

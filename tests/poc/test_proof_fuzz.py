@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.engine.mining import Engine
 from hashcloud.errors import HashCloudError
-from hashcloud.poc.proof import parse_proof, verify_proof
+from hashcloud.poc.proof import parse_proof
 from hashcloud.poc.round import new_offline_challenge, offline_proof, run_loops
+from hashcloud.poc.verify import verify_proof
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70)
