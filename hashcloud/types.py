@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from hashcloud.errors import EngineError, InvalidAddress
+from hashcloud.params import MAX_N, MIN_N, N_STEP
 
 HRP = "cpc"
 """Human-readable part of every HashCloud address."""
@@ -127,10 +128,6 @@ PHexBytes = Annotated[str, StringConstraints(pattern=r"^0x(?:[0-9a-f]{2})+$")]
 AddressStr = Annotated[str, AfterValidator(_address)]
 """A canonical `cpc1...` address (SPEC 5)."""
 
-MIN_N = 64
-MAX_N = 4096
-DEFAULT_N = 1024
-N_STEP = 64
 
 
 def validate_n(n: object) -> int:

@@ -9,9 +9,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hashcloud.errors import EngineError, InvalidAddress
+from hashcloud.params import MAX_N, MIN_N
 from hashcloud.types import (
-    MAX_N,
-    MIN_N,
     Hash32,
     MatrixSize,
     PBytes,

@@ -1,18 +1,20 @@
-"""`hashcloud balance`, `inspect-block`, `submit` and `audit` (SPEC 7)."""
+"""`hashcloud balance`, `inspect-block`, `submit` and `audit` (SPEC 7).
+
+The chain, proof and node modules are imported inside each command, so that building the app
+(e.g. for `hashcloud --help`) does not load pydantic models, NumPy or the HTTP stack.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from hashcloud.chain.ledger import audit_chain
-from hashcloud.cli.chain_source import open_source
 from hashcloud.cli.common import (
     EXIT_FAIL,
     cli_command,
@@ -22,12 +24,10 @@ from hashcloud.cli.common import (
     print_json,
     state,
 )
-from hashcloud.crypto.address import validate_address
 from hashcloud.errors import HashCloudError, ProofError, UsageError
-from hashcloud.node.config import load_data_dir
-from hashcloud.poc.audit_policy import DEFAULT_POLICY
-from hashcloud.poc.detection import p_detect
-from hashcloud.poc.proof import load_proof, verify_proof
+
+if TYPE_CHECKING:
+    from hashcloud.node.config import NodeFiles
 
 NodeOpt = Annotated[str | None, typer.Option(envvar="HASHCLOUD_NODE", help="Node URL.")]
 DataDirOpt = Annotated[Path | None, typer.Option(help="Chain data dir (default: HOME/node).")]
@@ -43,6 +43,9 @@ def balance(
     json_: JsonOpt = False,
 ) -> None:
     """Balance and nonce of an address."""
+    from hashcloud.cli.chain_source import open_source
+    from hashcloud.crypto.address import validate_address
+
     st = state(ctx)
     if address is None:
         address = load_key(st).public_key.address
@@ -71,6 +74,8 @@ def inspect_block(
     json_: JsonOpt = False,
 ) -> None:
     """Show a block's header and transactions."""
+    from hashcloud.cli.chain_source import open_source
+
     st = state(ctx)
     if not (ref == "latest" or (ref.isascii() and ref.isdigit()) or
             (len(ref) == 64 and _is_hex(ref))):
@@ -117,6 +122,7 @@ def submit(
     from hashcloud.cli.mine_online import node_url_for
     from hashcloud.client.http import NodeClient
     from hashcloud.client.round import submit_claim
+    from hashcloud.poc.proof import load_proof
 
     st = state(ctx)
     proof = load_proof(proof_path)
@@ -143,6 +149,11 @@ def audit(
     json_: JsonOpt = False,
 ) -> None:
     """The node's probabilistic audit of a proof, or `--chain`: replay a chain store."""
+    from hashcloud.poc.audit_policy import DEFAULT_POLICY
+    from hashcloud.poc.detection import p_detect
+    from hashcloud.poc.proof import load_proof
+    from hashcloud.poc.verify import verify_proof
+
     st = state(ctx)
     if chain == (proof_path is not None):
         raise UsageError("give either a PROOF file or --chain")
@@ -183,7 +194,17 @@ def audit(
         raise typer.Exit(EXIT_FAIL)
 
 
+def load_data_dir(data_dir: Path) -> NodeFiles:
+    """`hashcloud.node.config.load_data_dir`, imported only when `audit --chain` runs
+    (the node package must not load for the other commands or for `--help`)."""
+    from hashcloud.node.config import load_data_dir as load
+
+    return load(data_dir)
+
+
 def _audit_chain(data_dir: Path, json_: bool) -> None:
+    from hashcloud.chain.audit import audit_chain
+
     files = load_data_dir(data_dir)
     try:
         rep = audit_chain(files.chain_dir, files.genesis)

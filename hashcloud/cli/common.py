@@ -3,6 +3,11 @@
 Only the `cli` package prints. Commands wrap their bodies with `@cli_command`, which turns
 `HashCloudError` into a one-line message on stderr and exit code 1 (`InputError`: 2), so a
 user never sees a traceback for a user error.
+
+Start-up cost: `hashcloud --help` imports every command module, so this module and the command
+modules import only the standard library, typer, rich and `hashcloud.errors` at their top; the
+core (pydantic models, keys, NumPy, the node's HTTP stack) is imported inside the command that
+needs it (`tests/cli/test_startup.py` checks this).
 """
 
 from __future__ import annotations
@@ -14,21 +19,29 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hashcloud.crypto.keys import PrivateKey
-from hashcloud.crypto.keystore import DEFAULT_KEY_NAME, Keystore
 from hashcloud.errors import HashCloudError, InputError, KeystoreError, UsageError
+from hashcloud.params import DEFAULT_KEY_NAME
+
+if TYPE_CHECKING:  # annotations only: the key modules load pydantic and the curve libraries
+    from hashcloud.crypto.keys import PrivateKey
+    from hashcloud.crypto.keystore import Keystore
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PASSPHRASE_ENV = "HASHCLOUD_PASSPHRASE"
+
+# Copies of core constants that appear in option defaults and help text, so that building the
+# app (e.g. for `--help`) does not import their modules (`hashcloud.types` loads pydantic,
+# `hashcloud.crypto.keystore` the curve libraries). tests/cli/test_startup.py checks that each
+# equals its original.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +55,8 @@ class CliState:
     @property
     def keystore(self) -> Keystore:
         """The keystore under the home directory."""
+        from hashcloud.crypto.keystore import Keystore
+
         return Keystore(self.home)
 
 

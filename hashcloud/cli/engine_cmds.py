@@ -1,4 +1,8 @@
-"""`hashcloud selftest` and `hashcloud bench` (engine checks for GPU owners)."""
+"""`hashcloud selftest` and `hashcloud bench` (engine checks for GPU owners).
+
+The engine (NumPy, and CuPy where present) is imported inside each command, so that building
+the app for another command or for `--help` does not load it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ import typer
 from rich.table import Table
 
 from hashcloud.cli.common import check_engine_options, cli_command, out, print_json
-from hashcloud.engine.bench import bench as run_bench
-from hashcloud.engine.selftest import run_selftest
 
 
 @cli_command
@@ -19,6 +21,8 @@ def selftest(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Run a few loops on every available backend; compare with NumPy and the vectors."""
+    from hashcloud.engine.selftest import run_selftest
+
     check_engine_options(n)
     results = run_selftest(n=n, loops=loops)
     rows = [{"backend": r.backend, "device": r.device, "reason": r.reason, "ok": r.ok,
@@ -47,6 +51,8 @@ def bench(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Loops/s, effective GFLOP/s and the ratio to a raw GEMM of the same size."""
+    from hashcloud.engine.bench import bench as run_bench
+
     check_engine_options(n, backend)
     result = run_bench(backend=backend, n=n, seconds=seconds)
     if json_:

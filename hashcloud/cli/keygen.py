@@ -8,16 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hashcloud.cli.common import (
-    cli_command,
-    out,
-    passphrase_from_env_or_prompt,
-    print_json,
-    state,
-)
-from hashcloud.crypto.keys import PrivateKey
-from hashcloud.crypto.keystore import DEFAULT_KEY_NAME, check_key_name
+from hashcloud.cli.common import cli_command, out, passphrase_from_env_or_prompt, print_json, state
 from hashcloud.errors import InvalidKey, KeystoreError, UsageError
+from hashcloud.params import DEFAULT_KEY_NAME
 
 keys_app = typer.Typer(no_args_is_help=True, help="Manage the keys in the home directory.")
 
@@ -36,6 +29,10 @@ def keygen(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create a secp256k1 key and print its cpc1... address."""
+    # Imported here, not at the top: `hashcloud --help` must not load the key libraries.
+    from hashcloud.crypto.keys import PrivateKey
+    from hashcloud.crypto.keystore import check_key_name
+
     st = state(ctx)
     try:
         check_key_name(name)

@@ -1,4 +1,10 @@
-"""The `hashcloud` Typer app: global options and command registration (SPEC 7)."""
+"""The `hashcloud` Typer app: global options and command registration (SPEC 7).
+
+Registering a command imports its module, so every command module keeps its top-level imports
+to the standard library, typer, rich and `hashcloud.cli.common`: `hashcloud --help` and the
+light commands (`keygen`, `verify`) then never load the node, the HTTP stack or, for `--help`,
+NumPy (tests/cli/test_startup.py; `scripts/bench_cli.py` measures the cost).
+"""
 
 from __future__ import annotations
 

@@ -3,12 +3,15 @@
 Offline (`--offline`): a self-audited proof, never rewarded. Online: challenge -> compute ->
 commit -> reveal -> receipt -> SUBMIT_RESULT claim, against `--node URL`, `$HASHCLOUD_NODE`
 or, with neither, an embedded node on the home's data directory.
+
+The engine, the round and proof modules and `mine_online` (the HTTP client and the embedded
+node) are imported when a round starts, so that building the app does not load them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,17 +26,11 @@ from hashcloud.cli.common import (
     print_json,
     state,
 )
-from hashcloud.cli.round_output import (
-    check_out_path,
-    compute_round,
-    default_proof_path,
-    summary_table,
-    write_proof,
-)
-from hashcloud.crypto.keystore import DEFAULT_KEY_NAME
-from hashcloud.engine.mining import Engine
 from hashcloud.errors import UsageError
-from hashcloud.poc.round import new_offline_challenge, offline_proof
+from hashcloud.params import DEFAULT_KEY_NAME
+
+if TYPE_CHECKING:
+    from hashcloud.engine.mining import Engine
 
 
 @cli_command
@@ -52,6 +49,9 @@ def mine(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Mine: run deterministic GEMM loops, commit them in a Merkle tree, prove and claim."""
+    from hashcloud.cli.round_output import check_out_path
+    from hashcloud.engine.mining import Engine
+
     st = state(ctx)
     check_engine_options(n, backend)
     if offline and node:
@@ -80,6 +80,14 @@ def mine(
 
 def _mine_offline(st: CliState, engine: Engine, key, duration: float, out_path: Path | None,
                   json_: bool) -> None:
+    from hashcloud.cli.round_output import (
+        compute_round,
+        default_proof_path,
+        summary_table,
+        write_proof,
+    )
+    from hashcloud.poc.round import new_offline_challenge, offline_proof
+
     challenge_id, seed = new_offline_challenge()
     work = compute_round(engine, seed, duration, live=not json_)
     proof = offline_proof(key, engine, challenge_id, work)

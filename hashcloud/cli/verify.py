@@ -6,14 +6,16 @@ Exit 0 valid, 1 invalid, 2 unreadable or not a proof; never a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from hashcloud.cli.common import EXIT_FAIL, EXIT_USAGE, err, out, print_json
 from hashcloud.errors import HashCloudError, InputError, ProofError
-from hashcloud.poc.proof import VerificationReport, load_proof, verify_proof
+
+if TYPE_CHECKING:  # the proof modules load pydantic and NumPy: only when a proof is checked
+    from hashcloud.poc.verify import VerificationReport
 
 
 def report_json(path: Path, report: VerificationReport, loops: int | None) -> dict:
@@ -34,6 +36,9 @@ def verify(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Check a proof file: schema, signatures, inclusion proofs and recomputed leaves."""
+    from hashcloud.poc.proof import load_proof
+    from hashcloud.poc.verify import verify_proof
+
     if m is not None and all_:
         raise _bad(json_, proof, "use either --m K or --all, not both", EXIT_USAGE)
     try:

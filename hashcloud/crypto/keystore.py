@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.errors import HashCloudError, KeystoreError
 from hashcloud.fsutil import create_exclusive
+from hashcloud.params import DEFAULT_KEY_NAME
 
-DEFAULT_KEY_NAME = "default"
 KEYFILE_VERSION = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from hashcloud.errors import EngineError
-from hashcloud.types import DEFAULT_N, validate_n
+from hashcloud.params import DEFAULT_N
+from hashcloud.types import validate_n
 
 __all__ = [
     "column_mix",

@@ -12,7 +12,8 @@ from typing import Any
 from hashcloud.engine.backends import BackendChoice, load_pipeline, select_backend
 from hashcloud.engine.gemm import validate_range, validate_seed
 from hashcloud.errors import EngineError
-from hashcloud.types import DEFAULT_N, validate_n
+from hashcloud.params import DEFAULT_N
+from hashcloud.types import validate_n
 
 __all__ = ["Engine", "compute_leaves", "suggested_batch_size"]
 

@@ -1,0 +1,22 @@
+"""Protocol constants and shared defaults that cost nothing to import.
+
+The n-range of SPEC 1 and the default key name are read by the CLI's option defaults, which
+must not pull in pydantic, NumPy or the key libraries just to print `--help`; the rules that
+use them (`types.validate_n`, `types.MatrixSize`, the keystore) import them from here, so each
+value is written once.
+"""
+
+MIN_N = 64
+"""Smallest matrix size (SPEC 1)."""
+
+MAX_N = 4096
+"""Largest matrix size (SPEC 1); every partial sum stays below 2**24 up to here."""
+
+N_STEP = 64
+"""Matrix sizes are multiples of this (SPEC 1)."""
+
+DEFAULT_N = 1024
+"""Default matrix size (SPEC 1)."""
+
+DEFAULT_KEY_NAME = "default"
+"""The key file used when no `--key`/`--name` is given (`<home>/keys/default.json`)."""
