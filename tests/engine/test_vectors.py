@@ -88,3 +88,16 @@ def test_embedded_selftest_leaves_equal_shared_vectors(gemm_vectors: list[dict])
 def test_embedded_golden_leaves_without_shared_dir(seed: str, i: int, n: int,
                                                    leaf_hex: str) -> None:
     assert gemm.compute_leaf(seed, i, n).hex() == leaf_hex
+
+
+def test_large_vectors_n1024_and_n4096(vectors: dict) -> None:
+    """SPEC v1.1 `gemm_large`: the n=1024 and n=4096 leaves, through the engine and the
+    auditor's one-leaf path (a few seconds of CPU at n=4096)."""
+    large = vectors["gemm_large"]
+    assert sorted(v["n"] for v in large) == [1024, 4096]
+    for v in large:
+        assert gemm.loop_seed(v["seed"], v["i"]) == v["loop_seed"]
+        assert gemm.compute_leaf(v["seed"], v["i"], v["n"]).hex() == v["leaf"]
+        if v["n"] == 1024:
+            with Engine("numpy", n=v["n"]) as engine:
+                assert engine.compute_batch(v["seed"], v["i"], 1)[0].hex() == v["leaf"]
