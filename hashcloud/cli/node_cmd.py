@@ -1,4 +1,8 @@
-"""`hashcloud node init | start | status` (SPEC 7)."""
+"""`hashcloud node init | start | status` (SPEC 7).
+
+The node (FastAPI, uvicorn) and the HTTP client (httpx) are imported inside the command that
+runs them: building the app, e.g. for `hashcloud --help`, must not load them.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,9 @@ from typing import Annotated
 
 import typer
 
-from hashcloud.chain.genesis import genesis_hash
 from hashcloud.cli.common import cli_command, err, out, print_json, state
-from hashcloud.client.http import NodeClient
 from hashcloud.errors import UsageError
-from hashcloud.node.config import init_data_dir
-from hashcloud.node.server import bind_socket, open_or_init, run_node
-from hashcloud.node.service import NodeService
-from hashcloud.types import MAX_N, MIN_N
+from hashcloud.params import MAX_N, MIN_N
 
 node_app = typer.Typer(no_args_is_help=True, help="Run and inspect a HashCloud node.")
 DataDirOpt = Annotated[Path | None, typer.Option(help="Node data dir (default: HOME/node).")]
@@ -45,6 +44,9 @@ def init(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Write genesis and the node key into the data dir (single-node chain)."""
+    from hashcloud.chain.genesis import genesis_hash
+    from hashcloud.node.config import init_data_dir
+
     dd = data_dir or state(ctx).home / "node"
     files = init_data_dir(dd, chain_id=chain_id, allocations=_parse_alloc(alloc or []),
                           block_time_ms=int(block_time * 1000) if block_time else None)
@@ -81,6 +83,10 @@ def start(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the node (PoC validator + chain) until Ctrl-C / SIGTERM."""
+    from hashcloud.node.config import ValidatorConfig
+    from hashcloud.node.server import bind_socket, open_or_init, run_node
+    from hashcloud.node.service import NodeService
+
     if log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
         raise UsageError("--log-level must be critical, error, warning, info, debug or trace")
     dd = data_dir or state(ctx).home / "node"
@@ -89,10 +95,9 @@ def start(
         err.print(f"initialised a new single-node chain in {dd}")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = NodeService(files, requests_per_minute_per_ip=ip_rate,
-                          requests_per_minute_per_address=worker_rate,
-                          max_open_per_worker=max_open, ip_failures_per_hour=ip_failures,
-                          max_n=max_n)
+    service = NodeService(files, ValidatorConfig(
+        requests_per_minute_per_ip=ip_rate, requests_per_minute_per_address=worker_rate,
+        max_open_per_worker=max_open, ip_failures_per_hour=ip_failures, max_n=max_n))
     sock = bind_socket(host, port)
     bound = sock.getsockname()[1]
     display_host = f"[{host}]" if ":" in host else host
@@ -110,6 +115,8 @@ def status(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Ask a running node for its chain id, key and head."""
+    from hashcloud.client.http import NodeClient
+
     with NodeClient(node, retries=1) as client:
         info = client.info()
     if json_:

@@ -1,14 +1,19 @@
-"""Node data directory: genesis, node key, chain store and validator state (SPEC 6, 7).
+"""Node configuration: the data directory (SPEC 6, 7) and the PoC validator's knobs (SPEC 3).
 
 Layout of `DATA_DIR`: `genesis.json`, `keys/node.json` (the node key, 0600), `chain/` (the
 flat-file chain store), `validator/` (audit histories), `mempool.journal`.
 `init_data_dir` creates a single-node chain where the node key is the sole block proposer
 and PoC validator; `load_data_dir` opens an initialised one.
+
+`ValidatorConfig` is the one typed, frozen, validated set of operator options of the PoC
+validator (lifetimes, rate limits, sample bounds, audit concurrency, audit policy); the node
+start command, `NodeService` and `EmbeddedNode` all pass it as one value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -22,10 +27,96 @@ from hashcloud.chain.genesis import (
 )
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.keystore import Keystore
-from hashcloud.errors import InvalidGenesisOptions, NodeConfigError
+from hashcloud.errors import InvalidGenesisOptions, InvalidOption, NodeConfigError
+from hashcloud.params import MAX_N
+from hashcloud.poc.audit_policy import DEFAULT_POLICY, AuditPolicy
+from hashcloud.poc.sampling import DEFAULT_S_MAX
 from hashcloud.types import describe_validation_error
 
 NODE_KEY_NAME = "node"
+
+
+def _is_int(value: object) -> bool:
+    """A real int (a bool is not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ValidatorConfig:
+    """Operator options of the PoC validator (SPEC 3), validated on construction.
+
+    Each field is one documented knob; the defaults are the node's policy. SPEC 3 only asks
+    for "unexpired" challenges and "rate limits": the numbers are this node's choices.
+    A bad value raises InvalidOption naming the field (CLI exit 2). Injectables that are not
+    configuration (clock, CSPRNG, leaf function, reward estimate) are constructor arguments
+    of `PocValidator` / `NodeService`, not fields here.
+    """
+
+    #: How long (ms) an issued challenge may be committed (its signed `expiry`).
+    challenge_ttl_ms: int = 10 * 60_000
+    #: How long (ms) after `expiry` a committed challenge may still be revealed; None: one
+    #: more `challenge_ttl_ms`, so a round committed just before expiry can finish.
+    reveal_grace_ms: int | None = None
+    #: Challenges one worker may hold open (issued or in progress, unexpired) at once.
+    max_open_per_worker: int = 4
+    #: Challenge requests per worker address in any 60 s window.
+    requests_per_minute_per_address: int = 60
+    #: Challenge requests per client IP in any 60 s window (checked before any signature).
+    requests_per_minute_per_ip: int = 240
+    #: Largest distance (ms) of a request's `request_time_ms` from the node's clock.
+    request_time_skew_ms: int = 120_000
+    #: Upper bound on the sample count `s` (SPEC 3 default 256).
+    s_max: int = DEFAULT_S_MAX
+    #: Largest matrix size `n` the node issues challenges for (audit cost grows as n^3).
+    max_n: int = MAX_N
+    #: Leaf recomputations running at once; None: the CPU count.
+    audit_slots: int | None = None
+    #: Reveals that may wait for a slot (beyond: 429); None: four per slot.
+    audit_queue: int | None = None
+    #: Failed audits per client IP in any hour before that IP gets no challenge.
+    ip_failures_per_hour: int = 20
+    #: The adaptive audit policy (how many samples to recompute, cooldowns).
+    policy: AuditPolicy = field(default=DEFAULT_POLICY)
+
+    def __post_init__(self) -> None:
+        """Refuse unusable values with a message naming the field."""
+        for name in ("challenge_ttl_ms", "max_open_per_worker",
+                     "requests_per_minute_per_address", "requests_per_minute_per_ip",
+                     "s_max", "max_n", "ip_failures_per_hour"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise InvalidOption(f"{name} must be a positive integer, got {value!r}")
+        for name in ("request_time_skew_ms", "reveal_grace_ms", "audit_queue"):
+            value = getattr(self, name)
+            if value is None and name != "request_time_skew_ms":
+                continue
+            if not _is_int(value) or value < 0:
+                raise InvalidOption(f"{name} must be a non-negative integer, got {value!r}")
+        if self.audit_slots is not None and (not _is_int(self.audit_slots)
+                                             or self.audit_slots < 1):
+            raise InvalidOption(f"audit_slots must be a positive integer, got "
+                                f"{self.audit_slots!r}")
+        if not isinstance(self.policy, AuditPolicy):
+            raise InvalidOption(f"policy must be an AuditPolicy, got {type(self.policy).__name__}")
+
+    @property
+    def effective_reveal_grace_ms(self) -> int:
+        """`reveal_grace_ms`, or one `challenge_ttl_ms` when unset."""
+        return self.challenge_ttl_ms if self.reveal_grace_ms is None else self.reveal_grace_ms
+
+    @property
+    def effective_audit_slots(self) -> int:
+        """`audit_slots`, or this machine's CPU count when unset."""
+        return self.audit_slots or os.cpu_count() or 1
+
+    @property
+    def effective_audit_queue(self) -> int:
+        """`audit_queue`, or four waiting reveals per audit slot when unset."""
+        return 4 * self.effective_audit_slots if self.audit_queue is None else self.audit_queue
+
+
+DEFAULT_VALIDATOR_CONFIG = ValidatorConfig()
+"""The node's default validator options."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +134,7 @@ class NodeFiles:
 
     @property
     def validator_dir(self) -> Path:
-        """The PoC validator's persistent state."""
+        """Where the PoC validator keeps its state (`validator/history.json` under it)."""
         return self.data_dir
 
     @property

@@ -17,7 +17,14 @@ from threadpoolctl import threadpool_limits
 
 from hashcloud.errors import NodeError
 from hashcloud.node.app import create_app
-from hashcloud.node.config import NodeFiles, init_data_dir, is_initialised, load_data_dir
+from hashcloud.node.config import (
+    DEFAULT_VALIDATOR_CONFIG,
+    NodeFiles,
+    ValidatorConfig,
+    init_data_dir,
+    is_initialised,
+    load_data_dir,
+)
 from hashcloud.node.service import NodeService
 
 log = logging.getLogger(__name__)
@@ -64,11 +71,15 @@ def run_node(service: NodeService, sock: socket.socket, *, log_level: str = "war
 
 
 class EmbeddedNode:
-    """A node in a background thread on 127.0.0.1:<free port>; `url` once started."""
+    """A node in a background thread on 127.0.0.1:<free port>; `url` once started.
 
-    def __init__(self, data_dir: Path, **service_options: object) -> None:
+    `validator_config` is passed to its `NodeService` (the PoC validator's options)."""
+
+    def __init__(self, data_dir: Path,
+                 validator_config: ValidatorConfig = DEFAULT_VALIDATOR_CONFIG) -> None:
+        """Open (or initialise) `data_dir` and bind the socket; `with` starts serving."""
         self.files, self.created = open_or_init(data_dir)
-        self.service = NodeService(self.files, **service_options)
+        self.service = NodeService(self.files, validator_config)
         self.sock = bind_socket("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(create_app(self.service), log_level="error", access_log=False,

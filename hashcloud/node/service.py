@@ -4,13 +4,18 @@
 durable journal, and the PoC validator. Every chain-mutating call holds one lock, so
 handlers running in FastAPI's thread pool never interleave a block with a mempool change.
 CPU-heavy audit recomputation (`reveal`) runs outside that lock.
+
+The validator's operator options come as one typed `ValidatorConfig`; its clock, CSPRNG and
+leaf function are explicit keyword arguments, so tests drive expiry with a fake clock.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -33,11 +38,13 @@ from hashcloud.chain.genesis import genesis_hash, reward_for
 from hashcloud.chain.ledger import Ledger
 from hashcloud.chain.state import get_account
 from hashcloud.chain.tx import Transaction, decode_tx, encode_tx, tx_id
+from hashcloud.engine.gemm import compute_leaf
 from hashcloud.errors import DuplicateTransaction, HashCloudError, InvalidTransaction, NotFound
-from hashcloud.node.config import NodeFiles
+from hashcloud.node.config import DEFAULT_VALIDATOR_CONFIG, NodeFiles, ValidatorConfig
 from hashcloud.node.journal import TxJournal
 from hashcloud.node.mempool import Mempool
 from hashcloud.node.validator import PocValidator
+from hashcloud.poc.audit import LeafFn
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +73,22 @@ class NodeMetrics:
 
 
 class NodeService:
-    """Chain + mempool + PoC validator of one node, on one data directory."""
+    """Chain + mempool + PoC validator of one node, on one data directory.
 
-    def __init__(self, files: NodeFiles, **validator_options: object) -> None:
+    `validator_config` holds the PoC validator's options (SPEC 3); `clock` (unix seconds),
+    `rng` (CSPRNG) and `leaf_fn` are the validator's injectables (real ones by default).
+    """
+
+    def __init__(
+        self,
+        files: NodeFiles,
+        validator_config: ValidatorConfig = DEFAULT_VALIDATOR_CONFIG,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        leaf_fn: LeafFn = compute_leaf,
+    ) -> None:
+        """Open the chain store, replay the mempool journal and start the validator."""
         self.files = files
         self.genesis = files.genesis
         self.key = files.key
@@ -83,7 +103,8 @@ class NodeService:
             self.journal = TxJournal(files.journal_path)
             self._replay_journal()
             self.validator = PocValidator(self.key, self.chain_id, files.validator_dir,
-                                          **validator_options)  # type: ignore[arg-type]
+                                          validator_config, clock=clock, rng=rng,
+                                          leaf_fn=leaf_fn)
         except BaseException:
             self.ledger.close()
             raise
@@ -230,3 +251,4 @@ class NodeService:
             self.closed = True
             self.journal.close()
             self.ledger.close()
+            log.info("node closed: journal and chain store closed, writer lock released")

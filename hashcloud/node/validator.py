@@ -1,247 +1,137 @@
 """The node's PoC validator: challenge, commitment, audit and receipt (SPEC 3, 4, 5).
 
-`PocValidator` runs the grinding-proof M-PoC flow of SPEC 3 for the HTTP app, framework-free:
+`PocValidator` runs the grinding-proof M-PoC flow of SPEC 3 for the HTTP app, framework-free.
+It orchestrates; the pieces live in their own modules:
+
+- `node.challenges`: the challenge life cycle (issued -> committed -> auditing -> accepted /
+  rejected, expiry) and the in-memory table;
+- `node.limits`: rate limits, replay guard, open-challenge bound, bounded audit queue;
+- `node.history`: per-worker audit histories, persisted in `<data_dir>/validator/`;
+- `poc.audit`: every SPEC 3 check of a commitment and a reveal (the same code `verify` and
+  the miner run); `poc.audit_policy`: how many samples to recompute, cooldowns;
+- `node.config.ValidatorConfig`: the operator's knobs.
+
+The flow:
 
 1. `issue`: a worker proves it holds its key (signed, fresh `ChallengeRequest`), passes the
    rate limits, the failed-audit cooldown and the open-challenge bound, and gets a signed
    `Challenge` bound to the chain head, to itself and to a fresh id.
 2. `commit`: the worker commits `{loops, compute_time, merkle_root, device}` under its key.
-   The SPEC 3 sanity checks run before any recomputation; only then does the node draw the
-   `s` stratified sample indices from a CSPRNG and sign them.
-3. `reveal`: every inclusion proof is checked against the committed root, `m` of the `s`
-   leaves (the adaptive policy's choice) are recomputed, and only if everything holds the
-   node signs a `Receipt`. Any failure is recorded in the worker's audit history (raising
-   later audits and possibly triggering a cooldown).
+   The SPEC 3 sanity checks (`poc.audit.check_commitment`) run before anything is drawn;
+   only then does the node draw the `s` stratified sample indices from a CSPRNG and sign them.
+3. `reveal`: the revealed indices must be the drawn ones, every inclusion proof is checked
+   against the committed root, `m` of the `s` leaves (the adaptive policy's choice) are
+   recomputed, and only if everything holds the node signs a `Receipt`. Any failure is
+   recorded in the worker's audit history (raising later audits, maybe a cooldown) and
+   against the client IP.
 
-Lifetimes (a documented choice; SPEC 3 only says "unexpired"):
-- a challenge must be *committed* before its `expiry`;
-- a committed challenge may be *revealed* until `expiry + reveal_grace_ms` (default: one
-  more TTL), so a round that commits just before expiry can still finish its reveal;
-- after `expiry + reveal_grace_ms` the challenge is forgotten (`expire`), so later calls get
-  `ChallengeNotFound`.
-
-Each challenge is usable once. A repeated reveal after acceptance returns the *same* receipt
-(the miner may retry after a network error) and never a new one; after a rejection every
-further reveal is refused with `ChallengeUsed`.
-
-Persistence: the per-worker audit histories (`WorkerHistory`) survive restarts in
-`<data_dir>/validator/history.json`, written atomically after every change. Challenges live
-in memory only (they are short-lived): a restart invalidates every open challenge, and their
-miners simply ask for new ones.
-
-Thread safety: one lock guards all in-memory state. It is never held during the expensive
-parts (leaf recomputation, receipt signing): a reveal first claims its challenge (state
-`auditing`, so a concurrent reveal of the same challenge is refused), then audits unlocked,
-then publishes the outcome under the lock.
+Thread safety: one lock guards all in-memory state (challenge table, limits, histories,
+counters). It is never held during the expensive parts (signatures, leaf recomputation,
+the history fsync): `issue` checks, signs unlocked, then re-checks and inserts; a reveal
+first claims its challenge (state `auditing`, so a concurrent reveal of it is refused), then
+audits unlocked, then publishes the outcome under the lock.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
-import os
 import random
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hashcloud.api.models import (
     ChallengeRequest,
     ChallengeResponse,
     CommitRequest,
     CommitResponse,
-    DeviceModel,
     RevealRequest,
     RevealResponse,
 )
 from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.crypto.merkle import verify_inclusion
 from hashcloud.crypto.signatures import sign, verify
 from hashcloud.engine.gemm import compute_leaf
 from hashcloud.errors import (
-    AuditFailed,
-    ChallengeExpired,
-    ChallengeNotFound,
-    ChallengeUsed,
     CommitRefused,
     CoolingDown,
     InvalidKey,
     InvalidSignature,
-    MerkleError,
     RateLimited,
     RequestRefused,
-    RevealRefused,
     ValidatorError,
 )
-from hashcloud.poc.audit_policy import DEFAULT_POLICY, AuditPolicy, WorkerHistory, claimed_rate
+from hashcloud.node.challenges import (
+    ChallengeEntry,
+    ChallengeState,
+    ChallengeTable,
+    CommittedWork,
+    Outcome,
+    require_state,
+)
+from hashcloud.node.config import DEFAULT_VALIDATOR_CONFIG, ValidatorConfig
+from hashcloud.node.history import HistoryStore
+from hashcloud.node.limits import AuditGate, RequestLimits, check_open_bound
+from hashcloud.poc.audit import (
+    Commitment,
+    LeafFn,
+    check_commitment,
+    check_inclusion,
+    check_revealed_indices,
+    recompute_leaves,
+)
+from hashcloud.poc.audit_policy import WorkerHistory
 from hashcloud.poc.challenge import (
     Challenge,
     challenge_request_bytes,
-    commit_message,
     indices_signing_bytes,
     issue_challenge,
 )
 from hashcloud.poc.receipt import Receipt, encode_receipt, sign_receipt
-from hashcloud.poc.sampling import DEFAULT_S_MAX, random_indices, sample_count
-from hashcloud.types import AddressStr, from_phex, to_phex
+from hashcloud.poc.sampling import random_indices, sample_count
+from hashcloud.types import from_phex, to_phex
 
-__all__ = [
-    "DEVICE_PEAK_FLOPS",
-    "AuditFailed",
-    "ChallengeExpired",
-    "ChallengeNotFound",
-    "ChallengeUsed",
-    "CommitRefused",
-    "CoolingDown",
-    "PocValidator",
-    "RateLimited",
-    "RequestRefused",
-    "RevealRefused",
-    "ValidatorError",
-    "device_peak_flops",
-]
+__all__ = ["PocValidator", "RewardFn"]
 
 logger = logging.getLogger(__name__)
-
-LeafFn = Callable[[str, int, int], bytes]
-"""`leaf_fn(seed, index, n) -> leaf_i` (SPEC 1); `compute_leaf` in production."""
 
 RewardFn = Callable[[Receipt], int]
 """Optional estimate of the reward a receipt earns, for `RevealResponse.reward_estimate`."""
 
-#: Slack (seconds) allowed on `compute_time <= now - issue time` for clock granularity.
-COMPUTE_TIME_SLACK = 1.0
-#: Length of the sliding rate-limit window (seconds).
-RATE_WINDOW = 60.0
-HISTORY_FILE_VERSION = 1
 
-
-# --------------------------------------------------------------------------------- errors
-
-
-# ------------------------------------------------------------------------- device peaks
-
-#: Conservative upper bounds of exact-GEMM FLOP/s per declared backend (SPEC 3: "claimed rate
-#: not above the declared device's peak"). Declared devices are untrusted, so the bound is
-#: per backend, above any real device of that kind: "numpy" (any CPU) 20 TFLOP/s, a big
-#: many-core CPU with wide FMA units; "cupy" 2.5 PFLOP/s, above any current GPU's dense
-#: TF32/BF16 tensor-core rate (every exact path of SPEC 1.6 is at most that).
-DEVICE_PEAK_FLOPS: dict[str, float] = {"numpy": 20e12, "cupy": 2.5e15}
-
-
-def device_peak_flops(device: DeviceModel) -> float:
-    """Upper bound of FLOP/s for the declared `device` (SPEC 3 sanity check).
-
-    Looks up `device.backend` in `DEVICE_PEAK_FLOPS`; the name is informational only.
-    Raises CommitRefused for an unknown backend.
-    """
-    try:
-        return DEVICE_PEAK_FLOPS[device.backend]
-    except KeyError:
-        known = ", ".join(sorted(DEVICE_PEAK_FLOPS))
-        raise CommitRefused(f"unknown backend {device.backend!r} (known: {known})") from None
-
-
-# ------------------------------------------------------------------------ internal state
-
-
-class _State(enum.Enum):
-    """Life cycle of one challenge (SPEC 3): issued -> committed -> auditing -> end."""
-
-    ISSUED = "issued"
-    COMMITTED = "committed"
-    AUDITING = "auditing"
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-
-
-@dataclass(frozen=True, slots=True)
-class _Commitment:
-    """What the worker committed to and what the node drew after it (SPEC 3)."""
-
-    loops: int
-    compute_time: float
-    merkle_root: str  # "0x" hex, as signed
-    device: DeviceModel
-    rate: float
-    peak: float
-    indices: tuple[int, ...]
-
-
-@dataclass(slots=True)
-class _Entry:
-    """One issued challenge and everything the node knows about it."""
-
-    challenge: Challenge
-    worker_key: PublicKey
-    issued_at: float  # clock seconds
-    client_ip: str = ""
-    state: _State = _State.ISSUED
-    commitment: _Commitment | None = None
-    outcome: tuple[Receipt, RevealResponse] | None = None
-
-
-@dataclass(slots=True)
 class _Counters:
-    """Monotone counters exported by `stats()`."""
+    """Monotone counters exported by `stats()` (changed under the validator's lock)."""
 
-    issued: int = 0
-    committed: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    rate_limited: int = 0
-    cooling_down: int = 0
-    refused: int = 0
+    __slots__ = ("accepted", "committed", "cooling_down", "issued", "rate_limited", "refused",
+                 "rejected")
 
+    def __init__(self) -> None:
+        self.issued = self.committed = self.accepted = self.rejected = 0
+        self.rate_limited = self.cooling_down = self.refused = 0
 
-@dataclass(slots=True)
-class _Window:
-    """Sliding-window rate limiter: timestamps of the requests in the last `RATE_WINDOW`."""
+    def count_refusal(self, exc: ValidatorError) -> None:
+        """Count a refusal by kind: cooldown, rate limit, or refused request/commitment.
 
-    times: deque[float] = field(default_factory=deque)
-
-    def prune(self, now: float) -> None:
-        """Forget requests older than the window."""
-        while self.times and self.times[0] <= now - RATE_WINDOW:
-            self.times.popleft()
-
-    def retry_after(self, now: float, limit: int) -> float | None:
-        """Seconds until a request fits under `limit`, or None if one fits now."""
-        self.prune(now)
-        if len(self.times) < limit:
-            return None
-        return self.times[len(self.times) - limit] + RATE_WINDOW - now
-
-
-class _HistoryFile(BaseModel):
-    """On-disk form of the audit histories: `{"version": 1, "workers": {address: ...}}`."""
-
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
-
-    version: Literal[1]
-    workers: dict[AddressStr, WorkerHistory]
-
-
-# ----------------------------------------------------------------------------- validator
+        Failed reveals are not counted here: they are `rejected` audits."""
+        if isinstance(exc, CoolingDown):
+            self.cooling_down += 1
+        elif isinstance(exc, RateLimited):
+            self.rate_limited += 1
+        elif isinstance(exc, (RequestRefused, CommitRefused)):
+            self.refused += 1
 
 
 class PocValidator:
     """The node's PoC validator service (SPEC 3): issue, commit, reveal -> receipt.
 
     Framework-free and thread-safe; the HTTP app maps each `ValidatorError` to a status
-    code (`app.HTTP_STATUS`). `clock` returns unix seconds (float); `rng` is the CSPRNG that
-    draws sample indices and the audited subset (tests may inject a seeded `random.Random`);
-    `leaf_fn` recomputes one leaf (SPEC 1). `reveal_grace_ms` (default: `challenge_ttl_ms`)
-    is how long after `expiry` a committed challenge may still be revealed. `reward_fn`, if
-    given, fills `RevealResponse.reward_estimate` (else 0: the app fills it in).
+    code (`app.HTTP_STATUS`). `config` holds the operator's knobs. Injected, not configured:
+    `clock` returns unix seconds (float); `rng` is the CSPRNG that draws challenge ids,
+    sample indices and the audited subset (tests may inject a seeded `random.Random`);
+    `leaf_fn` recomputes one leaf (SPEC 1); `reward_fn`, if given, fills
+    `RevealResponse.reward_estimate` (else 0: the node service fills it in).
     """
 
     def __init__(
@@ -249,58 +139,19 @@ class PocValidator:
         key: PrivateKey,
         chain_id: str,
         data_dir: Path,
+        config: ValidatorConfig = DEFAULT_VALIDATOR_CONFIG,
         *,
-        policy: AuditPolicy = DEFAULT_POLICY,
-        challenge_ttl_ms: int = 10 * 60_000,
-        reveal_grace_ms: int | None = None,
-        max_open_per_worker: int = 4,
-        requests_per_minute_per_address: int = 60,
-        requests_per_minute_per_ip: int = 240,
-        request_time_skew_ms: int = 120_000,
-        s_max: int = DEFAULT_S_MAX,
-        max_n: int = 4096,
-        audit_slots: int | None = None,
-        audit_queue: int | None = None,
-        ip_failures_per_hour: int = 20,
         leaf_fn: LeafFn = compute_leaf,
         reward_fn: RewardFn | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        for name, value in (
-            ("challenge_ttl_ms", challenge_ttl_ms),
-            ("max_open_per_worker", max_open_per_worker),
-            ("requests_per_minute_per_address", requests_per_minute_per_address),
-            ("requests_per_minute_per_ip", requests_per_minute_per_ip),
-            ("s_max", s_max),
-            ("max_n", max_n),
-            ("ip_failures_per_hour", ip_failures_per_hour),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer")
-        if request_time_skew_ms < 0 or (reveal_grace_ms is not None and reveal_grace_ms < 0):
-            raise ValueError("request_time_skew_ms and reveal_grace_ms must be non-negative")
+        """A validator signing with `key` for `chain_id`, its histories under `data_dir`."""
+        if not isinstance(config, ValidatorConfig):
+            raise TypeError("config must be a ValidatorConfig")
         self.key = key
         self.chain_id = chain_id
-        self.policy = policy
-        self.challenge_ttl_ms = challenge_ttl_ms
-        self.reveal_grace_ms = challenge_ttl_ms if reveal_grace_ms is None else reveal_grace_ms
-        self.max_open_per_worker = max_open_per_worker
-        self.requests_per_minute_per_address = requests_per_minute_per_address
-        self.requests_per_minute_per_ip = requests_per_minute_per_ip
-        self.request_time_skew_ms = request_time_skew_ms
-        self.s_max = s_max
-        self.max_n = max_n
-        # Recomputation is the node's only expensive step: at most `audit_slots` run at once
-        # and at most `audit_queue` more wait; beyond that a reveal is answered 429 (and the
-        # challenge stays committed, so an honest miner simply retries).
-        self.audit_slots = audit_slots or os.cpu_count() or 1
-        self.audit_queue = 4 * self.audit_slots if audit_queue is None else audit_queue
-        self._audit_semaphore = threading.BoundedSemaphore(self.audit_slots)
-        self._audits_pending = 0
-        # Failed audits per client IP: fresh addresses are free, IPs are not.
-        self.ip_failures_per_hour = ip_failures_per_hour
-        self._ip_failures: dict[str, list[float]] = {}
+        self.config = config
         self._leaf_fn = leaf_fn
         self._reward_fn = reward_fn
         self._clock = clock
@@ -308,19 +159,14 @@ class PocValidator:
         self._node_public_key = key.public_key.hex()
 
         self._lock = threading.Lock()
-        # Insertion order is issue order, so expiry order for a fixed TTL (see `expire`).
-        self._challenges: dict[str, _Entry] = {}
-        self._by_worker: dict[str, set[str]] = {}
-        self._address_windows: dict[str, _Window] = {}
-        self._ip_windows: dict[str, _Window] = {}
-        # (address, request_time_ms) of requests that got a challenge, until they go stale.
-        self._used_requests: dict[tuple[str, int], float] = {}
+        self._table = ChallengeTable(config.effective_reveal_grace_ms)
+        self._limits = RequestLimits(config.requests_per_minute_per_address,
+                                     config.requests_per_minute_per_ip,
+                                     config.ip_failures_per_hour)
+        self._histories = HistoryStore(data_dir)
         self._counters = _Counters()
-
-        self._history_path = Path(data_dir) / "validator" / "history.json"
-        self._save_lock = threading.Lock()
-        self._history_version = self._saved_version = 0
-        self._histories: dict[str, WorkerHistory] = self._load_histories()
+        #: Admission to leaf recomputation (slots running + queue waiting).
+        self.audit_gate = AuditGate(config.effective_audit_slots, config.effective_audit_queue)
 
     # ------------------------------------------------------------------------- issue
 
@@ -330,71 +176,57 @@ class PocValidator:
         """Issue a signed challenge to the requesting worker (SPEC 3).
 
         Checks, in order: the per-IP rate limit (before any signature work, so a flood is
-        cheap to refuse), the request signature (the public key must be the worker's and sign
-        `challenge_request_bytes`; SPEC 5), the request time (within `request_time_skew_ms`
-        of now, and not a replay of a request that already got a challenge), the per-address
-        rate limit, the failed-audit cooldown and the open-challenge bound. Raises
-        RateLimited, RequestRefused or CoolingDown.
+        cheap to refuse) and the failed audits of that IP, `n <= max_n`, the request
+        signature (the public key must be the worker's and sign `challenge_request_bytes`;
+        SPEC 5), the request time (within `request_time_skew_ms` of now, and not a replay of
+        a request that already got a challenge), the per-address rate limit, the
+        failed-audit cooldown and the open-challenge bound. Raises RateLimited,
+        RequestRefused or CoolingDown.
         """
+        try:
+            return self._issue(req, head_height, head_hash, client_ip)
+        except ValidatorError as exc:
+            self._count_refusal(exc)
+            raise
+
+    def _issue(
+        self, req: ChallengeRequest, head_height: int, head_hash: str, client_ip: str
+    ) -> ChallengeResponse:
+        """`issue` without the refusal counting."""
+        cfg = self.config
         now = self._clock()
         now_ms = _ms(now)
         self.expire()
         with self._lock:
-            self._take_rate_slot(
-                self._ip_windows, client_ip, now, self.requests_per_minute_per_ip, f"IP {client_ip}"
-            )
-        with self._lock:
-            self._check_ip_failures(client_ip, now)
-        if req.n > self.max_n:
-            self._counters.refused += 1
-            raise RequestRefused(f"n = {req.n} is above this node's maximum of {self.max_n}")
+            self._limits.take_ip(client_ip, now)
+            self._limits.check_ip_failures(client_ip, now)
+        if req.n > cfg.max_n:
+            raise RequestRefused(f"n = {req.n} is above this node's maximum of {cfg.max_n}")
         worker_key = self._check_request(req, now_ms)
         address = req.worker_address
         with self._lock:
-            if (address, req.request_time_ms) in self._used_requests:
-                self._counters.refused += 1
-                raise RequestRefused("challenge request already used; sign a fresh request")
-            self._take_rate_slot(
-                self._address_windows,
-                address,
-                now,
-                self.requests_per_minute_per_address,
-                f"address {address}",
-            )
+            self._limits.check_fresh(address, req.request_time_ms)
+            self._limits.take_address(address, now)
             self._check_cooldown(address, now)
-            open_now = self._open_count(address, now_ms)
-            if open_now >= self.max_open_per_worker:
-                self._counters.rate_limited += 1
-                retry = self._next_open_expiry(address, now_ms) - now
-                raise RateLimited(
-                    f"too many open challenges ({open_now} of {self.max_open_per_worker}); "
-                    f"finish one or retry in {math.ceil(retry)} s",
-                    retry,
-                )
-            challenge = issue_challenge(
-                self.key,
-                self.chain_id,
-                address,
-                req.n,
-                head_height,
-                head_hash,
-                now_ms + self.challenge_ttl_ms,
-                challenge_id=self._rng.getrandbits(128).to_bytes(16, "big").hex(),
-            )
-            cid = challenge.challenge_id
-            if cid in self._challenges:  # 2^-128 with a CSPRNG; a seeded test rng may repeat
-                raise ChallengeUsed("challenge id collision; retry")
-            self._challenges[cid] = _Entry(challenge, worker_key, now, client_ip=client_ip)
-            self._by_worker.setdefault(address, set()).add(cid)
-            self._used_requests[(address, req.request_time_ms)] = (
-                now + 2 * self.request_time_skew_ms / 1000
-            )
+            self._check_open(address, now, now_ms)
+            challenge_id = self._rng.getrandbits(128).to_bytes(16, "big").hex()
+        # Signing is slow (pure-Python ECDSA): never under the lock.
+        challenge = issue_challenge(self.key, self.chain_id, address, req.n, head_height,
+                                    head_hash, now_ms + cfg.challenge_ttl_ms,
+                                    challenge_id=challenge_id)
+        with self._lock:
+            # A concurrent issue may have taken the last open slot or used this request.
+            self._limits.check_fresh(address, req.request_time_ms)
+            self._check_open(address, now, now_ms)
+            self._table.add(ChallengeEntry(challenge, worker_key, now, client_ip=client_ip))
+            self._limits.remember_request(address, req.request_time_ms,
+                                          now + 2 * cfg.request_time_skew_ms / 1000)
             self._counters.issued += 1
         return ChallengeResponse(
             challenge=challenge,
             chain_id=self.chain_id,
             node_public_key=self._node_public_key,
-            s_max=self.s_max,
+            s_max=cfg.s_max,
         )
 
     def _check_request(self, req: ChallengeRequest, now_ms: int) -> PublicKey:
@@ -402,10 +234,8 @@ class PocValidator:
         try:
             worker_key = PublicKey.from_hex(req.public_key)
         except InvalidKey as exc:
-            self._count_refused()
             raise RequestRefused(f"invalid public key: {exc}") from None
         if worker_key.address != req.worker_address:
-            self._count_refused()
             raise RequestRefused("public key does not belong to worker_address")
         message = challenge_request_bytes(
             self.chain_id, req.worker_address, req.n, req.request_time_ms
@@ -413,38 +243,20 @@ class PocValidator:
         try:
             verify(worker_key, message, bytes.fromhex(req.signature))
         except InvalidSignature:
-            self._count_refused()
             raise RequestRefused("challenge request signature is invalid") from None
         skew = req.request_time_ms - now_ms
-        if abs(skew) > self.request_time_skew_ms:
-            self._count_refused()
+        allowed = self.config.request_time_skew_ms
+        if abs(skew) > allowed:
             raise RequestRefused(
                 f"request_time_ms is {skew / 1000:+.1f} s from the node's clock "
-                f"(at most {self.request_time_skew_ms / 1000:g} s allowed)"
+                f"(at most {allowed / 1000:g} s allowed)"
             )
         return worker_key
 
-    def _take_rate_slot(
-        self, windows: dict[str, _Window], key: str, now: float, limit: int, what: str
-    ) -> None:
-        """Count one request for `key` or raise RateLimited saying when to retry. Locked."""
-        window = windows.setdefault(key, _Window())
-        retry = window.retry_after(now, limit)
-        if retry is not None:
-            self._counters.rate_limited += 1
-            raise RateLimited(
-                f"rate limit of {limit} requests per minute for {what} exceeded; "
-                f"retry in {math.ceil(retry)} s",
-                retry,
-            )
-        window.times.append(now)
-
     def _check_cooldown(self, address: str, now: float) -> None:
         """Raise CoolingDown while the policy's failure cooldown runs (SPEC 3). Locked."""
-        history = self._histories.get(address, WorkerHistory())
-        until = self.policy.cooldown_until(history, now)
+        until = self.config.policy.cooldown_until(self._histories.get(address), now)
         if until is not None:
-            self._counters.cooling_down += 1
             raise CoolingDown(
                 f"worker is cooling down after failed audits until "
                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until))} "
@@ -453,68 +265,49 @@ class PocValidator:
                 until,
             )
 
+    def _check_open(self, address: str, now: float, now_ms: int) -> None:
+        """The open-challenge bound of `address` (RateLimited). Locked."""
+        check_open_bound(self._table.open_count(address, now_ms),
+                         self.config.max_open_per_worker,
+                         self._table.next_open_expiry(address, now_ms), now)
+
     # ------------------------------------------------------------------------ commit
 
     def commit(self, challenge_id: str, req: CommitRequest) -> CommitResponse:
         """Accept a worker's commitment, then draw and sign the sample indices (SPEC 3).
 
-        Sanity checks before anything else: the challenge is known (ChallengeNotFound; the
-        node only holds challenges it signed, so the token needs no re-check), in state
-        issued (ChallengeUsed), unexpired (ChallengeExpired); the `device_signature`
-        is the challenge worker's over the SPEC 4 commit message; `compute_time` is at most
-        the time elapsed since issue (+ `COMPUTE_TIME_SLACK`); the backend is known and the
-        claimed rate `loops * 2 * n^3 / compute_time` is not above its peak (CommitRefused).
-        Only then are `s = sample_count(loops, s_max)` stratified indices drawn from the
-        CSPRNG, so the miner cannot choose or grind them.
+        Before anything else: the challenge is known (ChallengeNotFound), issued
+        (ChallengeUsed) and unexpired (ChallengeExpired); then `poc.audit.check_commitment`
+        (CommitRefused): the `device_signature` is the challenge worker's over the SPEC 4
+        commit message, `compute_time` is at most the time elapsed since issue
+        (+ `COMPUTE_TIME_SLACK`), the backend is known and the claimed rate is not above its
+        peak. Only then are `s = sample_count(loops, s_max)` stratified indices drawn from
+        the CSPRNG, so the miner cannot choose or grind them.
         """
-        now = self._clock()
-        entry = self._entry_in_state(challenge_id, _State.ISSUED, "commit")
-        ch = entry.challenge
-        if _ms(now) >= ch.expiry:
-            raise ChallengeExpired(f"challenge {challenge_id} expired; ask for a new one")
-        message = commit_message(
-            challenge_id,
-            ch.seed,
-            ch.n,
-            ch.worker_address,
-            req.loops,
-            req.compute_time,
-            req.merkle_root,
-        )
         try:
-            verify(entry.worker_key, message, from_phex(req.device_signature))
-        except InvalidSignature:
-            self._count_refused()
-            raise CommitRefused(
-                "device_signature is not the challenge worker's signature over the commitment"
-            ) from None
-        elapsed = now - entry.issued_at
-        if req.compute_time > elapsed + COMPUTE_TIME_SLACK:
-            self._count_refused()
-            raise CommitRefused(
-                f"compute_time {req.compute_time:.3f} s exceeds the {elapsed:.3f} s elapsed "
-                "since the challenge was issued"
-            )
-        try:
-            peak = device_peak_flops(req.device)
-        except CommitRefused:
-            self._count_refused()
+            return self._commit(challenge_id, req)
+        except ValidatorError as exc:
+            self._count_refusal(exc)
             raise
-        rate = claimed_rate(req.loops, ch.n, req.compute_time)
-        if rate > peak:
-            self._count_refused()
-            raise CommitRefused(
-                f"claimed rate {rate:.3e} FLOP/s is above the {req.device.backend} "
-                f"peak of {peak:.3e} FLOP/s"
-            )
-        s = sample_count(req.loops, self.s_max)
+
+    def _commit(self, challenge_id: str, req: CommitRequest) -> CommitResponse:
+        """`commit` without the refusal counting."""
+        now = self._clock()
         with self._lock:
-            self._require_state(challenge_id, entry, _State.ISSUED, "commit")
+            entry = self._table.for_commit(challenge_id, _ms(now))
+        ch = entry.challenge
+        commitment = Commitment(challenge_id, ch.seed, ch.n, ch.worker_address, req.loops,
+                                req.compute_time, from_phex(req.merkle_root), req.device.backend)
+        rate, peak = check_commitment(commitment, entry.worker_key,
+                                      from_phex(req.device_signature),
+                                      elapsed=now - entry.issued_at)
+        s = sample_count(req.loops, self.config.s_max)
+        with self._lock:
+            require_state(entry, ChallengeState.ISSUED, "commit")  # a concurrent commit won?
             indices = tuple(random_indices(req.loops, s, self._rng))
-            entry.commitment = _Commitment(
-                req.loops, req.compute_time, req.merkle_root, req.device, rate, peak, indices
-            )
-            entry.state = _State.COMMITTED
+            work = CommittedWork(req.loops, req.compute_time, req.merkle_root, req.device,
+                                 rate, peak, indices)
+            self._table.commit(entry, work)
             self._counters.committed += 1
         signature = sign(
             self.key,
@@ -526,33 +319,38 @@ class PocValidator:
 
     # ------------------------------------------------------------------------ reveal
 
-    def reveal(self, challenge_id: str, req: RevealRequest) -> tuple[Receipt, RevealResponse]:
+    def reveal(self, challenge_id: str, req: RevealRequest) -> Outcome:
         """Audit the revealed samples and sign a receipt if they all hold (SPEC 3).
 
         CPU-heavy (recomputes `m` leaves): call it from a worker thread. The challenge must
         be committed (ChallengeUsed otherwise) and within `expiry + reveal_grace_ms`
-        (ChallengeExpired). The samples must be exactly the drawn indices in order
-        (RevealRefused); every inclusion proof must verify against the committed root with
-        size `loops`, then `m = policy.choose_m(...)` of the `s` samples, picked by the
-        CSPRNG, are recomputed with `leaf_fn` and compared (AuditFailed naming the index).
-        Any refusal burns the challenge and records a failed audit in the worker's history.
-        A repeated reveal after acceptance returns the same receipt and response.
+        (ChallengeExpired); a full audit queue is RateLimited and leaves it committed. Then
+        `poc.audit`: the samples must be exactly the drawn indices in order (RevealRefused),
+        every inclusion proof must verify against the committed root with size `loops`, and
+        `m = policy.choose_m(...)` of the `s` samples, picked by the CSPRNG, are recomputed
+        with `leaf_fn` (AuditFailed naming the index). Any refusal burns the challenge and
+        records a failed audit. A repeated reveal after acceptance returns the same receipt
+        and response.
         """
+        try:
+            return self._reveal(challenge_id, req)
+        except ValidatorError as exc:
+            self._count_refusal(exc)
+            raise
+
+    def _reveal(self, challenge_id: str, req: RevealRequest) -> Outcome:
+        """`reveal` without the refusal counting."""
         now = self._clock()
         with self._lock:
-            entry = self._lookup(challenge_id)
-            if entry.state is _State.ACCEPTED and entry.outcome is not None:
+            entry = self._table.begin_reveal(challenge_id, _ms(now))
+            if entry.state is ChallengeState.ACCEPTED and entry.outcome is not None:
                 return entry.outcome  # idempotent: the same receipt, never a new one
-            self._require_state(challenge_id, entry, _State.COMMITTED, "reveal")
-            if _ms(now) >= entry.challenge.expiry + self.reveal_grace_ms:
-                raise ChallengeExpired(f"reveal deadline of challenge {challenge_id} passed")
-            entry.state = _State.AUDITING  # claims the challenge: concurrent reveals get 409
-            history = self._histories.get(entry.challenge.worker_address, WorkerHistory())
+            history = self._histories.get(entry.challenge.worker_address)
         try:
-            self._admit_audit()
+            self.audit_gate.admit()
         except RateLimited:
             with self._lock:  # not the miner's fault: the challenge can be revealed again
-                entry.state = _State.COMMITTED
+                self._table.release(entry)
             raise
         try:
             outcome = self._audit(entry, req, history, now)
@@ -562,65 +360,34 @@ class PocValidator:
             raise
         except BaseException:
             with self._lock:  # an internal error is not the miner's fault: allow a retry
-                entry.state = _State.COMMITTED
+                self._table.release(entry)
             raise
         finally:
-            with self._lock:
-                self._audits_pending -= 1
+            self.audit_gate.release()
         self._finish(entry, outcome, now)
         return outcome
 
-    def _admit_audit(self) -> None:
-        """Take a place in the bounded audit queue or raise RateLimited (429)."""
-        with self._lock:
-            if self._audits_pending >= self.audit_slots + self.audit_queue:
-                self._counters.rate_limited += 1
-                raise RateLimited("the node's audit queue is full; retry the reveal shortly", 1.0)
-            self._audits_pending += 1
-
-    def _check_ip_failures(self, client_ip: str, now: float) -> None:
-        """Refuse challenges to an IP with too many failed audits in the last hour. Locked."""
-        recent = [t for t in self._ip_failures.get(client_ip, ()) if now - t < 3600]
-        self._ip_failures[client_ip] = recent
-        if len(recent) >= self.ip_failures_per_hour:
-            self._counters.rate_limited += 1
-            retry = recent[0] + 3600 - now
-            raise RateLimited(f"too many failed audits from IP {client_ip}; retry in "
-                              f"{math.ceil(retry)} s", retry)
-
     def _audit(
-        self, entry: _Entry, req: RevealRequest, history: WorkerHistory, now: float
-    ) -> tuple[Receipt, RevealResponse]:
-        """Index set, inclusion proofs, then recomputation of `m` samples (unlocked)."""
+        self, entry: ChallengeEntry, req: RevealRequest, history: WorkerHistory, now: float
+    ) -> Outcome:
+        """Index set, inclusion proofs, recomputation of `m` samples, receipt (unlocked)."""
         ch, com = entry.challenge, entry.commitment
-        assert com is not None  # state COMMITTED implies a commitment
-        revealed = tuple(smp.index for smp in req.samples)
-        if revealed != com.indices:
-            raise RevealRefused(
-                f"revealed indices are not the {len(com.indices)} drawn indices in order"
-            )
-        root = from_phex(com.merkle_root)
-        for smp in req.samples:
-            try:
-                verify_inclusion(
-                    from_phex(smp.leaf),
-                    smp.index,
-                    com.loops,
-                    [from_phex(h) for h in smp.proof],
-                    root,
-                )
-            except MerkleError as exc:
-                raise AuditFailed(f"index {smp.index}: inclusion proof failed: {exc}") from None
+        assert com is not None  # state auditing implies a commitment
+        samples = [smp.revealed() for smp in req.samples]
+        check_revealed_indices(samples, com.indices)
+        check_inclusion(samples, from_phex(com.merkle_root), com.loops)
         s = len(com.indices)
-        m = self.policy.choose_m(s, com.rate, com.peak, history, now)
+        m = self.config.policy.choose_m(s, com.rate, com.peak, history, now)
         with self._lock:  # the shared rng is not guaranteed thread-safe
-            audited = sorted(self._rng.sample(range(s), m))
-        with self._audit_semaphore:  # bounded concurrency of the expensive part
-            for j in audited:
-                smp = req.samples[j]
-                if self._leaf_fn(ch.seed, smp.index, ch.n) != from_phex(smp.leaf):
-                    raise AuditFailed(
-                        f"index {smp.index}: leaf does not match its recomputation")
+            audited = self._rng.sample(range(s), m)
+        with self.audit_gate.slot():  # bounded concurrency of the expensive part
+            recompute_leaves(ch.seed, ch.n, samples, audited, self._leaf_fn)
+        return self._sign_receipt(ch, com, s, m, now)
+
+    def _sign_receipt(
+        self, ch: Challenge, com: CommittedWork, s: int, m: int, now: float
+    ) -> Outcome:
+        """The signed receipt of an accepted round and the response carrying it (SPEC 3)."""
         receipt = sign_receipt(
             chain_id=self.chain_id,
             task_id=ch.challenge_id,
@@ -646,135 +413,59 @@ class PocValidator:
         )
         return receipt, response
 
-    def _finish(
-        self, entry: _Entry, outcome: tuple[Receipt, RevealResponse] | None, now: float
-    ) -> None:
-        """Publish an audit outcome and record it in the worker's history (persisted)."""
+    def _finish(self, entry: ChallengeEntry, outcome: Outcome | None, now: float) -> None:
+        """Publish an audit outcome; record it in the worker's history (persisted) and, for
+        a failure, against the client IP."""
         address = entry.challenge.worker_address
+        policy = self.config.policy
         with self._lock:
-            history = self._histories.get(address, WorkerHistory())
+            self._table.finish(entry, outcome)
+            history = self._histories.get(address)
             if outcome is None:
-                entry.state = _State.REJECTED
                 self._counters.rejected += 1
-                self._ip_failures.setdefault(entry.client_ip, []).append(now)
-                history = self.policy.record_result(history, False, None, now)
+                self._limits.record_failure(entry.client_ip, now)
+                history = policy.record_result(history, False, None, now)
             else:
-                entry.state = _State.ACCEPTED
-                entry.outcome = outcome
                 self._counters.accepted += 1
                 assert entry.commitment is not None
-                history = self.policy.record_result(history, True, entry.commitment.rate, now)
-            self._histories[address] = history
-            self._history_version += 1
-            snapshot = (self._history_version, dict(self._histories))
+                history = policy.record_result(history, True, entry.commitment.rate, now)
+            snapshot = self._histories.put(address, history)
         # The fsyncs happen outside the main lock so challenges and commits never wait on disk.
-        self._save_histories(*snapshot)
+        self._histories.save(snapshot)
 
-    # ----------------------------------------------------------------- state helpers
-
-    def _lookup(self, challenge_id: str) -> _Entry:
-        """The entry of `challenge_id` or ChallengeNotFound. Locked."""
-        entry = self._challenges.get(challenge_id)
-        if entry is None:
-            raise ChallengeNotFound(f"unknown challenge {challenge_id}")
-        return entry
-
-    def _entry_in_state(self, challenge_id: str, state: _State, action: str) -> _Entry:
-        """Look up and require `state`, taking and releasing the lock."""
+    def _count_refusal(self, exc: ValidatorError) -> None:
+        """Count a refusal for `stats()`."""
         with self._lock:
-            entry = self._lookup(challenge_id)
-            self._require_state(challenge_id, entry, state, action)
-            return entry
-
-    @staticmethod
-    def _require_state(challenge_id: str, entry: _Entry, state: _State, action: str) -> None:
-        """Raise ChallengeUsed unless `entry` is in `state`."""
-        if entry.state is state:
-            return
-        reasons = {
-            _State.ISSUED: "is not committed yet",
-            _State.COMMITTED: "is already committed",
-            _State.AUDITING: "is being audited",
-            _State.ACCEPTED: "was already accepted",
-            _State.REJECTED: "was rejected and is used up",
-        }
-        raise ChallengeUsed(f"cannot {action}: challenge {challenge_id} {reasons[entry.state]}")
-
-    def _is_open(self, entry: _Entry, now_ms: int) -> bool:
-        """Issued or in progress and not past expiry (what the open bound counts)."""
-        return entry.state in (_State.ISSUED, _State.COMMITTED, _State.AUDITING) and (
-            now_ms < entry.challenge.expiry
-        )
-
-    def _open_count(self, address: str, now_ms: int) -> int:
-        """Open challenges of `address`. Locked."""
-        ids = self._by_worker.get(address, ())
-        return sum(1 for cid in ids if self._is_open(self._challenges[cid], now_ms))
-
-    def _next_open_expiry(self, address: str, now_ms: int) -> float:
-        """Unix seconds when the first open challenge of `address` expires. Locked."""
-        expiries = [
-            self._challenges[cid].challenge.expiry
-            for cid in self._by_worker.get(address, ())
-            if self._is_open(self._challenges[cid], now_ms)
-        ]
-        return min(expiries, default=now_ms) / 1000
-
-    def _count_refused(self) -> None:
-        """Count a refused request for `stats()`."""
-        with self._lock:
-            self._counters.refused += 1
+            self._counters.count_refusal(exc)
 
     # ----------------------------------------------------------------- public queries
 
     def history(self, address: str) -> WorkerHistory:
         """The worker's audit history (SPEC 3 adaptive audit); empty for a new worker."""
         with self._lock:
-            return self._histories.get(address, WorkerHistory())
+            return self._histories.get(address)
 
     def open_challenges(self, address: str) -> int:
         """Number of unexpired challenges of `address` not yet accepted or rejected."""
         with self._lock:
-            return self._open_count(address, _ms(self._clock()))
+            return self._table.open_count(address, _ms(self._clock()))
 
     def expire(self) -> int:
         """Forget challenges past `expiry + reveal_grace_ms` and stale rate-limit state.
 
         Called from `issue`; the app may also call it periodically. Returns the number of
-        challenges dropped. Challenges are stored in issue order, which is expiry order for
-        a fixed TTL, so the scan stops at the first live one.
+        challenges dropped.
         """
         now = self._clock()
-        now_ms = _ms(now)
-        dropped = 0
         with self._lock:
-            for cid in list(self._challenges):
-                entry = self._challenges[cid]
-                if now_ms < entry.challenge.expiry + self.reveal_grace_ms:
-                    break
-                if entry.state is _State.AUDITING:
-                    continue  # its reveal is running; drop it next time
-                del self._challenges[cid]
-                ids = self._by_worker.get(entry.challenge.worker_address)
-                if ids is not None:
-                    ids.discard(cid)
-                    if not ids:
-                        del self._by_worker[entry.challenge.worker_address]
-                dropped += 1
-            for windows in (self._address_windows, self._ip_windows):
-                for window in windows.values():
-                    window.prune(now)
-                for key in [k for k, w in windows.items() if not w.times]:
-                    del windows[key]
-            for req_key in [k for k, t in self._used_requests.items() if t <= now]:
-                del self._used_requests[req_key]
+            dropped = self._table.expire(_ms(now))
+            self._limits.prune(now)
         return dropped
 
     def stats(self) -> dict[str, int]:
         """Counters for metrics: issued, committed, accepted, rejected, rate_limited,
         cooling_down, refused (signature/sanity refusals), open, workers (with history)."""
         with self._lock:
-            now_ms = _ms(self._clock())
             c = self._counters
             return {
                 "issued": c.issued,
@@ -784,75 +475,9 @@ class PocValidator:
                 "rate_limited": c.rate_limited,
                 "cooling_down": c.cooling_down,
                 "refused": c.refused,
-                "open": sum(1 for e in self._challenges.values() if self._is_open(e, now_ms)),
+                "open": self._table.open_total(_ms(self._clock())),
                 "workers": len(self._histories),
             }
-
-    # ------------------------------------------------------------------- persistence
-
-    def _load_histories(self) -> dict[str, WorkerHistory]:
-        """Read `history.json`; a corrupt file is moved aside and the node starts empty."""
-        path = self._history_path
-        try:
-            text = path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            logger.warning("cannot read audit histories %s (%s); starting empty", path, exc)
-            return {}
-        try:
-            return dict(_HistoryFile.model_validate_json(text).workers)
-        except ValidationError as exc:
-            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-            logger.warning(
-                "audit histories %s are corrupt (%s); moved to %s, starting empty",
-                path,
-                exc.errors()[0]["msg"] if exc.errors() else exc,
-                aside.name,
-            )
-            try:
-                os.replace(path, aside)
-            except OSError as move_exc:
-                logger.warning("cannot move %s aside: %s", path, move_exc)
-            return {}
-
-    def _save_histories(self, version: int, histories: dict[str, WorkerHistory]) -> None:
-        """Write `history.json` atomically (temp file, fsync, rename, fsync dir).
-
-        Runs under its own lock; a snapshot older than one already written is skipped, so
-        racing audits can never leave an older history on disk.
-
-        The whole file is rewritten (small records, one per audited worker), so a crash leaves
-        either the old or the new file, never a mix.
-        An I/O failure is logged, not raised: the audit outcome stands and the next change
-        writes the whole file again.
-        """
-        with self._save_lock:
-            if version <= self._saved_version:
-                return
-            self._write_histories(histories)
-            self._saved_version = version
-
-    def _write_histories(self, histories: dict[str, WorkerHistory]) -> None:
-        """The atomic write itself (I/O failures are logged)."""
-        path = self._history_path
-        # The records are already valid: construct without re-validating every address.
-        data = _HistoryFile.model_construct(version=HISTORY_FILE_VERSION, workers=histories)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(data.model_dump_json().encode("utf-8"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            logger.error("cannot write audit histories %s: %s", path, exc)
 
 
 def _ms(seconds: float) -> int:

@@ -5,12 +5,17 @@ flat-file chain store and the mempool journal, `create_app` is the production Fa
 (driven in-process through Starlette's TestClient), and `node_process` runs
 `python -m hashcloud node start` as a child process on 127.0.0.1 with a free port.
 Sizes are small (n = 64, a few hundred loops) so the whole node suite stays fast.
+
+The PoC validator tests (`test_validator`, `test_challenges`, `test_limits`, `test_history`)
+share the helpers of the last section: a settable `FakeClock`, a validator with a seeded
+rng, and signed challenge / commit / reveal requests built like a real worker's.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import random
 import re
 import signal
 import subprocess
@@ -24,17 +29,30 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from hashcloud.api.models import (
+    ChallengeRequest,
+    ChallengeResponse,
+    CommitRequest,
+    DeviceModel,
+    RevealRequest,
+    SampleModel,
+)
 from hashcloud.chain.genesis import reward_for
 from hashcloud.chain.tx import SUBMIT_RESULT_GAS, make_transfer
 from hashcloud.client.http import NodeClient
 from hashcloud.client.round import RoundOutcome, run_online_round
 from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.merkle import MerkleTree
+from hashcloud.crypto.signatures import sign
 from hashcloud.engine.mining import Engine
 from hashcloud.node.app import create_app
-from hashcloud.node.config import NodeFiles, init_data_dir, load_data_dir
+from hashcloud.node.config import NodeFiles, ValidatorConfig, init_data_dir, load_data_dir
 from hashcloud.node.service import NodeService
+from hashcloud.node.validator import PocValidator
+from hashcloud.poc.challenge import Challenge, challenge_request_bytes, commit_message
 from hashcloud.poc.proof import DeviceInfo
-from hashcloud.poc.round import run_loops
+from hashcloud.poc.round import RoundWork, make_samples, run_loops
+from hashcloud.types import to_phex
 
 N = 64
 # The reward of a round is loops * n^3 (genesis 1/1); a claim must pay its fee
@@ -246,3 +264,102 @@ def run_cli_async(home: Path, *args: str) -> subprocess.Popen[str]:
     """Start one CLI command without waiting (stdout/stderr captured)."""
     return subprocess.Popen(hashcloud_cmd(home, *args), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=cli_env())
+
+
+# ------------------------------------------------------------------- PoC validator helpers
+
+CHAIN = "hc-test"
+HEAD_HASH = "ab" * 32
+HEAD_HEIGHT = 7
+IP = "192.0.2.1"
+T0 = 1_700_000_000.0
+LOOPS = 24  # s = min(24, max(10, 1)) = 10 samples
+NODE_KEY = PrivateKey(0xC0FFEE)
+CPU = DeviceModel(name="test cpu", backend="numpy")
+
+
+class FakeClock:
+    """A settable clock (unix seconds) injected as the validator's / service's `clock`."""
+
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass."""
+        self.t += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock at T0."""
+    return FakeClock()
+
+
+def make_validator(data_dir: Path, clock: FakeClock, config: ValidatorConfig | None = None,
+                   **injected: object) -> PocValidator:
+    """A validator over `data_dir` with `clock`, a seeded rng (unless `rng` is given) and
+    `config` (default options unless given)."""
+    injected.setdefault("rng", random.Random(1))
+    return PocValidator(NODE_KEY, CHAIN, data_dir, config or ValidatorConfig(), clock=clock,
+                        **injected)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def validator(tmp_path: Path, clock: FakeClock) -> PocValidator:
+    """A validator with default options over a fresh directory."""
+    return make_validator(tmp_path, clock)
+
+
+def challenge_request(key: PrivateKey, clock: FakeClock, *, n: int = N,
+                      time_ms: int | None = None, address: str | None = None,
+                      signer: PrivateKey | None = None) -> ChallengeRequest:
+    """A worker's signed challenge request (optionally forged in one field)."""
+    address = address or key.public_key.address
+    time_ms = int(clock() * 1000) if time_ms is None else time_ms
+    signature = sign(signer or key, challenge_request_bytes(CHAIN, address, n, time_ms))
+    return ChallengeRequest(worker_address=address, public_key=key.public_key.hex(), n=n,
+                            request_time_ms=time_ms, signature=signature.hex())
+
+
+def issue(v: PocValidator, clock: FakeClock, key: PrivateKey = WORKER_KEY,
+          ip: str = IP) -> ChallengeResponse:
+    """Ask `v` for a challenge for `key` from `ip`."""
+    return v.issue(challenge_request(key, clock), HEAD_HEIGHT, HEAD_HASH, ip)
+
+
+def mine(engine: Engine, seed: str, loops: int = LOOPS) -> RoundWork:
+    """Honest work on `seed`."""
+    return run_loops(engine, seed, 0, max_loops=loops)
+
+
+def commit_request(key: PrivateKey, challenge_id: str, seed: str, *, loops: int,
+                   merkle_root: str, compute_time: float = 2.0, device: DeviceModel = CPU,
+                   n: int = N, address: str | None = None) -> CommitRequest:
+    """A commitment signed by `key` over the SPEC 4 commit message (for `address`, default
+    the key's own)."""
+    address = address or key.public_key.address
+    msg = commit_message(challenge_id, seed, n, address, loops, compute_time, merkle_root)
+    return CommitRequest(loops=loops, compute_time=compute_time, merkle_root=merkle_root,
+                         device=device, device_signature=to_phex(sign(key, msg)))
+
+
+def reveal_request(tree: MerkleTree, leaves: list[bytes], indices: list[int]) -> RevealRequest:
+    """The reveal of `indices` (leaf and audit path of each)."""
+    samples = make_samples(tree, leaves, indices)
+    return RevealRequest(samples=[SampleModel(**s.model_dump()) for s in samples])
+
+
+def committed_challenge(v: PocValidator, clock: FakeClock, engine: Engine,
+                        key: PrivateKey = WORKER_KEY):
+    """Issue, mine honestly (5 s on the clock), commit; returns (challenge, work, commit
+    response)."""
+    ch: Challenge = issue(v, clock, key).challenge
+    work = mine(engine, ch.seed)
+    clock.advance(5)
+    com = v.commit(ch.challenge_id, commit_request(key, ch.challenge_id, ch.seed,
+                                                   loops=work.loops,
+                                                   merkle_root=work.merkle_root))
+    return ch, work, com

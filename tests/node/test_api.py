@@ -36,16 +36,17 @@ from hashcloud.crypto.merkle import MerkleTree
 from hashcloud.crypto.signatures import sign
 from hashcloud.engine.mining import Engine
 from hashcloud.node.app import MAX_BODY
+from hashcloud.node.config import ValidatorConfig
 from hashcloud.node.service import NodeService
 from hashcloud.poc.challenge import challenge_request_bytes, commit_message
-from hashcloud.poc.proof import make_samples
 from hashcloud.poc.receipt import decode_receipt
-from hashcloud.poc.round import RoundWork, run_loops, sign_commit
+from hashcloud.poc.round import RoundWork, make_samples, run_loops, sign_commit
 from tests.node.conftest import (
     CLAIM_FEE,
     FUNDED_AMOUNT,
     OTHER_KEY,
     WORKER_KEY,
+    FakeClock,
     N,
     NodeDir,
     expected_net_reward,
@@ -344,34 +345,37 @@ def test_unknown_challenge_is_404(api: TestClient, service: NodeService,
                             json=commit_body(WORKER_KEY, cid, work)), 404)
 
 
+ShortTtl = tuple[TestClient, NodeService, FakeClock]
+
+
 @pytest.fixture
-def short_ttl_api(node_dir: NodeDir) -> Iterator[tuple[TestClient, NodeService]]:
-    """The app over a service whose challenges live 300 ms (validator option)."""
-    svc = NodeService(node_dir.files, challenge_ttl_ms=300)
+def short_ttl_api(node_dir: NodeDir) -> Iterator[ShortTtl]:
+    """The app over a service whose challenges live 300 ms (validator option), on a fake
+    clock set to now (signed request times come from the wall clock): tests advance it."""
+    clock = FakeClock(time.time())
+    svc = NodeService(node_dir.files, ValidatorConfig(challenge_ttl_ms=300), clock=clock)
     try:
         with open_client(svc) as client:
-            yield client, svc
+            yield client, svc, clock
     finally:
         svc.close()
 
 
-def test_expired_challenge_commit_is_410(short_ttl_api: tuple[TestClient, NodeService],
-                                         engine: Engine) -> None:
-    api, svc = short_ttl_api
+def test_expired_challenge_commit_is_410(short_ttl_api: ShortTtl, engine: Engine) -> None:
+    api, svc, clock = short_ttl_api
     ch = issue(api, WORKER_KEY, svc.chain_id)
     work = run_loops(engine, ch["seed"], 0, max_loops=4)
-    time.sleep(0.45)
+    clock.advance(0.301)  # 1 ms past expiry: too late to commit
     cid = ch["challenge_id"]
     body = assert_refused(api.post(f"/v1/challenges/{cid}/commit",
                                    json=commit_body(WORKER_KEY, cid, work)), 410)
     assert "expired" in body["detail"]
 
 
-def test_expired_challenge_reveal_is_410(short_ttl_api: tuple[TestClient, NodeService],
-                                         engine: Engine) -> None:
-    api, svc = short_ttl_api
+def test_expired_challenge_reveal_is_410(short_ttl_api: ShortTtl, engine: Engine) -> None:
+    api, svc, clock = short_ttl_api
     ch, _, samples = committed_round(api, WORKER_KEY, svc.chain_id, engine, loops=12)
-    time.sleep(0.75)  # past expiry + reveal grace (one more TTL)
+    clock.advance(0.601)  # 1 ms past expiry + reveal grace (one more TTL): too late
     body = assert_refused(api.post(f"/v1/challenges/{ch['challenge_id']}/reveal",
                                    json={"samples": samples}), 410)
     assert "deadline" in body["detail"]
@@ -379,7 +383,7 @@ def test_expired_challenge_reveal_is_410(short_ttl_api: tuple[TestClient, NodeSe
 
 def test_too_many_open_challenges_is_429_with_retry_after(api: TestClient,
                                                           service: NodeService) -> None:
-    limit = service.validator.max_open_per_worker
+    limit = service.validator.config.max_open_per_worker
     for _ in range(limit):
         issue(api, WORKER_KEY, service.chain_id)
     resp = api.post("/v1/challenges", json=challenge_body(WORKER_KEY, service.chain_id))
@@ -393,7 +397,7 @@ def test_too_many_open_challenges_is_429_with_retry_after(api: TestClient,
 
 def test_retry_after_header_is_integer_seconds(api: TestClient, service: NodeService) -> None:
     """RFC 9110 section 10.2.3: Retry-After is an HTTP-date or delay-seconds (1*DIGIT)."""
-    for _ in range(service.validator.max_open_per_worker):
+    for _ in range(service.validator.config.max_open_per_worker):
         issue(api, WORKER_KEY, service.chain_id)
     resp = api.post("/v1/challenges", json=challenge_body(WORKER_KEY, service.chain_id))
     assert resp.status_code == 429
@@ -542,8 +546,8 @@ def test_bad_content_length_is_refused(api: TestClient, value: str) -> None:
 def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str]]:
     """One app for the many malformed-input cases, with an issued challenge id to aim at."""
     nd = make_node_dir(tmp_path_factory.mktemp("fuzz") / "node")
-    svc = NodeService(nd.files, requests_per_minute_per_ip=100_000,
-                      requests_per_minute_per_address=100_000)
+    svc = NodeService(nd.files, ValidatorConfig(requests_per_minute_per_ip=100_000,
+                                                requests_per_minute_per_address=100_000))
     try:
         with open_client(svc) as client:
             fuzz_key = PrivateKey(0xF022)

@@ -20,6 +20,7 @@ import pytest
 from websockets.sync.client import connect
 
 from hashcloud.chain.genesis import load_genesis, reward_for
+from hashcloud.chain.store.index import INDEX_NAME, read_index
 from hashcloud.chain.tx import TX_FIELDS, Transaction, make_transfer, tx_id, tx_to_json
 from hashcloud.client.http import NodeClient
 from hashcloud.crypto.keys import PrivateKey
@@ -51,6 +52,18 @@ def mth(leaves: list[bytes]) -> bytes:
     while k * 2 < len(leaves):
         k *= 2
     return hashlib.sha256(b"\x01" + mth(leaves[:k]) + mth(leaves[k:])).digest()
+
+
+def wait_for_block_above(http: httpx.Client, height: int, timeout: float = 15.0) -> dict:
+    """Poll `/v1/head` until the node's head is above `height`; return that head."""
+    deadline = time.monotonic() + timeout
+    while True:
+        head = http.get("/v1/head").json()
+        if head["height"] > height:
+            return head
+        if time.monotonic() > deadline:
+            pytest.fail(f"no block above height {height} within {timeout} s")
+        time.sleep(0.02)
 
 
 def cli_json(proc: subprocess.CompletedProcess[str]) -> dict:
@@ -172,9 +185,8 @@ def test_sigkill_loses_no_acknowledged_transaction_or_block(tmp_path: Path) -> N
                                  json=tx_to_json(transfer(nd, nonce, amount=nonce + 1)))
                 assert resp.status_code == 200, resp.text
                 acked.append(resp.json()["tx_id"])
-                if nonce % 6 == 5:
-                    time.sleep(0.35)  # let a block or two be made meanwhile
-                    head = http.get("/v1/head").json()
+                if nonce % 6 == 5:  # let a block be made meanwhile (polled, not slept)
+                    head = wait_for_block_above(http, max(blocks, default=0))
                     for h in range(1, head["height"] + 1):
                         blocks[h] = http.get(f"/v1/blocks/{h}").json()["hash"]
         node.kill9()  # right after the last acknowledgement
@@ -309,11 +321,11 @@ def make_tx(client: NodeClient, key: PrivateKey) -> Transaction:
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_closes_the_service_cleanly(node_process) -> None:
-    """`run_node` promises to close the service on SIGTERM: the store then persists its
-    index, so blocks.idx covers every block (genesis included) after the stop."""
+def test_sigterm_closes_the_service_cleanly(node_process, tmp_path) -> None:
+    """`run_node` promises to close the service on SIGTERM: the service says so in its log
+    (NodeService.close ran), and blocks.idx covers every block (genesis included)."""
     url, proc, data_dir, funded = node_process
-    idx = data_dir / "chain" / "blocks.idx"
+    idx = data_dir / "chain" / INDEX_NAME
     with NodeClient(url, retries=0) as client:
         for _ in range(2):
             tx = make_tx(client, funded)
@@ -322,12 +334,12 @@ def test_sigterm_closes_the_service_cleanly(node_process) -> None:
         height = client.info().head.height
     proc.terminate()
     proc.wait(timeout=10)
-    raw = idx.read_bytes()
-    # Index header: magic (8) + u32 version + u64 covered log size + u64 entry count.
-    count = int.from_bytes(raw[20:28], "big")
+    # Read through the store's own reader: the index format is the store's business.
+    count = len(read_index(idx) or ())
     assert count == height + 1, (
-        f"blocks.idx covers {count} blocks of {height + 1}: the store was not closed "
-        f"(exit status {proc.returncode})")
+        f"blocks.idx covers {count} blocks of {height + 1} (exit status {proc.returncode})")
+    logs = "".join(p.read_text() for p in (tmp_path / "home").glob("node-*.stderr"))
+    assert "node closed: journal and chain store closed" in logs, logs[-2000:]
 
 
 @pytest.mark.timeout(60)
@@ -335,7 +347,7 @@ def test_sigterm_stops_the_node_after_a_websocket_client_left(node_process) -> N
     url, proc, _, _ = node_process
     with connect(url.replace("http://", "ws://") + "/v1/ws/heads", open_timeout=10) as ws:
         assert json.loads(ws.recv(timeout=10))["height"] == 0
-    time.sleep(0.2)
+    time.sleep(0.2)  # let the close reach the node (no state shows it: nothing to poll)
     proc.terminate()
     try:
         proc.wait(timeout=5)
@@ -370,7 +382,7 @@ def test_miner_survives_a_node_restart_mid_round(tmp_path) -> None:
             time.sleep(0.05)
         else:
             pytest.fail("the miner never got a challenge")
-        time.sleep(0.3)
+        time.sleep(0.3)  # the answer reaches the miner: it is now inside its 2 s compute
         node.kill9()
         node = start_node(nd.path, tmp_path / "nh", extra_args=("--port", str(port)))
         stdout, stderr = miner.communicate(timeout=90)

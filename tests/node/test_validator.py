@@ -3,34 +3,24 @@
 Real work throughout (n = 64, a few dozen loops of the NumPy engine, the real `compute_leaf`),
 except the statistical detection test, which injects a fast fake leaf function (documented
 there). Time is a fake clock and the validator's rng a seeded `random.Random`, both
-constructor arguments, so every test is deterministic.
+constructor arguments, so every test is deterministic. The life cycle, the abuse bounds and
+the history file have their own modules: `test_challenges`, `test_limits`, `test_history`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import math
 import random
 import threading
-from pathlib import Path
 
 import pytest
 
-from hashcloud.api.models import (
-    ChallengeRequest,
-    ChallengeResponse,
-    CommitRequest,
-    DeviceModel,
-    RevealRequest,
-    SampleModel,
-)
+from hashcloud.api.models import ChallengeRequest, DeviceModel, RevealRequest, SampleModel
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
 from hashcloud.crypto.signatures import sign, verify
 from hashcloud.engine.gemm import compute_leaf
-from hashcloud.engine.mining import Engine
 from hashcloud.errors import (
     AuditFailed,
     ChallengeExpired,
@@ -44,145 +34,41 @@ from hashcloud.errors import (
     ValidatorError,
 )
 from hashcloud.node.app import http_status
-from hashcloud.node.validator import DEVICE_PEAK_FLOPS, PocValidator, device_peak_flops
+from hashcloud.node.config import ValidatorConfig
+from hashcloud.node.validator import PocValidator
+from hashcloud.poc.audit import DEVICE_PEAK_FLOPS
 from hashcloud.poc.audit_policy import DEFAULT_POLICY
 from hashcloud.poc.challenge import (
     challenge_request_bytes,
-    commit_message,
     indices_signing_bytes,
     verify_challenge,
 )
 from hashcloud.poc.detection import p_detect
-from hashcloud.poc.proof import make_samples
 from hashcloud.poc.receipt import decode_receipt, verify_receipt
-from hashcloud.poc.round import RoundWork, run_loops
 from hashcloud.poc.sampling import check_stratified, sample_count
 from hashcloud.types import from_phex, to_phex
+from tests.node.conftest import (
+    CHAIN,
+    HEAD_HASH,
+    HEAD_HEIGHT,
+    IP,
+    LOOPS,
+    NODE_KEY,
+    OTHER_KEY,
+    T0,
+    WORKER_KEY,
+    FakeClock,
+    N,
+    challenge_request,
+    commit_request,
+    committed_challenge,
+    issue,
+    make_validator,
+    mine,
+    reveal_request,
+)
 
-CHAIN = "hc-test"
-HEAD_HASH = "ab" * 32
-HEAD_HEIGHT = 7
-IP = "192.0.2.1"
-T0 = 1_700_000_000.0
-N = 64
-LOOPS = 24  # s = min(24, max(10, 1)) = 10 samples
-NODE_KEY = PrivateKey(0xC0FFEE)
-WORKER = PrivateKey(0x1234)
-OTHER = PrivateKey(0x5678)
-CPU = DeviceModel(name="test cpu", backend="numpy")
-
-
-class FakeClock:
-    """A settable clock (unix seconds) passed as the validator's `clock`."""
-
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    with Engine("numpy", n=N) as eng:
-        yield eng
-
-
-def make_validator(data_dir: Path, clock: FakeClock, **kwargs: object) -> PocValidator:
-    kwargs.setdefault("rng", random.Random(1))
-    return PocValidator(NODE_KEY, CHAIN, data_dir, clock=clock, **kwargs)
-
-
-@pytest.fixture
-def validator(tmp_path: Path, clock: FakeClock) -> PocValidator:
-    return make_validator(tmp_path, clock)
-
-
-def challenge_request(
-    key: PrivateKey,
-    clock: FakeClock,
-    *,
-    n: int = N,
-    time_ms: int | None = None,
-    address: str | None = None,
-    signer: PrivateKey | None = None,
-) -> ChallengeRequest:
-    """A worker's signed challenge request (optionally forged in one field)."""
-    address = address or key.public_key.address
-    time_ms = int(clock() * 1000) if time_ms is None else time_ms
-    signature = sign(signer or key, challenge_request_bytes(CHAIN, address, n, time_ms))
-    return ChallengeRequest(
-        worker_address=address,
-        public_key=key.public_key.hex(),
-        n=n,
-        request_time_ms=time_ms,
-        signature=signature.hex(),
-    )
-
-
-def issue(
-    v: PocValidator, clock: FakeClock, key: PrivateKey = WORKER, ip: str = IP
-) -> ChallengeResponse:
-    return v.issue(challenge_request(key, clock), HEAD_HEIGHT, HEAD_HASH, ip)
-
-
-def mine(engine: Engine, seed: str, loops: int = LOOPS) -> RoundWork:
-    return run_loops(engine, seed, 0, max_loops=loops)
-
-
-def commit_request(
-    key: PrivateKey,
-    challenge_id: str,
-    seed: str,
-    *,
-    loops: int,
-    merkle_root: str,
-    compute_time: float = 2.0,
-    device: DeviceModel = CPU,
-    n: int = N,
-    address: str | None = None,
-) -> CommitRequest:
-    """A commitment signed by `key` over the SPEC 4 commit message (for `address`, default
-    the key's own)."""
-    address = address or key.public_key.address
-    msg = commit_message(challenge_id, seed, n, address, loops, compute_time, merkle_root)
-    return CommitRequest(
-        loops=loops,
-        compute_time=compute_time,
-        merkle_root=merkle_root,
-        device=device,
-        device_signature=to_phex(sign(key, msg)),
-    )
-
-
-def reveal_request(tree: MerkleTree, leaves: list[bytes], indices: list[int]) -> RevealRequest:
-    samples = make_samples(tree, leaves, indices)
-    return RevealRequest(samples=[SampleModel(**s.model_dump()) for s in samples])
-
-
-def honest_round(v: PocValidator, clock: FakeClock, engine: Engine, key: PrivateKey = WORKER):
-    """Issue, mine honestly, commit; returns (challenge, work, commit response)."""
-    ch = issue(v, clock, key).challenge
-    work = mine(engine, ch.seed)
-    clock.advance(5)
-    com = v.commit(
-        ch.challenge_id,
-        commit_request(
-            key, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root
-        ),
-    )
-    return ch, work, com
-
-
-# ----------------------------------------------------------------------------- happy path
+# --------------------------------------------------------------------------- happy path
 
 
 def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
@@ -191,16 +77,16 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
     assert resp.node_public_key == NODE_KEY.public_key.hex()
     ch = resp.challenge
     verify_challenge(ch, NODE_KEY.public_key, CHAIN)
-    assert ch.worker_address == WORKER.public_key.address and ch.n == N
+    assert ch.worker_address == WORKER_KEY.public_key.address and ch.n == N
     assert ch.expiry == int(T0 * 1000) + 10 * 60_000
-    assert validator.open_challenges(WORKER.public_key.address) == 1
+    assert validator.open_challenges(WORKER_KEY.public_key.address) == 1
 
     work = mine(engine, ch.seed)
     clock.advance(5)
     com = validator.commit(
         ch.challenge_id,
         commit_request(
-            WORKER,
+            WORKER_KEY,
             ch.challenge_id,
             ch.seed,
             loops=work.loops,
@@ -225,7 +111,7 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
     verify_receipt(receipt, {NODE_KEY.public_key.hex()})
     assert (receipt.task_id, receipt.worker_address, receipt.seed) == (
         ch.challenge_id,
-        WORKER.public_key.address,
+        WORKER_KEY.public_key.address,
         ch.seed,
     )
     assert (receipt.n, receipt.loops, receipt.merkle_root) == (N, LOOPS, work.merkle_root[2:])
@@ -234,9 +120,9 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
     assert receipt.issued_height == HEAD_HEIGHT
     assert receipt.accepted_at == int(clock() * 1000)
 
-    hist = validator.history(WORKER.public_key.address)
+    hist = validator.history(WORKER_KEY.public_key.address)
     assert hist.accepted == 1 and hist.failed == 0 and hist.mean_rate > 0
-    assert validator.open_challenges(WORKER.public_key.address) == 0
+    assert validator.open_challenges(WORKER_KEY.public_key.address) == 0
     stats = validator.stats()
     assert {k: stats[k] for k in ("issued", "committed", "accepted", "rejected", "open")} == {
         "issued": 1,
@@ -247,20 +133,9 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
     }
 
 
-def test_repeated_reveal_after_acceptance_returns_same_receipt(validator, clock, engine):
-    ch, work, com = honest_round(validator, clock, engine)
-    req = reveal_request(work.tree, work.leaves, com.indices)
-    first = validator.reveal(ch.challenge_id, req)
-    clock.advance(3)
-    again = validator.reveal(ch.challenge_id, req)
-    assert again == first
-    assert validator.stats()["accepted"] == 1
-    assert validator.history(WORKER.public_key.address).accepted == 1
-
-
 def test_reward_fn_fills_reward_estimate(tmp_path, clock, engine):
     v = make_validator(tmp_path, clock, reward_fn=lambda r: r.loops * r.n**3)
-    ch, work, com = honest_round(v, clock, engine)
+    ch, work, com = committed_challenge(v, clock, engine)
     _, out = v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
     assert out.reward_estimate == LOOPS * N**3
 
@@ -271,19 +146,19 @@ def test_reward_fn_fills_reward_estimate(tmp_path, clock, engine):
 @pytest.mark.parametrize("forgery", ["signer", "address", "stale", "future", "chain"])
 def test_bad_challenge_request_refused(validator, clock, forgery):
     if forgery == "signer":
-        req = challenge_request(WORKER, clock, signer=OTHER)
-    elif forgery == "address":  # WORKER's key claiming OTHER's address
-        req = challenge_request(WORKER, clock, address=OTHER.public_key.address)
+        req = challenge_request(WORKER_KEY, clock, signer=OTHER_KEY)
+    elif forgery == "address":  # WORKER_KEY's key claiming OTHER_KEY's address
+        req = challenge_request(WORKER_KEY, clock, address=OTHER_KEY.public_key.address)
     elif forgery == "stale":
-        req = challenge_request(WORKER, clock, time_ms=int(clock() * 1000) - 121_000)
+        req = challenge_request(WORKER_KEY, clock, time_ms=int(clock() * 1000) - 121_000)
     elif forgery == "future":
-        req = challenge_request(WORKER, clock, time_ms=int(clock() * 1000) + 121_000)
+        req = challenge_request(WORKER_KEY, clock, time_ms=int(clock() * 1000) + 121_000)
     else:  # signed for another chain
-        addr, t = WORKER.public_key.address, int(clock() * 1000)
-        sig = sign(WORKER, challenge_request_bytes("other-chain", addr, N, t))
+        addr, t = WORKER_KEY.public_key.address, int(clock() * 1000)
+        sig = sign(WORKER_KEY, challenge_request_bytes("other-chain", addr, N, t))
         req = ChallengeRequest(
             worker_address=addr,
-            public_key=WORKER.public_key.hex(),
+            public_key=WORKER_KEY.public_key.hex(),
             n=N,
             request_time_ms=t,
             signature=sig.hex(),
@@ -294,29 +169,22 @@ def test_bad_challenge_request_refused(validator, clock, forgery):
     assert validator.stats()["issued"] == 0
 
 
-def test_replayed_challenge_request_refused(validator, clock):
-    req = challenge_request(WORKER, clock)
-    validator.issue(req, HEAD_HEIGHT, HEAD_HASH, IP)
-    with pytest.raises(RequestRefused, match="already used"):
-        validator.issue(req, HEAD_HEIGHT, HEAD_HASH, "198.51.100.9")
-
-
 def test_request_time_within_skew_accepted(validator, clock):
-    req = challenge_request(WORKER, clock, time_ms=int(clock() * 1000) - 119_000)
+    req = challenge_request(WORKER_KEY, clock, time_ms=int(clock() * 1000) - 119_000)
     assert validator.issue(req, HEAD_HEIGHT, HEAD_HASH, IP).challenge.n == N
 
 
-# ------------------------------------------------------------------------------ commit
+# ------------------------------------------------------------------------------- commit
 
 
 def test_other_workers_challenge_cannot_be_committed(validator, clock, engine):
     ch = issue(validator, clock).challenge
     work = mine(engine, ch.seed)
     clock.advance(5)
-    # OTHER signs a commitment naming WORKER's address: not the challenge worker's key.
-    for address in (WORKER.public_key.address, OTHER.public_key.address):
+    # OTHER_KEY signs a commitment naming WORKER_KEY's address: not the challenge worker's key.
+    for address in (WORKER_KEY.public_key.address, OTHER_KEY.public_key.address):
         req = commit_request(
-            OTHER,
+            OTHER_KEY,
             ch.challenge_id,
             ch.seed,
             loops=work.loops,
@@ -330,7 +198,7 @@ def test_other_workers_challenge_cannot_be_committed(validator, clock, engine):
     validator.commit(
         ch.challenge_id,
         commit_request(
-            WORKER, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root
+            WORKER_KEY, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root
         ),
     )
 
@@ -338,65 +206,11 @@ def test_other_workers_challenge_cannot_be_committed(validator, clock, engine):
 def test_commit_signature_binds_every_field(validator, clock):
     ch = issue(validator, clock).challenge
     clock.advance(5)
-    good = commit_request(WORKER, ch.challenge_id, ch.seed, loops=30, merkle_root="0x" + "11" * 32)
+    good = commit_request(WORKER_KEY, ch.challenge_id, ch.seed, loops=30,
+                          merkle_root="0x" + "11" * 32)
     tampered = good.model_copy(update={"loops": 31})
     with pytest.raises(CommitRefused, match="device_signature"):
         validator.commit(ch.challenge_id, tampered)
-
-
-def test_unknown_challenge_is_404(validator):
-    req = commit_request(WORKER, "00" * 16, "ab" * 32, loops=10, merkle_root="0x" + "11" * 32)
-    with pytest.raises(ChallengeNotFound) as exc:
-        validator.commit("00" * 16, req)
-    assert http_status(exc.value) == 404
-    with pytest.raises(ChallengeNotFound):
-        validator.reveal(
-            "00" * 16,
-            RevealRequest(samples=[SampleModel(index=0, leaf="0x" + "11" * 32, proof=[])]),
-        )
-
-
-def test_expired_challenge_refused(validator, clock):
-    ch = issue(validator, clock).challenge
-    clock.advance(10 * 60 + 1)
-    req = commit_request(WORKER, ch.challenge_id, ch.seed, loops=10, merkle_root="0x" + "11" * 32)
-    with pytest.raises(ChallengeExpired) as exc:
-        validator.commit(ch.challenge_id, req)
-    assert http_status(exc.value) == 410
-    # Forgotten once past expiry + grace: then unknown.
-    clock.advance(10 * 60)
-    assert validator.expire() == 1
-    with pytest.raises(ChallengeNotFound):
-        validator.commit(ch.challenge_id, req)
-
-
-def test_reveal_allowed_within_grace_then_expired(validator, clock, engine):
-    ch, work, com = honest_round(validator, clock, engine)
-    req = reveal_request(work.tree, work.leaves, com.indices)
-    clock.t = ch.expiry / 1000 + 10 * 60 + 1  # past expiry + grace (one TTL)
-    with pytest.raises(ChallengeExpired):
-        validator.reveal(ch.challenge_id, req)
-
-    ch, work, com = honest_round(validator, clock, engine)
-    clock.t = ch.expiry / 1000 + 60  # past expiry, within grace
-    _, out = validator.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
-    assert out.accepted
-
-
-def test_commit_twice_and_reveal_before_commit_are_409(validator, clock, engine):
-    ch = issue(validator, clock).challenge
-    work = mine(engine, ch.seed)
-    clock.advance(5)
-    early = reveal_request(work.tree, work.leaves, list(range(sample_count(LOOPS))))
-    with pytest.raises(ChallengeUsed, match="not committed") as exc:
-        validator.reveal(ch.challenge_id, early)
-    assert http_status(exc.value) == 409
-    req = commit_request(
-        WORKER, ch.challenge_id, ch.seed, loops=work.loops, merkle_root=work.merkle_root
-    )
-    validator.commit(ch.challenge_id, req)
-    with pytest.raises(ChallengeUsed, match="already committed"):
-        validator.commit(ch.challenge_id, req)
 
 
 def test_claimed_rate_above_peak_refused(validator, clock):
@@ -405,7 +219,7 @@ def test_claimed_rate_above_peak_refused(validator, clock):
     loops = 100
     fast = loops * 2 * N**3 / DEVICE_PEAK_FLOPS["numpy"] / 2  # twice the CPU peak
     req = commit_request(
-        WORKER,
+        WORKER_KEY,
         ch.challenge_id,
         ch.seed,
         loops=loops,
@@ -417,7 +231,7 @@ def test_claimed_rate_above_peak_refused(validator, clock):
     # The same claim on a GPU backend is plausible.
     gpu = DeviceModel(name="gpu", backend="cupy")
     req = commit_request(
-        WORKER,
+        WORKER_KEY,
         ch.challenge_id,
         ch.seed,
         loops=loops,
@@ -432,7 +246,7 @@ def test_unknown_backend_refused(validator, clock):
     ch = issue(validator, clock).challenge
     clock.advance(5)
     req = commit_request(
-        WORKER,
+        WORKER_KEY,
         ch.challenge_id,
         ch.seed,
         loops=10,
@@ -443,34 +257,25 @@ def test_unknown_backend_refused(validator, clock):
         validator.commit(ch.challenge_id, req)
 
 
-def test_device_peak_table():
-    assert device_peak_flops(DeviceModel(name="x", backend="numpy")) == 20e12
-    assert device_peak_flops(DeviceModel(name="x", backend="cupy")) == 2.5e15
-    with pytest.raises(CommitRefused):
-        device_peak_flops(DeviceModel(name="x", backend="CUPY"))
-
-
 def test_compute_time_longer_than_elapsed_refused(validator, clock):
     ch = issue(validator, clock).challenge
     clock.advance(5)
-    req = commit_request(
-        WORKER, ch.challenge_id, ch.seed, loops=10, merkle_root="0x" + "11" * 32, compute_time=6.5
-    )
+    req = commit_request(WORKER_KEY, ch.challenge_id, ch.seed, loops=10,
+                         merkle_root="0x" + "11" * 32, compute_time=6.5)
     with pytest.raises(CommitRefused, match="exceeds"):
         validator.commit(ch.challenge_id, req)
     # Within the 1 s clock-granularity slack.
-    req = commit_request(
-        WORKER, ch.challenge_id, ch.seed, loops=10, merkle_root="0x" + "11" * 32, compute_time=5.9
-    )
+    req = commit_request(WORKER_KEY, ch.challenge_id, ch.seed, loops=10,
+                         merkle_root="0x" + "11" * 32, compute_time=5.9)
     validator.commit(ch.challenge_id, req)
 
 
-# ------------------------------------------------------------------ dishonest reveals
+# -------------------------------------------------------------------- dishonest reveals
 
 
 def _m_for(v: PocValidator, com_loops: int, history, clock: FakeClock) -> int:
     s = sample_count(com_loops)
-    return v.policy.choose_m(
+    return v.config.policy.choose_m(
         s, com_loops * 2 * N**3 / 2.0, DEVICE_PEAK_FLOPS["numpy"], history, clock()
     )
 
@@ -479,7 +284,7 @@ def _m_for(v: PocValidator, com_loops: int, history, clock: FakeClock) -> int:
     "cheat", ["wrong_indices", "reordered", "tampered_leaf", "tampered_path", "forged_leaves"]
 )
 def test_dishonest_reveal_refused_and_penalised(validator, clock, engine, cheat):
-    address = WORKER.public_key.address
+    address = WORKER_KEY.public_key.address
     m_before = _m_for(validator, LOOPS, validator.history(address), clock)
     ch = issue(validator, clock).challenge
     work = mine(engine, ch.seed)
@@ -492,7 +297,7 @@ def test_dishonest_reveal_refused_and_penalised(validator, clock, engine, cheat)
     com = validator.commit(
         ch.challenge_id,
         commit_request(
-            WORKER, ch.challenge_id, ch.seed, loops=LOOPS, merkle_root=to_phex(tree.root)
+            WORKER_KEY, ch.challenge_id, ch.seed, loops=LOOPS, merkle_root=to_phex(tree.root)
         ),
     )
     indices = list(com.indices)
@@ -541,66 +346,20 @@ def test_internal_error_during_audit_allows_retry(tmp_path, clock, engine):
         return compute_leaf(seed, i, n)
 
     v = make_validator(tmp_path, clock, leaf_fn=flaky_leaf)
-    ch, work, com = honest_round(v, clock, engine)
+    ch, work, com = committed_challenge(v, clock, engine)
     req = reveal_request(work.tree, work.leaves, com.indices)
     with pytest.raises(MemoryError):
         v.reveal(ch.challenge_id, req)
-    assert v.history(WORKER.public_key.address).failed == 0
+    assert v.history(WORKER_KEY.public_key.address).failed == 0
     _, out = v.reveal(ch.challenge_id, req)
     assert out.accepted
 
 
-# -------------------------------------------------------------- rate limits, cooldown
-
-
-def test_open_challenge_bound(tmp_path, clock):
-    v = make_validator(tmp_path, clock, max_open_per_worker=2)
-    issue(v, clock)
-    clock.advance(1)
-    issue(v, clock)
-    clock.advance(1)
-    with pytest.raises(RateLimited, match="too many open challenges") as exc:
-        issue(v, clock)
-    assert http_status(exc.value) == 429
-    assert 0 < exc.value.retry_after <= 600
-    assert v.open_challenges(WORKER.public_key.address) == 2
-    # Another worker is not affected.
-    issue(v, clock, OTHER)
-    # Expired challenges do not count.
-    clock.advance(10 * 60)
-    assert v.open_challenges(WORKER.public_key.address) == 0
-    issue(v, clock)
-    assert v.stats()["rate_limited"] == 1
-
-
-def test_rate_limit_per_address_and_ip(tmp_path, clock):
-    v = make_validator(
-        tmp_path,
-        clock,
-        requests_per_minute_per_address=3,
-        requests_per_minute_per_ip=5,
-        max_open_per_worker=100,
-    )
-    for _ in range(3):
-        issue(v, clock, WORKER, ip="198.51.100.1")
-        clock.advance(1)
-    with pytest.raises(RateLimited, match="address") as exc:
-        issue(v, clock, WORKER, ip="198.51.100.2")
-    assert http_status(exc.value) == 429 and 0 < exc.value.retry_after <= 60
-    assert "retry in" in str(exc.value)
-    # Per IP: 5 per minute whoever asks (the refused request above counted for its IP).
-    for _ in range(2):
-        issue(v, clock, OTHER, ip="198.51.100.1")
-        clock.advance(0.5)
-    with pytest.raises(RateLimited, match="IP"):
-        issue(v, clock, OTHER, ip="198.51.100.1")
-    clock.advance(61)
-    issue(v, clock, WORKER, ip="198.51.100.1")
-    assert v.stats()["rate_limited"] == 2
+# ----------------------------------------------------------------------------- cooldown
 
 
 def test_cooldown_after_repeated_failures(validator, clock, engine):
-    address = WORKER.public_key.address
+    address = WORKER_KEY.public_key.address
     for _ in range(DEFAULT_POLICY.cooldown_after):
         ch = issue(validator, clock).challenge
         work = mine(engine, ch.seed, loops=10)
@@ -608,7 +367,7 @@ def test_cooldown_after_repeated_failures(validator, clock, engine):
         com = validator.commit(
             ch.challenge_id,
             commit_request(
-                WORKER, ch.challenge_id, ch.seed, loops=10, merkle_root=work.merkle_root
+                WORKER_KEY, ch.challenge_id, ch.seed, loops=10, merkle_root=work.merkle_root
             ),
         )
         assert com.indices == list(range(10))  # s = loops = 10: one index per stratum
@@ -627,53 +386,7 @@ def test_cooldown_after_repeated_failures(validator, clock, engine):
     issue(validator, clock)  # cooldown over
 
 
-# ------------------------------------------------------------------------- persistence
-
-
-def test_history_persists_across_restart(tmp_path, clock, engine):
-    v = make_validator(tmp_path, clock)
-    ch, work, com = honest_round(v, clock, engine)
-    v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
-    ch, work, com = honest_round(v, clock, engine)
-    with pytest.raises(RevealRefused):
-        v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices[::-1]))
-    before = v.history(WORKER.public_key.address)
-    path = tmp_path / "validator" / "history.json"
-    assert json.loads(path.read_text())["version"] == 1
-    assert not list(path.parent.glob(".*tmp*"))
-
-    restarted = make_validator(tmp_path, clock)
-    assert restarted.history(WORKER.public_key.address) == before
-    assert before.accepted == 1 and before.failed == 1
-    # Challenges are memory-only: a restart invalidates them.
-    with pytest.raises(ChallengeNotFound):
-        restarted.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        b"{not json",
-        b'{"version": 2, "workers": {}}',
-        b'{"version": 1, "workers": {"cpc1bad": {}}}',
-        b"\xff\xfe",
-    ],
-)
-def test_corrupt_history_file_tolerated(tmp_path, clock, caplog, content):
-    path = tmp_path / "validator" / "history.json"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="hashcloud.node.validator"):
-        v = make_validator(tmp_path, clock)
-    assert "corrupt" in caplog.text
-    assert v.history(WORKER.public_key.address).failed == 0
-    aside = list(path.parent.glob("history.json.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_bytes() == content
-    assert not path.exists()
-    issue(v, clock)  # still serving
-
-
-# ------------------------------------------------------------------------ concurrency
+# -------------------------------------------------------------------------- concurrency
 
 
 def test_lock_not_held_during_recomputation(tmp_path, clock, engine):
@@ -686,15 +399,16 @@ def test_lock_not_held_during_recomputation(tmp_path, clock, engine):
         assert release.wait(10)
         return compute_leaf(seed, i, n)
 
-    v = make_validator(tmp_path, clock, leaf_fn=slow_leaf, max_open_per_worker=10)
-    ch, work, com = honest_round(v, clock, engine)
+    v = make_validator(tmp_path, clock, ValidatorConfig(max_open_per_worker=10),
+                       leaf_fn=slow_leaf)
+    ch, work, com = committed_challenge(v, clock, engine)
     req = reveal_request(work.tree, work.leaves, com.indices)
     result: list = []
     t = threading.Thread(target=lambda: result.append(v.reveal(ch.challenge_id, req)))
     t.start()
     try:
         assert entered.wait(10)
-        issue(v, clock, OTHER)  # the validator is not locked
+        issue(v, clock, OTHER_KEY)  # the validator is not locked
         assert v.stats()["open"] == 2
         with pytest.raises(ChallengeUsed, match="being audited"):
             v.reveal(ch.challenge_id, req)
@@ -703,6 +417,41 @@ def test_lock_not_held_during_recomputation(tmp_path, clock, engine):
         t.join(10)
     assert result and result[0][1].accepted
     assert v.reveal(ch.challenge_id, req) == result[0]
+
+
+def test_challenge_signing_runs_unlocked_and_the_open_bound_still_holds(tmp_path, clock,
+                                                                         monkeypatch):
+    """Two requests of one worker with one open slot left, both signing their challenge at
+    once (so neither holds the lock): exactly one gets it, the other is refused 429."""
+    import hashcloud.node.validator as validator_module
+
+    real_issue = validator_module.issue_challenge
+    both_signing = threading.Barrier(2, timeout=10)
+
+    def slow_issue(*args, **kwargs):
+        both_signing.wait()  # only reachable by both if phase 1 released the lock
+        return real_issue(*args, **kwargs)
+
+    monkeypatch.setattr(validator_module, "issue_challenge", slow_issue)
+    v = make_validator(tmp_path, clock, ValidatorConfig(max_open_per_worker=1))
+    requests = [challenge_request(WORKER_KEY, clock, time_ms=int(clock() * 1000) + k)
+                for k in range(2)]
+    results: list[object] = []
+
+    def ask(req: ChallengeRequest) -> None:
+        try:
+            results.append(v.issue(req, HEAD_HEIGHT, HEAD_HASH, IP))
+        except RateLimited as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(req,)) for req in requests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(type(r).__name__ for r in results) == ["ChallengeResponse", "RateLimited"]
+    assert v.open_challenges(WORKER_KEY.public_key.address) == 1
+    assert v.stats()["issued"] == 1 and v.stats()["rate_limited"] == 1
 
 
 def test_error_classes_map_to_http_statuses():
@@ -736,7 +485,7 @@ def test_error_classes_map_to_http_statuses():
     assert issubclass(ValidatorError, Exception)
 
 
-# ------------------------------------------------------------------------ statistics
+# --------------------------------------------------------------------------- statistics
 
 
 def fake_leaf(seed: str, i: int, n: int) -> bytes:
@@ -756,9 +505,8 @@ def test_partial_miner_caught_at_predicted_rate(tmp_path, clock):
     number of catches must be within 4 standard errors of sum p_r (fixed seeds throughout).
     """
     rounds, loops, f = 240, 1500, 0.7
-    v = make_validator(
-        tmp_path, clock, leaf_fn=fake_leaf, rng=random.Random(2024), max_open_per_worker=1
-    )
+    v = make_validator(tmp_path, clock, ValidatorConfig(max_open_per_worker=1),
+                       leaf_fn=fake_leaf, rng=random.Random(2024))
     miner_rng = random.Random(99)
     s = sample_count(loops)
     m = DEFAULT_POLICY.base_m
@@ -802,45 +550,3 @@ def test_partial_miner_caught_at_predicted_rate(tmp_path, clock):
     tolerance = 4 * math.sqrt(variance)
     assert abs(caught - predicted) <= tolerance, (caught, predicted, tolerance)
     assert v.stats()["rejected"] == caught and v.stats()["accepted"] == rounds - caught
-
-
-# ----------------------------------------------------------------- denial-of-service bounds
-
-
-def test_n_above_the_node_maximum_is_refused(tmp_path, clock):
-    v = make_validator(tmp_path, clock, max_n=128)
-    with pytest.raises(RequestRefused, match="maximum of 128"):
-        v.issue(challenge_request(WORKER, clock, n=256), HEAD_HEIGHT, HEAD_HASH, IP)
-    assert v.issue(challenge_request(WORKER, clock, n=128), HEAD_HEIGHT, HEAD_HASH, IP)
-
-
-def test_full_audit_queue_is_429_and_the_challenge_can_be_revealed_later(tmp_path, clock,
-                                                                        engine):
-    """Recomputation is bounded: beyond slots + queue a reveal gets 429 without penalty."""
-    v = make_validator(tmp_path, clock, audit_slots=1, audit_queue=0)
-    ch, work, com = honest_round(v, clock, engine)
-    v._audits_pending = 1  # one audit already running and no queue left
-    with pytest.raises(RateLimited, match="audit queue is full"):
-        v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
-    assert v.history(WORKER.public_key.address).failed == 0
-    v._audits_pending = 0
-    receipt, resp = v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves,
-                                                             com.indices))
-    assert resp.accepted and v._audits_pending == 0
-
-
-def test_failed_audits_from_one_ip_block_fresh_addresses(tmp_path, clock, engine):
-    """Fresh keys cost nothing, so failures also count per client IP."""
-    v = make_validator(tmp_path, clock, ip_failures_per_hour=2)
-    for secret in (0xA1, 0xA2):
-        key = PrivateKey(secret)
-        ch, work, com = honest_round(v, clock, engine, key)
-        garbage = [b"\x00" * 32] * len(work.leaves)  # paths that do not match the root
-        with pytest.raises(ValidatorError):
-            v.reveal(ch.challenge_id, reveal_request(MerkleTree(garbage), garbage,
-                                                     com.indices))
-    with pytest.raises(RateLimited, match="failed audits from IP"):
-        issue(v, clock, PrivateKey(0xA3))
-    assert issue(v, clock, PrivateKey(0xA3), ip="198.51.100.7")  # another IP is fine
-    clock.advance(3601)
-    assert issue(v, clock, PrivateKey(0xA4))

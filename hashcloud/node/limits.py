@@ -1,0 +1,214 @@
+"""Abuse bounds of the PoC validator: rate limits, replay guard, open and audit bounds (SPEC 3).
+
+SPEC 3 lists "rate limits" among the sanity checks before any recomputation; these are the
+node's. Everything but `AuditGate` is pure bookkeeping: the caller passes `now` (unix
+seconds) and holds its own lock (`PocValidator` guards all of it with one lock).
+
+- `SlidingWindow`: at most `limit` events per key in any `window` seconds. One class serves
+  the per-address and per-IP challenge-request limits (60 s windows) and the failed audits
+  per client IP (one hour: fresh addresses are free, IPs are not).
+- `RequestLimits`: those three windows plus the replay guard of signed challenge requests,
+  raising RateLimited / RequestRefused with the message and `retry_after` the client sees.
+- `check_open_bound`: the bound on a worker's open challenges.
+- `AuditGate`: leaf recomputation is the node's only expensive step, so at most `slots`
+  audits run at once and at most `queue` more wait; beyond that a reveal is refused with
+  RateLimited (429) and its challenge stays committed, so an honest miner simply retries.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Hashable
+from contextlib import AbstractContextManager
+
+from hashcloud.errors import RateLimited, RequestRefused
+
+__all__ = [
+    "FAILURE_WINDOW",
+    "RATE_WINDOW",
+    "AuditGate",
+    "RequestLimits",
+    "SlidingWindow",
+    "check_open_bound",
+]
+
+#: Length (seconds) of the challenge-request rate-limit windows.
+RATE_WINDOW = 60.0
+#: Length (seconds) of the failed-audits-per-IP window.
+FAILURE_WINDOW = 3600.0
+
+
+class SlidingWindow:
+    """At most `limit` events per key in any `window` seconds (sliding, exact).
+
+    Keeps the times of each key's events inside the window; an event at `t` stops counting
+    once `now >= t + window`. Not thread-safe: the caller holds its lock.
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
+        """Track up to `limit` events per key over `window` seconds."""
+        if limit < 1 or window <= 0:
+            raise ValueError("a sliding window needs limit >= 1 and window > 0")
+        self.limit = limit
+        self.window = window
+        self._times: dict[Hashable, deque[float]] = {}
+
+    def retry_after(self, key: Hashable, now: float) -> float | None:
+        """Seconds until one more event of `key` fits under the limit, or None if one fits now."""
+        times = self._times.get(key)
+        if times is None:
+            return None
+        self._prune(times, now)
+        if len(times) < self.limit:
+            return None
+        # The event that must leave the window for the count to drop below `limit`.
+        return times[len(times) - self.limit] + self.window - now
+
+    def record(self, key: Hashable, now: float) -> None:
+        """Count one event of `key` at `now` (whether or not it fits: failures always count)."""
+        self._times.setdefault(key, deque()).append(now)
+
+    def take(self, key: Hashable, now: float) -> float | None:
+        """Count one event if it fits and return None; else return `retry_after` (not counted)."""
+        retry = self.retry_after(key, now)
+        if retry is None:
+            self.record(key, now)
+        return retry
+
+    def prune(self, now: float) -> None:
+        """Forget events older than the window and keys left without any (bounds memory)."""
+        for key in list(self._times):
+            times = self._times[key]
+            self._prune(times, now)
+            if not times:
+                del self._times[key]
+
+    def __len__(self) -> int:
+        """Number of keys with events still tracked."""
+        return len(self._times)
+
+    def _prune(self, times: deque[float], now: float) -> None:
+        """Drop the events of one key that left the window."""
+        while times and times[0] <= now - self.window:
+            times.popleft()
+
+
+class RequestLimits:
+    """The per-request bounds of challenge issuing (SPEC 3 "rate limits"). Caller-locked.
+
+    `take_ip` runs first (before any signature work, so a flood is cheap to refuse), then
+    `check_ip_failures`; after the request's signature: `check_fresh` (replay guard),
+    `take_address`. `record_failure` counts a failed audit against the client IP and
+    `remember_request` marks a signed request as used once it got a challenge.
+    """
+
+    def __init__(self, per_address: int, per_ip: int, ip_failures: int) -> None:
+        """Limits per minute per address and per IP; failed audits per IP and hour."""
+        self.per_address = SlidingWindow(per_address, RATE_WINDOW)
+        self.per_ip = SlidingWindow(per_ip, RATE_WINDOW)
+        self.ip_failures = SlidingWindow(ip_failures, FAILURE_WINDOW)
+        # (address, request_time_ms) of requests that got a challenge -> unix time to forget.
+        self._used: dict[tuple[str, int], float] = {}
+
+    def take_ip(self, client_ip: str, now: float) -> None:
+        """Count a challenge request from `client_ip` or raise RateLimited."""
+        _take(self.per_ip, client_ip, now, f"IP {client_ip}")
+
+    def take_address(self, address: str, now: float) -> None:
+        """Count a challenge request of worker `address` or raise RateLimited."""
+        _take(self.per_address, address, now, f"address {address}")
+
+    def check_ip_failures(self, client_ip: str, now: float) -> None:
+        """Raise RateLimited while `client_ip` has too many failed audits in the last hour."""
+        retry = self.ip_failures.retry_after(client_ip, now)
+        if retry is not None:
+            raise RateLimited(f"too many failed audits from IP {client_ip}; retry in "
+                              f"{math.ceil(retry)} s", retry)
+
+    def record_failure(self, client_ip: str, now: float) -> None:
+        """Count one failed audit against `client_ip`."""
+        self.ip_failures.record(client_ip, now)
+
+    def check_fresh(self, address: str, request_time_ms: int) -> None:
+        """Raise RequestRefused if this signed request already got a challenge (a replay)."""
+        if (address, request_time_ms) in self._used:
+            raise RequestRefused("challenge request already used; sign a fresh request")
+
+    def remember_request(self, address: str, request_time_ms: int, forget_at: float) -> None:
+        """Mark a request as used until `forget_at` (when the skew check refuses it anyway)."""
+        self._used[(address, request_time_ms)] = forget_at
+
+    def prune(self, now: float) -> None:
+        """Drop stale window entries and used requests past their forget time."""
+        for window in (self.per_address, self.per_ip, self.ip_failures):
+            window.prune(now)
+        for key in [k for k, t in self._used.items() if t <= now]:
+            del self._used[key]
+
+
+def _take(window: SlidingWindow, key: str, now: float, what: str) -> None:
+    """`window.take` or RateLimited saying which limit and when to retry."""
+    retry = window.take(key, now)
+    if retry is not None:
+        raise RateLimited(
+            f"rate limit of {window.limit} requests per minute for {what} exceeded; "
+            f"retry in {math.ceil(retry)} s",
+            retry,
+        )
+
+
+def check_open_bound(open_now: int, limit: int, next_expiry: float, now: float) -> None:
+    """Raise RateLimited if a worker already holds `limit` open challenges.
+
+    `next_expiry` (unix seconds) is when its first open challenge expires: the retry hint.
+    """
+    if open_now >= limit:
+        retry = next_expiry - now
+        raise RateLimited(
+            f"too many open challenges ({open_now} of {limit}); "
+            f"finish one or retry in {math.ceil(retry)} s",
+            retry,
+        )
+
+
+class AuditGate:
+    """Bounded concurrency of leaf recomputation: `slots` running, `queue` more waiting.
+
+    `admit()` takes a place (running or waiting) or raises RateLimited; every admitted audit
+    calls `release()` exactly once; `slot()` is held around the recomputation itself.
+    Thread-safe (its own small lock; never held while waiting for a slot).
+    """
+
+    def __init__(self, slots: int, queue: int) -> None:
+        """At most `slots` recomputations at once and `queue` admitted audits waiting."""
+        if slots < 1 or queue < 0:
+            raise ValueError("an audit gate needs slots >= 1 and queue >= 0")
+        self.slots = slots
+        self.queue = queue
+        self._semaphore = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Audits admitted and not yet released (running or waiting)."""
+        with self._lock:
+            return self._pending
+
+    def admit(self) -> None:
+        """Take a place in the bounded audit queue or raise RateLimited (429)."""
+        with self._lock:
+            if self._pending >= self.slots + self.queue:
+                raise RateLimited("the node's audit queue is full; retry the reveal shortly", 1.0)
+            self._pending += 1
+
+    def release(self) -> None:
+        """Give back the place taken by `admit`."""
+        with self._lock:
+            self._pending -= 1
+
+    def slot(self) -> AbstractContextManager[bool]:
+        """Hold one of the `slots` recomputation slots (blocks while all are busy)."""
+        return self._semaphore
