@@ -8,8 +8,8 @@ lower-case without prefix. Readers accept exactly these forms.
   (`model_dump(mode="json")`, `model_dump_json`) writes the one hex spelling of its edge.
 - `Address` (bech32 `cpc1...`), the n-range rule (`validate_n`, `MatrixSize`), chain ids and
   integer ranges are defined here once, for every layer.
-- The older hex-string aliases (`Hex32`, `PHex32`, ...) remain for records whose canonical
-  encodings sign the hex text itself (see each record's module).
+- The hex-string aliases (`Hex32`, `SignatureHex`, `PublicKeyHex`, ...) remain for the chain
+  records of SPEC 6, whose canonical encodings sign the hex text itself (see `chain/tx.py`).
 """
 
 from __future__ import annotations
@@ -112,18 +112,6 @@ Amount = Annotated[int, Field(ge=0, lt=MAX_AMOUNT)]
 
 U64 = Annotated[int, Field(ge=0, lt=MAX_U64)]
 """An unsigned 64-bit integer."""
-
-PHex32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{64}$")]
-"""32 bytes, lower-case hex with `0x` (proof files)."""
-
-PHexPubKey = Annotated[str, StringConstraints(pattern=r"^0x0[23][0-9a-f]{64}$")]
-"""33-byte compressed public key, `0x` hex (proof files)."""
-
-PHexSig = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{128}$")]
-"""64-byte r||s signature, `0x` hex (proof files)."""
-
-PHexBytes = Annotated[str, StringConstraints(pattern=r"^0x(?:[0-9a-f]{2})+$")]
-"""Non-empty bytes, `0x` hex (proof files)."""
 
 AddressStr = Annotated[str, AfterValidator(_address)]
 """A canonical `cpc1...` address (SPEC 5)."""
@@ -232,3 +220,6 @@ PPublicKeyBytes = hex_bytes(33, "0x", "compressed public key", first="0[23]")
 
 PBytes = hex_bytes(None, "0x", "non-empty byte string")
 """Non-empty bytes of any length; `0x` hex at the edge."""
+
+HexBytes = hex_bytes(None, "", "non-empty byte string")
+"""Non-empty bytes of any length; hex without prefix at the edge."""

@@ -10,7 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hashcloud.poc.challenge import Challenge
 from hashcloud.poc.proof import DeviceInfo, Sample
-from hashcloud.types import AddressStr, Hex32, MatrixSize, PHex32
+from hashcloud.types import (
+    AddressStr,
+    Hex32,
+    HexBytes,
+    MatrixSize,
+    PHash32,
+    PSignature,
+    PublicKeyBytes,
+    Signature,
+)
 
 MAX_SAMPLES = 256
 
@@ -29,10 +38,10 @@ class ChallengeRequest(_Strict):
     id, address, n, request time), so nobody can exhaust another worker's open challenges."""
 
     worker_address: AddressStr
-    public_key: str = Field(pattern=r"^0[23][0-9a-f]{64}$")
+    public_key: PublicKeyBytes
     n: MatrixSize
     request_time_ms: int = Field(ge=0, lt=2**63)
-    signature: str = Field(pattern=r"^[0-9a-f]{128}$")
+    signature: Signature
 
 
 class ChallengeResponse(_Strict):
@@ -40,7 +49,7 @@ class ChallengeResponse(_Strict):
 
     challenge: Challenge
     chain_id: str
-    node_public_key: str
+    node_public_key: PublicKeyBytes
     s_max: int
 
 
@@ -57,9 +66,9 @@ class CommitRequest(_Strict):
 
     loops: int = Field(ge=1, le=2**40)
     compute_time: float = Field(gt=0, le=86_400, allow_inf_nan=False)
-    merkle_root: PHex32
+    merkle_root: PHash32
     device: DeviceModel
-    device_signature: str = Field(pattern=r"^0x[0-9a-f]{128}$")
+    device_signature: PSignature
 
 
 class CommitResponse(_Strict):
@@ -67,7 +76,7 @@ class CommitResponse(_Strict):
 
     challenge_id: str
     indices: list[int]
-    indices_signature: str = Field(pattern=r"^0x[0-9a-f]{128}$")
+    indices_signature: PSignature
 
 
 class SampleModel(Sample):
@@ -87,7 +96,7 @@ class RevealResponse(_Strict):
     """The audit outcome: accepted with the signed receipt (hex of its canonical encoding)."""
 
     accepted: bool
-    receipt: str
+    receipt: HexBytes
     audited: int
     samples: int
     reward_estimate: int
@@ -131,7 +140,7 @@ class NodeInfo(_Strict):
 
     chain_id: str
     genesis_hash: str
-    node_public_key: str
+    node_public_key: PublicKeyBytes
     node_address: str
     head: HeadInfo
     block_time_ms: int

@@ -178,7 +178,7 @@ def sign_compute_result(
     draft = ComputeResult(
         task_id=receipt.task_id,
         worker_address=key.public_key.address,
-        result_hash=receipt.merkle_root,
+        result_hash=receipt.merkle_root.hex(),  # chain records keep the hex form (SPEC 6)
         proof=encode_receipt(receipt).hex(),
         nonce=receipt.loops,
         signature=_UNSIGNED,

@@ -30,7 +30,7 @@ class ChainSource:
     def account(self, address: str) -> dict:
         """`{"address", "balance", "nonce"}` at the head."""
         if self.client is not None:
-            return self.client.account(address).model_dump()
+            return self.client.account(address).model_dump(mode="json")
         if self.genesis is not None:
             acct = get_account(genesis_state(self.genesis), address)
         else:

@@ -87,6 +87,7 @@ def _mine_offline(st: CliState, engine: Engine, key, duration: float, out_path: 
         write_proof,
     )
     from hashcloud.poc.round import new_offline_challenge, offline_proof
+    from hashcloud.types import to_phex
 
     challenge_id, seed = new_offline_challenge()
     work = compute_round(engine, seed, duration, live=not json_)
@@ -94,7 +95,7 @@ def _mine_offline(st: CliState, engine: Engine, key, duration: float, out_path: 
     path = write_proof(out_path or default_proof_path(st, challenge_id), proof)
     if json_:
         print_json({"loops": work.loops, "compute_time": work.compute_time,
-                    "merkle_root": work.merkle_root, "accepted": False, "offline": True,
+                    "merkle_root": to_phex(work.merkle_root), "accepted": False, "offline": True,
                     "proof_path": str(path), "n": work.n, "backend": engine.backend,
                     "device": engine.device, "interrupted": work.interrupted,
                     "loops_per_s": work.loops / work.compute_time if work.compute_time else 0})

@@ -27,6 +27,7 @@ from hashcloud.crypto.keys import PrivateKey
 from hashcloud.engine.mining import Engine
 from hashcloud.errors import HashCloudError, NodeError, NodeRejected
 from hashcloud.poc.proof import DeviceInfo
+from hashcloud.types import to_phex
 
 MAX_CONSECUTIVE_FAILURES = 3
 """Rounds the node refuses in a row (not audit rejections) before `mine` gives up."""
@@ -137,7 +138,7 @@ def _play_round(st: CliState, client: NodeClient, info: NodeInfo, engine: Engine
                        else _round_path(st, out_path, proof.challenge_id), proof)
     row = {"round": number, "loops": outcome.work.loops,
            "compute_time": outcome.work.compute_time,
-           "merkle_root": outcome.work.merkle_root, "accepted": outcome.accepted,
+           "merkle_root": to_phex(outcome.work.merkle_root), "accepted": outcome.accepted,
            "proof_path": str(path), "reason": outcome.reason, "reward": 0,
            "tx_id": None, "height": None}
     if outcome.accepted:

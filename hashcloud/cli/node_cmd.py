@@ -120,7 +120,7 @@ def status(
     with NodeClient(node, retries=1) as client:
         info = client.info()
     if json_:
-        print_json(info.model_dump())
+        print_json(info.model_dump(mode="json"))
         return
     out.print(f"[bold]{info.chain_id}[/] at {node}: height {info.head.height} "
               f"({info.head.hash}), mempool {info.mempool_size}, node {info.node_address}")

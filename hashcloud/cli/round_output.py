@@ -23,6 +23,7 @@ from hashcloud.engine.mining import Engine
 from hashcloud.errors import HashCloudError, UsageError
 from hashcloud.poc.proof import ProofFile
 from hashcloud.poc.round import RoundWork, run_loops
+from hashcloud.types import to_phex
 
 
 def check_out_path(path: Path) -> Path:
@@ -102,7 +103,7 @@ def summary_table(work: RoundWork, engine: Engine, extra: dict[str, str]) -> Tab
     t.add_row("compute time", f"{work.compute_time:.2f} s")
     t.add_row("loops/s", f"{rate:,.1f}")
     t.add_row("effective GFLOP/s", f"{gflops(rate, work.n):,.2f}")
-    t.add_row("merkle root", work.merkle_root)
+    t.add_row("merkle root", to_phex(work.merkle_root))
     for k, v in extra.items():
         t.add_row(k, v)
     return t

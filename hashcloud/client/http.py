@@ -130,17 +130,17 @@ class NodeClient:
 
     def request_challenge(self, req: ChallengeRequest) -> ChallengeResponse:
         """`POST /v1/challenges`."""
-        return self._get(ChallengeResponse, "POST", "/v1/challenges", req.model_dump())
+        return self._get(ChallengeResponse, "POST", "/v1/challenges", req.model_dump(mode="json"))
 
     def commit(self, challenge_id: str, req: CommitRequest) -> CommitResponse:
         """`POST /v1/challenges/{id}/commit`."""
         return self._get(CommitResponse, "POST", f"/v1/challenges/{challenge_id}/commit",
-                         req.model_dump())
+                         req.model_dump(mode="json"))
 
     def reveal(self, challenge_id: str, req: RevealRequest) -> RevealResponse:
         """`POST /v1/challenges/{id}/reveal` (idempotent on the node after acceptance)."""
         return self._get(RevealResponse, "POST", f"/v1/challenges/{challenge_id}/reveal",
-                         req.model_dump())
+                         req.model_dump(mode="json"))
 
     def submit_transaction(self, tx: Transaction) -> TxSubmitResponse:
         """`POST /v1/transactions`."""

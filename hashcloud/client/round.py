@@ -34,7 +34,6 @@ from hashcloud.poc.challenge import (
 from hashcloud.poc.proof import ChallengeInfo, DeviceInfo, IssuerInfo, ProofFile
 from hashcloud.poc.receipt import Receipt, decode_receipt
 from hashcloud.poc.round import RoundWork, make_samples, sign_commit
-from hashcloud.types import from_phex, to_phex
 
 ComputeFn = Callable[[str], RoundWork]
 """Runs the loops of one round for a seed and returns the work."""
@@ -59,12 +58,12 @@ def request_challenge(client: NodeClient, key: PrivateKey, n: int, info: NodeInf
     address = key.public_key.address
     sig = sign(key, challenge_request_bytes(info.chain_id, address, n, now_ms))
     resp = client.request_challenge(ChallengeRequest(
-        worker_address=address, public_key=key.public_key.hex(), n=n,
-        request_time_ms=now_ms, signature=sig.hex()))
+        worker_address=address, public_key=key.public_key.data, n=n,
+        request_time_ms=now_ms, signature=sig))
     ch = resp.challenge
     if ch.worker_address != address or ch.n != n:
         raise AuditError("node issued a challenge for another worker or size")
-    verify_challenge(ch, PublicKey.from_hex(info.node_public_key), info.chain_id)
+    verify_challenge(ch, PublicKey(info.node_public_key), info.chain_id)
     return resp
 
 
@@ -72,7 +71,7 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
                      compute: ComputeFn, info: NodeInfo | None = None) -> RoundOutcome:
     """One audited round; a refused reveal returns accepted=False with the node's reason."""
     info = info or client.info()
-    node_key = PublicKey.from_hex(info.node_public_key)
+    node_key = PublicKey(info.node_public_key)
     issued = request_challenge(client, key, n, info)
     ch = issued.challenge
     work = compute(ch.seed)
@@ -82,27 +81,27 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
         device=DeviceModel(name=device.name, backend=device.backend),
         device_signature=device_signature))
     check_indices_signature(node_key, info.chain_id, ch.challenge_id, work.tree.root,
-                            work.loops, commit.indices, from_phex(commit.indices_signature))
+                            work.loops, commit.indices, commit.indices_signature)
     samples = make_samples(work.tree, work.leaves, commit.indices)
     accepted, reason, receipt, reward = False, None, None, 0
     try:
         rev = client.reveal(ch.challenge_id, RevealRequest(
-            samples=[SampleModel(**s.model_dump()) for s in samples]))
+            samples=[SampleModel.model_validate(s, from_attributes=True) for s in samples]))
         receipt = check_receipt(
-            decode_receipt(bytes.fromhex(rev.receipt)), [info.node_public_key],
+            decode_receipt(rev.receipt), [info.node_public_key.hex()],
             chain_id=info.chain_id, task_id=ch.challenge_id, worker_address=ch.worker_address,
             merkle_root=work.tree.root, loops=work.loops, seed=ch.seed, n=ch.n)
         accepted, reward = rev.accepted, rev.reward_estimate
     except NodeRejected as exc:
         reason = exc.detail
     proof = ProofFile(
-        version=1, challenge_id=ch.challenge_id, token=to_phex(bytes.fromhex(ch.token)),
+        version=1, challenge_id=ch.challenge_id, token=ch.token,
         seed=ch.seed, n=ch.n, worker_address=ch.worker_address, loops=work.loops,
         compute_time=work.compute_time, merkle_root=work.merkle_root, samples=samples,
-        public_key=to_phex(key.public_key.data),
+        public_key=key.public_key.data,
         device_signature=device_signature, device=device, offline=False,
         indices_signature=commit.indices_signature,
-        receipt=to_phex(bytes.fromhex(rev.receipt)) if receipt is not None else None,
+        receipt=rev.receipt if receipt is not None else None,
         node=IssuerInfo(chain_id=info.chain_id, public_key=info.node_public_key,
                            s_max=issued.s_max),
         challenge=ChallengeInfo(issued_height=ch.issued_height, block_hash=ch.block_hash,
@@ -118,7 +117,7 @@ def claim_transaction(client: NodeClient, key: PrivateKey, proof: ProofFile,
         raise ProofError("the proof has no node receipt: only audited rounds can be claimed")
     if key.public_key.address != proof.worker_address:
         raise ProofError("the proof belongs to another worker's key")
-    receipt = decode_receipt(from_phex(proof.receipt))
+    receipt = decode_receipt(proof.receipt)
     nonce = client.next_nonce(key.public_key.address)
     return make_submit_result(key, receipt, nonce, gas_price, chain_id=proof.node.chain_id)
 

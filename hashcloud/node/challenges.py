@@ -74,7 +74,7 @@ class CommittedWork:
 
     loops: int
     compute_time: float
-    merkle_root: str  # "0x" hex, as signed
+    merkle_root: bytes
     device: DeviceModel
     rate: float
     peak: float

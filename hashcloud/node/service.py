@@ -136,7 +136,7 @@ class NodeService:
         """`GET /v1/info`."""
         return NodeInfo(
             chain_id=self.chain_id, genesis_hash=self.genesis_hash,
-            node_public_key=self.key.public_key.hex(), node_address=self.key.public_key.address,
+            node_public_key=self.key.public_key.data, node_address=self.key.public_key.address,
             head=self.head_info(), block_time_ms=self.genesis.block_time_ms,
             mempool_size=len(self.mempool), version=__version__,
         )

@@ -91,7 +91,6 @@ from hashcloud.poc.challenge import (
 )
 from hashcloud.poc.receipt import Receipt, encode_receipt, sign_receipt
 from hashcloud.poc.sampling import random_indices, sample_count
-from hashcloud.types import from_phex, to_phex
 
 __all__ = ["PocValidator", "RewardFn"]
 
@@ -156,7 +155,7 @@ class PocValidator:
         self._reward_fn = reward_fn
         self._clock = clock
         self._rng = secrets.SystemRandom() if rng is None else rng
-        self._node_public_key = key.public_key.hex()
+        self._node_public_key = key.public_key.data
 
         self._lock = threading.Lock()
         self._table = ChallengeTable(config.effective_reveal_grace_ms)
@@ -232,7 +231,7 @@ class PocValidator:
     def _check_request(self, req: ChallengeRequest, now_ms: int) -> PublicKey:
         """Signature, key/address match and freshness of a challenge request (SPEC 3, 5)."""
         try:
-            worker_key = PublicKey.from_hex(req.public_key)
+            worker_key = PublicKey(req.public_key)
         except InvalidKey as exc:
             raise RequestRefused(f"invalid public key: {exc}") from None
         if worker_key.address != req.worker_address:
@@ -241,7 +240,7 @@ class PocValidator:
             self.chain_id, req.worker_address, req.n, req.request_time_ms
         )
         try:
-            verify(worker_key, message, bytes.fromhex(req.signature))
+            verify(worker_key, message, req.signature)
         except InvalidSignature:
             raise RequestRefused("challenge request signature is invalid") from None
         skew = req.request_time_ms - now_ms
@@ -297,9 +296,9 @@ class PocValidator:
             entry = self._table.for_commit(challenge_id, _ms(now))
         ch = entry.challenge
         commitment = Commitment(challenge_id, ch.seed, ch.n, ch.worker_address, req.loops,
-                                req.compute_time, from_phex(req.merkle_root), req.device.backend)
+                                req.compute_time, req.merkle_root, req.device.backend)
         rate, peak = check_commitment(commitment, entry.worker_key,
-                                      from_phex(req.device_signature),
+                                      req.device_signature,
                                       elapsed=now - entry.issued_at)
         s = sample_count(req.loops, self.config.s_max)
         with self._lock:
@@ -314,7 +313,7 @@ class PocValidator:
             indices_signing_bytes(self.chain_id, challenge_id, req.merkle_root, req.loops, indices),
         )
         return CommitResponse(
-            challenge_id=challenge_id, indices=list(indices), indices_signature=to_phex(signature)
+            challenge_id=challenge_id, indices=list(indices), indices_signature=signature
         )
 
     # ------------------------------------------------------------------------ reveal
@@ -375,7 +374,7 @@ class PocValidator:
         assert com is not None  # state auditing implies a commitment
         samples = [smp.revealed() for smp in req.samples]
         check_revealed_indices(samples, com.indices)
-        check_inclusion(samples, from_phex(com.merkle_root), com.loops)
+        check_inclusion(samples, com.merkle_root, com.loops)
         s = len(com.indices)
         m = self.config.policy.choose_m(s, com.rate, com.peak, history, now)
         with self._lock:  # the shared rng is not guaranteed thread-safe
@@ -395,7 +394,7 @@ class PocValidator:
             seed=ch.seed,
             n=ch.n,
             loops=com.loops,
-            merkle_root=com.merkle_root[2:],
+            merkle_root=com.merkle_root,
             compute_time_ms=round(com.compute_time * 1000),
             samples=s,
             audited=m,
@@ -406,7 +405,7 @@ class PocValidator:
         reward = self._reward_fn(receipt) if self._reward_fn is not None else 0
         response = RevealResponse(
             accepted=True,
-            receipt=encode_receipt(receipt).hex(),
+            receipt=encode_receipt(receipt),
             audited=m,
             samples=s,
             reward_estimate=reward,

@@ -33,7 +33,6 @@ from hashcloud.errors import (
 from hashcloud.poc.audit_policy import claimed_rate
 from hashcloud.poc.challenge import commit_message, indices_signing_bytes
 from hashcloud.poc.receipt import Receipt, verify_receipt
-from hashcloud.types import to_phex
 
 __all__ = [
     "COMPUTE_TIME_SLACK",
@@ -80,9 +79,9 @@ class Commitment:
     backend: str
 
     def message(self) -> bytes:
-        """The SPEC 4 commit message (root in its `0x` hex form, as signed)."""
+        """The SPEC 4 commit message its `device_signature` covers."""
         return commit_message(self.challenge_id, self.seed, self.n, self.worker_address,
-                              self.loops, self.compute_time, to_phex(self.merkle_root))
+                              self.loops, self.compute_time, self.merkle_root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +186,7 @@ def check_indices_signature(
     that each index lies in `[0, loops)`. AuditError otherwise."""
     if any(not 0 <= i < loops for i in indices):
         raise AuditError("sample indices lie outside the committed range")
-    message = indices_signing_bytes(chain_id, challenge_id, to_phex(merkle_root), loops, indices)
+    message = indices_signing_bytes(chain_id, challenge_id, merkle_root, loops, indices)
     try:
         verify(node_key, message, signature)
     except InvalidSignature:
@@ -216,7 +215,7 @@ def check_receipt(
     expected: list[tuple[str, object, object]] = [
         ("task_id", task_id, receipt.task_id),
         ("worker_address", worker_address, receipt.worker_address),
-        ("merkle_root", merkle_root.hex(), receipt.merkle_root),
+        ("merkle_root", merkle_root, receipt.merkle_root),
         ("loops", loops, receipt.loops),
     ]
     if seed is not None:

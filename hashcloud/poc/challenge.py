@@ -19,7 +19,7 @@ from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import domain_tag, sign, verify
 from hashcloud.errors import AuditError, InvalidSignature
-from hashcloud.types import AddressStr, Hex32, HexId16, MatrixSize
+from hashcloud.types import AddressStr, Hex32, HexId16, MatrixSize, Signature, to_phex
 
 
 class Challenge(BaseModel):
@@ -35,7 +35,7 @@ class Challenge(BaseModel):
     issued_height: int = Field(ge=0)
     block_hash: Hex32
     expiry: int = Field(ge=0)
-    token: str = Field(pattern=r"^[0-9a-f]{128}$")
+    token: Signature
 
 
 def derive_seed(block_hash: str, worker_address: str, challenge_id: str) -> str:
@@ -95,7 +95,7 @@ def issue_challenge(
         issued_height=head_height,
         block_hash=head_hash,
         expiry=expiry_ms,
-        token=token.hex(),
+        token=token,
     )
 
 
@@ -116,17 +116,19 @@ def verify_challenge(challenge: Challenge, node_public_key: PublicKey, chain_id:
         challenge.expiry,
     )
     try:
-        verify(node_public_key, message, bytes.fromhex(challenge.token))
+        verify(node_public_key, message, challenge.token)
     except InvalidSignature:
         raise AuditError("challenge token is not signed by this node") from None
 
 
 def indices_signing_bytes(
-    chain_id: str, challenge_id: str, merkle_root: str, loops: int, indices: Sequence[int]
+    chain_id: str, challenge_id: str, merkle_root: bytes, loops: int, indices: Sequence[int]
 ) -> bytes:
-    """Canonical bytes of the node's signature over the sample indices it drew (SPEC 3)."""
+    """Canonical bytes of the node's signature over the sample indices it drew (SPEC 3);
+    the root appears as its `0x` hex text (the v1 wire form)."""
     return encode_canonical(
-        [domain_tag("indices", chain_id).decode(), challenge_id, merkle_root, loops, list(indices)]
+        [domain_tag("indices", chain_id).decode(), challenge_id, to_phex(merkle_root), loops,
+         list(indices)]
     )
 
 
@@ -137,12 +139,13 @@ def commit_message(
     worker_address: str,
     loops: int,
     compute_time: float,
-    merkle_root: str,
+    merkle_root: bytes,
 ) -> bytes:
-    """The SPEC 4 commit message the worker signs (`device_signature`); root with `0x`."""
+    """The SPEC 4 commit message the worker signs (`device_signature`); the root appears as
+    its `0x` hex."""
     return (
         f"hc/commit/v1|{challenge_id}|{seed}|{n}|{worker_address}|{loops}|"
-        f"{round(compute_time * 1000)}|{merkle_root}"
+        f"{round(compute_time * 1000)}|{to_phex(merkle_root)}"
     ).encode("ascii")
 
 

@@ -28,13 +28,12 @@ from hashcloud.types import (
     ChainId,
     Hex32,
     MatrixSize,
-    PHex32,
-    PHexBytes,
-    PHexPubKey,
-    PHexSig,
-    PublicKeyHex,
+    PBytes,
+    PHash32,
+    PPublicKeyBytes,
+    PSignature,
+    PublicKeyBytes,
     describe_validation_error,
-    from_phex,
 )
 
 PROOF_VERSION = 1
@@ -51,14 +50,12 @@ class Sample(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
     index: int = Field(ge=0)
-    leaf: PHex32
-    proof: list[PHex32] = Field(max_length=MAX_PATH_LEN)
+    leaf: PHash32
+    proof: list[PHash32] = Field(max_length=MAX_PATH_LEN)
 
     def revealed(self) -> RevealedSample:
-        """The sample in the audit's bytes form (hex stays at the file/HTTP edge)."""
-        return RevealedSample(
-            self.index, from_phex(self.leaf), tuple(from_phex(h) for h in self.proof)
-        )
+        """The sample as the audit takes it."""
+        return RevealedSample(self.index, self.leaf, tuple(self.proof))
 
 
 class DeviceInfo(BaseModel):
@@ -77,7 +74,7 @@ class IssuerInfo(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
     chain_id: ChainId
-    public_key: PublicKeyHex
+    public_key: PublicKeyBytes
     s_max: int = Field(default=DEFAULT_S_MAX, ge=1, le=4096)
 
 
@@ -103,20 +100,20 @@ class ProofFile(BaseModel):
 
     version: int
     challenge_id: LowerHex
-    token: PHexSig | None
+    token: PSignature | None
     seed: LowerHex
     n: MatrixSize
     worker_address: AddressStr
     loops: int = Field(ge=1, le=2**40)
     compute_time: float = Field(ge=0, le=MAX_COMPUTE_TIME, allow_inf_nan=False)
-    merkle_root: PHex32
+    merkle_root: PHash32
     samples: list[Sample] = Field(min_length=1)
-    public_key: PHexPubKey
-    device_signature: PHexSig
+    public_key: PPublicKeyBytes
+    device_signature: PSignature
     device: DeviceInfo
     offline: bool
-    indices_signature: PHexSig | None = None
-    receipt: PHexBytes | None = None
+    indices_signature: PSignature | None = None
+    receipt: PBytes | None = None
     node: IssuerInfo | None = None
     challenge: ChallengeInfo | None = None
 
@@ -135,7 +132,7 @@ class ProofFile(BaseModel):
     def commitment(self) -> Commitment:
         """The commitment this proof makes, in the audit's bytes form (SPEC 3, 4)."""
         return Commitment(self.challenge_id, self.seed, self.n, self.worker_address,
-                          self.loops, self.compute_time, from_phex(self.merkle_root),
+                          self.loops, self.compute_time, self.merkle_root,
                           self.device.backend)
 
     def revealed(self) -> list[RevealedSample]:

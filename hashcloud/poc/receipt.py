@@ -21,9 +21,6 @@ from hashcloud.codec import (
     U64,
     AddressStr,
     ChainId,
-    Hex32,
-    PublicKeyHex,
-    SignatureHex,
     TaskId,
     decode_canonical,
     describe_validation_error,
@@ -33,7 +30,7 @@ from hashcloud.codec import (
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import domain_tag, sign, verify
 from hashcloud.errors import DecodeError, InvalidKey, InvalidReceipt, InvalidSignature
-from hashcloud.types import MatrixSize
+from hashcloud.types import Hash32, Hex32, MatrixSize, PublicKeyBytes, Signature
 
 __all__ = [
     "InvalidReceipt",
@@ -45,7 +42,7 @@ __all__ = [
     "verify_receipt",
 ]
 
-_UNSIGNED = "00" * 64
+_UNSIGNED = bytes(64)
 
 
 class Receipt(BaseModel):
@@ -59,14 +56,14 @@ class Receipt(BaseModel):
     seed: Hex32
     n: MatrixSize
     loops: Annotated[int, Field(ge=1, lt=2**64)]
-    merkle_root: Hex32
+    merkle_root: Hash32
     compute_time_ms: U64
     samples: Annotated[int, Field(ge=1, lt=2**64)]
     audited: Annotated[int, Field(ge=1, lt=2**64)]
     issued_height: U64
     accepted_at: U64
-    validator_public_key: PublicKeyHex
-    signature: SignatureHex
+    validator_public_key: PublicKeyBytes
+    signature: Signature
 
     @model_validator(mode="after")
     def _check_counts(self) -> Receipt:
@@ -80,9 +77,16 @@ RECEIPT_FIELDS: tuple[str, ...] = tuple(Receipt.model_fields)
 """Field names in encoding order."""
 
 
+_HEX_TEXT_FIELDS = frozenset({"merkle_root", "validator_public_key", "signature"})
+"""Byte fields that the canonical encoding carries as their hex text (the v1 wire form)."""
+
+
 def _field_values(receipt: Receipt) -> list:
-    """All field values in declaration order."""
-    return [getattr(receipt, name) for name in RECEIPT_FIELDS]
+    """All field values in declaration order, in their canonical-encoding form."""
+    return [
+        getattr(receipt, name).hex() if name in _HEX_TEXT_FIELDS else getattr(receipt, name)
+        for name in RECEIPT_FIELDS
+    ]
 
 
 def receipt_signing_bytes(receipt: Receipt) -> bytes:
@@ -99,7 +103,7 @@ def sign_receipt(
     seed: str,
     n: int,
     loops: int,
-    merkle_root: str,
+    merkle_root: bytes,
     compute_time_ms: int,
     samples: int,
     audited: int,
@@ -121,29 +125,29 @@ def sign_receipt(
         audited=audited,
         issued_height=issued_height,
         accepted_at=accepted_at,
-        validator_public_key=key.public_key.hex(),
+        validator_public_key=key.public_key.data,
         signature=_UNSIGNED,
     )
     signature = sign(key, receipt_signing_bytes(draft))
-    return draft.model_copy(update={"signature": signature.hex()})
+    return draft.model_copy(update={"signature": signature})
 
 
 def verify_receipt(receipt: Receipt, allowed_validator_keys: Collection[str]) -> None:
-    """Raise unless `receipt` is signed by one of `allowed_validator_keys` (SPEC 6).
+    """Raise unless `receipt` is signed by one of `allowed_validator_keys` (SPEC 6; hex, as
+    genesis lists them).
 
     InvalidReceipt when the signer is not an allowed validator, InvalidSignature when the
     signature does not verify.
     """
-    if receipt.validator_public_key not in allowed_validator_keys:
-        raise InvalidReceipt(
-            f"receipt signer {receipt.validator_public_key} is not a PoC validator of this chain"
-        )
+    signer = receipt.validator_public_key.hex()
+    if signer not in allowed_validator_keys:
+        raise InvalidReceipt(f"receipt signer {signer} is not a PoC validator of this chain")
     try:
-        public_key = PublicKey.from_hex(receipt.validator_public_key)
+        public_key = PublicKey(receipt.validator_public_key)
     except InvalidKey as exc:
         raise InvalidReceipt(f"receipt validator key is invalid: {exc}") from None
     try:
-        verify(public_key, receipt_signing_bytes(receipt), bytes.fromhex(receipt.signature))
+        verify(public_key, receipt_signing_bytes(receipt), receipt.signature)
     except InvalidSignature as exc:
         raise InvalidSignature(f"receipt signature is invalid: {exc}") from None
 

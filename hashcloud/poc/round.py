@@ -21,7 +21,6 @@ from hashcloud.errors import EngineError
 from hashcloud.poc.challenge import commit_message
 from hashcloud.poc.proof import DeviceInfo, ProofFile, Sample
 from hashcloud.poc.sampling import offline_indices, sample_count
-from hashcloud.types import to_phex
 
 ProgressFn = Callable[[int, float], None]
 """Called as `progress(loops_done, elapsed_seconds)` after every batch."""
@@ -44,9 +43,9 @@ class RoundWork:
         return len(self.leaves)
 
     @property
-    def merkle_root(self) -> str:
-        """`0x` hex of the Merkle root (SPEC 2, proof-file form)."""
-        return to_phex(self.tree.root)
+    def merkle_root(self) -> bytes:
+        """The Merkle root of the leaves (SPEC 2)."""
+        return self.tree.root
 
 
 def run_loops(
@@ -101,13 +100,13 @@ def run_loops(
 def make_samples(tree: MerkleTree, leaves: Sequence[bytes], indices: Sequence[int]) -> list[Sample]:
     """The revealed samples for `indices`: each leaf with its RFC 6962 audit path (SPEC 3)."""
     return [
-        Sample(index=i, leaf=to_phex(leaves[i]), proof=[to_phex(h) for h in tree.audit_path(i)])
+        Sample(index=i, leaf=leaves[i], proof=tree.audit_path(i))
         for i in indices
     ]
 
 
-def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork) -> str:
-    """The worker's `device_signature` over the SPEC 4 commit message, `0x` hex."""
+def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork) -> bytes:
+    """The worker's `device_signature` over the SPEC 4 commit message."""
     msg = commit_message(
         challenge_id,
         work.seed,
@@ -117,7 +116,7 @@ def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork) -> str:
         work.compute_time,
         work.merkle_root,
     )
-    return to_phex(sign(key, msg))
+    return sign(key, msg)
 
 
 def new_offline_challenge() -> tuple[str, str]:
@@ -140,7 +139,7 @@ def offline_proof(key: PrivateKey, engine: Engine, challenge_id: str, work: Roun
         compute_time=work.compute_time,
         merkle_root=work.merkle_root,
         samples=make_samples(work.tree, work.leaves, indices),
-        public_key=to_phex(key.public_key.data),
+        public_key=key.public_key.data,
         device_signature=sign_commit(key, challenge_id, work),
         device=DeviceInfo(name=engine.device, backend=engine.backend),
         offline=True,

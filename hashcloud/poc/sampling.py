@@ -76,15 +76,16 @@ def strata(loops: int, s: int) -> list[tuple[int, int]]:
     return [(j * loops // s, (j + 1) * loops // s) for j in range(s)]
 
 
-def offline_indices(merkle_root_hex: str, loops: int, s: int) -> list[int]:
+def offline_indices(merkle_root: bytes, loops: int, s: int) -> list[int]:
     """Indices of an offline proof, derived from its own root (SPEC 3).
 
     For stratum j: `lo_j + int.from_bytes(SHA256(ascii("hc-fs:" + merkle_root_hex + ":" +
-    str(j))), "big") % (hi_j - lo_j)`, with `merkle_root_hex` including its `"0x"`. A miner
+    str(j))), "big") % (hi_j - lo_j)`, with `merkle_root_hex` the root's `"0x"` hex. A miner
     can grind these by re-rolling its root, which is why nodes never reward offline proofs.
     """
-    if not isinstance(merkle_root_hex, str) or not merkle_root_hex.isascii():
-        raise ProofError("merkle root must be an ASCII hex string")
+    if not isinstance(merkle_root, bytes) or len(merkle_root) != 32:
+        raise ProofError("merkle root must be 32 bytes")
+    merkle_root_hex = "0x" + merkle_root.hex()
     indices = []
     for j, (lo, hi) in enumerate(strata(loops, s)):
         digest = hashlib.sha256(f"{_OFFLINE_TAG}{merkle_root_hex}:{j}".encode("ascii")).digest()

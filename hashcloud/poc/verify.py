@@ -30,7 +30,7 @@ from hashcloud.poc.detection import p_detect
 from hashcloud.poc.proof import ProofFile
 from hashcloud.poc.receipt import decode_receipt
 from hashcloud.poc.sampling import DEFAULT_S_MAX, check_stratified, offline_indices, sample_count
-from hashcloud.types import describe_validation_error, from_phex
+from hashcloud.types import describe_validation_error
 
 __all__ = ["Check", "VerificationReport", "check_receipt_matches_proof", "verify_proof"]
 
@@ -96,7 +96,7 @@ def _check_indices(proof: ProofFile) -> str:
 
 
 def _check_inclusion(proof: ProofFile) -> str:
-    check_inclusion(proof.revealed(), from_phex(proof.merkle_root), proof.loops)
+    check_inclusion(proof.revealed(), proof.merkle_root, proof.loops)
     return f"{len(proof.samples)} inclusion proofs verify against the root"
 
 
@@ -114,7 +114,7 @@ def _challenge_of(proof: ProofFile) -> Challenge:
         challenge_id=proof.challenge_id, seed=proof.seed, n=proof.n,
         worker_address=proof.worker_address, issued_height=proof.challenge.issued_height,
         block_hash=proof.challenge.block_hash, expiry=proof.challenge.expiry,
-        token=from_phex(proof.token).hex(),
+        token=proof.token,
     )
 
 
@@ -137,7 +137,7 @@ def _node_checks(proof: ProofFile, report: VerificationReport) -> None:
             ),
         )
         return
-    node_key = PublicKey.from_hex(proof.node.public_key)
+    node_key = PublicKey(proof.node.public_key)
     chain_id = proof.node.chain_id
 
     def token() -> str:
@@ -146,15 +146,15 @@ def _node_checks(proof: ProofFile, report: VerificationReport) -> None:
         except ValidationError as exc:
             raise ProofError(f"not a node challenge: {describe_validation_error(exc)}") from None
         verify_challenge(ch, node_key, chain_id)
-        return f"signed by node {proof.node.public_key[:12]}... on {chain_id}"
+        return f"signed by node {proof.node.public_key.hex()[:12]}... on {chain_id}"
 
     def indices_sig() -> str:
         if proof.indices_signature is None:
             raise ProofError("missing indices_signature")
         check_indices_signature(node_key, chain_id, proof.challenge_id,
-                                from_phex(proof.merkle_root), proof.loops,
+                                proof.merkle_root, proof.loops,
                                 [s.index for s in proof.samples],
-                                from_phex(proof.indices_signature))
+                                proof.indices_signature)
         return "sample indices were drawn by the node"
 
     report.add("challenge token", token)
@@ -167,12 +167,12 @@ def check_receipt_matches_proof(proof: ProofFile, node_key: PublicKey) -> str:
     """Raise unless the proof's receipt is the node's signature over exactly this round."""
     assert proof.receipt is not None and proof.node is not None
     r = check_receipt(
-        decode_receipt(from_phex(proof.receipt)),
+        decode_receipt(proof.receipt),
         [node_key.hex()],
         chain_id=proof.node.chain_id,
         task_id=proof.challenge_id,
         worker_address=proof.worker_address,
-        merkle_root=from_phex(proof.merkle_root),
+        merkle_root=proof.merkle_root,
         loops=proof.loops,
         seed=proof.seed,
         n=proof.n,
@@ -191,7 +191,7 @@ def verify_proof(
     address, `device_signature`, indices, every inclusion proof, recomputation of `audit`
     sample leaves (None: all) and the node's signatures where present."""
     report = VerificationReport(samples=len(proof.samples))
-    pub = PublicKey.from_hex(proof.public_key[2:])
+    pub = PublicKey(proof.public_key)
 
     def address() -> str:
         if pub.address != proof.worker_address:
@@ -202,7 +202,7 @@ def verify_proof(
     report.add(
         "device signature",
         lambda: (
-            verify(pub, proof.commit_bytes(), from_phex(proof.device_signature))
+            verify(pub, proof.commit_bytes(), proof.device_signature)
             or "commit signed by worker"
         ),
     )

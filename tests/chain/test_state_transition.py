@@ -133,7 +133,7 @@ def test_signature_for_another_chain(state):
 def test_receipt_signature_replayed_as_tx_signature(state):
     receipt = make_receipt()
     genesis = make_genesis(allocations={VALIDATOR.public_key.address: START_BALANCE})
-    tx = transfer(key=VALIDATOR).model_copy(update={"signature": receipt.signature})
+    tx = transfer(key=VALIDATOR).model_copy(update={"signature": receipt.signature.hex()})
     with pytest.raises(InvalidTxSignature, match="does not verify"):
         validate_transaction(genesis_state(genesis), tx, genesis)
 

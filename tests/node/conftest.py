@@ -52,7 +52,6 @@ from hashcloud.node.validator import PocValidator
 from hashcloud.poc.challenge import Challenge, challenge_request_bytes, commit_message
 from hashcloud.poc.proof import DeviceInfo
 from hashcloud.poc.round import RoundWork, make_samples, run_loops
-from hashcloud.types import to_phex
 
 N = 64
 # The reward of a round is loops * n^3 (genesis 1/1); a claim must pay its fee
@@ -336,20 +335,23 @@ def mine(engine: Engine, seed: str, loops: int = LOOPS) -> RoundWork:
 
 
 def commit_request(key: PrivateKey, challenge_id: str, seed: str, *, loops: int,
-                   merkle_root: str, compute_time: float = 2.0, device: DeviceModel = CPU,
-                   n: int = N, address: str | None = None) -> CommitRequest:
+                   merkle_root: bytes | str, compute_time: float = 2.0,
+                   device: DeviceModel = CPU, n: int = N,
+                   address: str | None = None) -> CommitRequest:
     """A commitment signed by `key` over the SPEC 4 commit message (for `address`, default
-    the key's own)."""
+    the key's own); `merkle_root` as bytes or its `0x` hex."""
     address = address or key.public_key.address
-    msg = commit_message(challenge_id, seed, n, address, loops, compute_time, merkle_root)
-    return CommitRequest(loops=loops, compute_time=compute_time, merkle_root=merkle_root,
-                         device=device, device_signature=to_phex(sign(key, msg)))
+    root = bytes.fromhex(merkle_root[2:]) if isinstance(merkle_root, str) else merkle_root
+    msg = commit_message(challenge_id, seed, n, address, loops, compute_time, root)
+    return CommitRequest(loops=loops, compute_time=compute_time, merkle_root=root,
+                         device=device, device_signature=sign(key, msg))
 
 
 def reveal_request(tree: MerkleTree, leaves: list[bytes], indices: list[int]) -> RevealRequest:
     """The reveal of `indices` (leaf and audit path of each)."""
     samples = make_samples(tree, leaves, indices)
-    return RevealRequest(samples=[SampleModel(**s.model_dump()) for s in samples])
+    return RevealRequest(samples=[SampleModel.model_validate(s, from_attributes=True)
+                                  for s in samples])
 
 
 def committed_challenge(v: PocValidator, clock: FakeClock, engine: Engine,

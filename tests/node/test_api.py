@@ -41,6 +41,7 @@ from hashcloud.node.service import NodeService
 from hashcloud.poc.challenge import challenge_request_bytes, commit_message
 from hashcloud.poc.receipt import decode_receipt
 from hashcloud.poc.round import RoundWork, make_samples, run_loops, sign_commit
+from hashcloud.types import to_phex
 from tests.node.conftest import (
     CLAIM_FEE,
     FUNDED_AMOUNT,
@@ -99,8 +100,8 @@ def issue(api: TestClient, key: PrivateKey, chain_id: str) -> dict:
 
 def commit_body(key: PrivateKey, cid: str, work: RoundWork) -> dict:
     return {"loops": work.loops, "compute_time": work.compute_time,
-            "merkle_root": work.merkle_root, "device": dict(CPU),
-            "device_signature": sign_commit(key, cid, work)}
+            "merkle_root": to_phex(work.merkle_root), "device": dict(CPU),
+            "device_signature": to_phex(sign_commit(key, cid, work))}
 
 
 def committed_round(api: TestClient, key: PrivateKey, chain_id: str, engine: Engine,
@@ -112,7 +113,7 @@ def committed_round(api: TestClient, key: PrivateKey, chain_id: str, engine: Eng
                     json=commit_body(key, ch["challenge_id"], work))
     assert resp.status_code == 200, resp.text
     samples = make_samples(work.tree, work.leaves, resp.json()["indices"])
-    return ch, work, [s.model_dump() for s in samples]
+    return ch, work, [s.model_dump(mode="json") for s in samples]
 
 
 def flip_hex(text: str, pos: int = -1) -> str:
@@ -317,7 +318,8 @@ def test_consistent_tree_of_garbage_leaves_fails_recomputation(
     cid = ch["challenge_id"]
     resp = api.post(f"/v1/challenges/{cid}/commit", json=commit_body(WORKER_KEY, cid, work))
     assert resp.status_code == 200, resp.text
-    samples = [s.model_dump() for s in make_samples(work.tree, leaves, resp.json()["indices"])]
+    samples = [s.model_dump(mode="json")
+               for s in make_samples(work.tree, leaves, resp.json()["indices"])]
     body = assert_refused(api.post(f"/v1/challenges/{cid}/reveal", json={"samples": samples}),
                           422)
     assert "does not match its recomputation" in body["detail"]
@@ -775,7 +777,7 @@ def test_signed_commit_with_arbitrary_claims_never_500(
             "device": {"name": "x", "backend": backend},
             "device_signature": "0x" + sign(key, commit_message(
                 ch["challenge_id"], ch["seed"], N, key.public_key.address, loops,
-                compute_time, "0x" + root.hex())).hex()}
+                compute_time, root)).hex()}
     resp = client.post(f"/v1/challenges/{ch['challenge_id']}/commit", json=body)
     if resp.status_code != 200:
         assert_refused(resp, 422)

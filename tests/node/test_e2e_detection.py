@@ -69,8 +69,7 @@ def test_forged_rounds_are_caught_at_the_predicted_rate(tmp_path):
                 work = state["work"]
                 samples = outcome.proof.samples
                 forged = sum(1 for smp in samples
-                             if bytes.fromhex(smp.leaf[2:])
-                             != engine.compute_batch(work.seed, smp.index, 1)[0])
+                             if smp.leaf != engine.compute_batch(work.seed, smp.index, 1)[0])
                 forged_by_round[str(r)] = forged
                 s = len(samples)
                 predicted.append(p_detect(s, forged, 3))

@@ -46,7 +46,7 @@ from hashcloud.poc.challenge import (
 from hashcloud.poc.detection import p_detect
 from hashcloud.poc.receipt import decode_receipt, verify_receipt
 from hashcloud.poc.sampling import check_stratified, sample_count
-from hashcloud.types import from_phex, to_phex
+from hashcloud.types import to_phex
 from tests.node.conftest import (
     CHAIN,
     HEAD_HASH,
@@ -74,7 +74,7 @@ from tests.node.conftest import (
 def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
     resp = issue(validator, clock)
     assert resp.chain_id == CHAIN and resp.s_max == 256
-    assert resp.node_public_key == NODE_KEY.public_key.hex()
+    assert resp.node_public_key == NODE_KEY.public_key.data
     ch = resp.challenge
     verify_challenge(ch, NODE_KEY.public_key, CHAIN)
     assert ch.worker_address == WORKER_KEY.public_key.address and ch.n == N
@@ -99,7 +99,7 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
     verify(
         NODE_KEY.public_key,
         indices_signing_bytes(CHAIN, ch.challenge_id, work.merkle_root, LOOPS, com.indices),
-        from_phex(com.indices_signature),
+        com.indices_signature,
     )
 
     clock.advance(1)
@@ -107,14 +107,14 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
         ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices)
     )
     assert out.accepted and out.samples == s and out.audited == DEFAULT_POLICY.base_m
-    assert decode_receipt(bytes.fromhex(out.receipt)) == receipt
+    assert decode_receipt(out.receipt) == receipt
     verify_receipt(receipt, {NODE_KEY.public_key.hex()})
     assert (receipt.task_id, receipt.worker_address, receipt.seed) == (
         ch.challenge_id,
         WORKER_KEY.public_key.address,
         ch.seed,
     )
-    assert (receipt.n, receipt.loops, receipt.merkle_root) == (N, LOOPS, work.merkle_root[2:])
+    assert (receipt.n, receipt.loops, receipt.merkle_root) == (N, LOOPS, work.merkle_root)
     assert receipt.compute_time_ms == round(work.compute_time * 1000)
     assert (receipt.samples, receipt.audited) == (s, out.audited)
     assert receipt.issued_height == HEAD_HEIGHT

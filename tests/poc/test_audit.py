@@ -173,7 +173,7 @@ def test_recompute_catches_any_audited_forgery(forged, audited):
 
 def test_indices_signature(tree):
     indices = [1, 5, 9]
-    msg = indices_signing_bytes(CHAIN, "1f" * 16, to_phex(tree.root), LOOPS, indices)
+    msg = indices_signing_bytes(CHAIN, "1f" * 16, tree.root, LOOPS, indices)
     sig = sign(NODE, msg)
     check_indices_signature(NODE.public_key, CHAIN, "1f" * 16, tree.root, LOOPS, indices, sig)
     with pytest.raises(AuditError, match="does not verify"):

@@ -38,7 +38,7 @@ def make_receipt(**overrides) -> Receipt:
 def test_sign_and_verify():
     r = make_receipt()
     verify_receipt(r, {VALIDATOR.public_key.hex()})
-    assert r.validator_public_key == VALIDATOR.public_key.hex()
+    assert r.validator_public_key == VALIDATOR.public_key.data
 
 
 def test_signer_not_allowed():
@@ -49,7 +49,7 @@ def test_signer_not_allowed():
 
 @pytest.mark.parametrize(
     "field,value",
-    [("loops", 1001), ("n", 128), ("merkle_root", "ce" * 32), ("task_id", "2f" * 16),
+    [("loops", 1001), ("n", 128), ("merkle_root", b"\xce" * 32), ("task_id", "2f" * 16),
      ("worker_address", PrivateKey(5).public_key.address), ("issued_height", 8),
      ("chain_id", "other-chain")],
 )
@@ -63,15 +63,17 @@ def test_signing_bytes_are_domain_tagged():
     r = make_receipt()
     fields = decode_canonical(receipt_signing_bytes(r))
     assert fields[0] == b"hc/receipt/v1/test-chain"
-    assert fields[1:] == list(r.model_dump().values())[:-1]
+    # Byte fields are signed as their hex text: the v1 wire form, unchanged by bytes inside.
+    assert fields[1:] == list(r.model_dump(mode="json").values())[:-1]
+    assert fields[7] == "cd" * 32 and fields[-1] == VALIDATOR.public_key.hex()
 
 
 def test_signature_over_untagged_fields_refused():
     r = make_receipt()
-    untagged = encode_canonical(list(r.model_dump().values())[:-1])
+    untagged = encode_canonical(list(r.model_dump(mode="json").values())[:-1])
     forged = sign(VALIDATOR, untagged)
     with pytest.raises(InvalidSignature):
-        verify_receipt(r.model_copy(update={"signature": forged.hex()}),
+        verify_receipt(r.model_copy(update={"signature": forged}),
                        {VALIDATOR.public_key.hex()})
 
 
