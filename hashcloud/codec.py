@@ -14,7 +14,7 @@ msgpack integers stop at 2**64 - 1, but amounts and balances range over [0, 2**9
 (`encode_amount`), a single fixed-width form, in every record.
 
 The string forms (hex widths, addresses, chain ids) and integer ranges shared by the chain
-records live in `hashcloud.types` and are re-exported here.
+records live in `hashcloud.types`; import them from there.
 """
 
 from __future__ import annotations
@@ -24,35 +24,12 @@ from typing import Any
 import msgpack
 
 from hashcloud.errors import DecodeError
-from hashcloud.types import (  # re-exported: the field forms chain records share
-    MAX_AMOUNT,
-    MAX_U64,
-    U64,
-    AddressStr,
-    Amount,
-    ChainId,
-    Hex32,
-    PublicKeyHex,
-    SignatureHex,
-    TaskId,
-    describe_validation_error,
-)
+from hashcloud.types import MAX_AMOUNT
 
 __all__ = [
     "AMOUNT_BYTES",
-    "MAX_AMOUNT",
-    "MAX_U64",
-    "AddressStr",
-    "Amount",
-    "ChainId",
-    "Hex32",
-    "PublicKeyHex",
-    "SignatureHex",
-    "TaskId",
-    "U64",
     "decode_amount",
     "decode_canonical",
-    "describe_validation_error",
     "encode_amount",
     "encode_canonical",
     "expect_array",
@@ -63,8 +40,6 @@ __all__ = [
 
 AMOUNT_BYTES = 12
 """Width of the fixed big-endian byte form of an amount (96 bits)."""
-
-
 
 
 def encode_canonical(obj: Any) -> bytes:

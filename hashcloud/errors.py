@@ -13,6 +13,7 @@ Shape (SPEC section in brackets):
     |   +-- UnreadableInput   a file that cannot be read or is not the expected kind
     |   +-- InvalidOption     an option value that cannot be used (node URL, genesis options)
     +-- DecodeError           non-canonical or malformed bytes/text of a record
+    |   +-- FrameCorrupt      a framed log (block log, mempool journal) damaged at an offset
     +-- CryptoError           [5] InvalidKey, InvalidSignature, InvalidAddress
     +-- KeystoreError         key files
     +-- EngineError           [1] BackendUnavailable
@@ -49,6 +50,20 @@ class InvalidOption(InputError):
 
 class DecodeError(HashCloudError):
     """Bytes or text that are not a canonical encoding of the expected record."""
+
+
+class FrameCorrupt(DecodeError):
+    """A framed log (`fsutil.FrameScan`) is damaged at `offset`, never a torn tail.
+
+    `reason` says how (`fsutil.BAD_MAGIC`, `BAD_HEADER`, `DIGEST_MISMATCH`, ...). A
+    `DecodeError`: the log's bytes are not a valid encoding. The block store turns it into
+    a `StoreError` naming the height; the mempool journal reports it and starts afresh.
+    """
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(f"corrupt record at offset {offset}: {reason}")
+        self.offset = offset
+        self.reason = reason
 
 
 # ---------------------------------------------------------------------------- crypto
@@ -145,9 +160,19 @@ class CommitRefused(ValidatorError):
     worker's key), compute time longer than elapsed, unknown backend, rate above peak."""
 
 
+class RevealUnauthorized(ValidatorError):
+    """A reveal not signed by the challenge's worker (SPEC 3 v1.1). Refused without touching
+    the challenge: nobody but the worker can use up or fail its round."""
+
+
+class MalformedReveal(ValidatorError):
+    """A correctly signed reveal whose indices or shape do not match what the node drew (SPEC
+    3 v1.1): refused as malformed; the challenge stays open until its expiry."""
+
+
 class RevealRefused(ValidatorError):
-    """A reveal whose samples are not exactly the drawn indices, in order (SPEC 3). The
-    challenge is burned and the worker's history records a failed audit."""
+    """A reveal that fails the audit (SPEC 3): the challenge is burned and the worker's
+    history records a failed audit."""
 
 
 class AuditFailed(RevealRefused):

@@ -10,7 +10,7 @@
 Record framing, one format for every append-only log (the block log, SPEC 6, and the
 mempool journal): `frame` encodes one record, `FrameScan` reads a log of them back and tells
 a *torn tail* (what an interrupted append leaves: a valid prefix of a record) from
-*corruption* (anything else, raised as `FrameCorrupt`), `read_frame_at` reads one record at a
+*corruption* (anything else, raised as `errors.FrameCorrupt`), `read_frame_at` reads one record at a
 known offset. A frame is::
 
     magic  4 bytes, chosen by the log (b"HCRB" block records, b"HCTJ" journal records)
@@ -34,12 +34,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from hashcloud.errors import DecodeError
+from hashcloud.errors import FrameCorrupt
 
 __all__ = [
     "FRAME_DIGEST_LEN",
     "FRAME_HEAD",
-    "FrameCorrupt",
     "FrameScan",
     "atomic_replace",
     "create_exclusive",
@@ -118,15 +117,6 @@ FRAME_DIGEST_LEN = 32
 BAD_MAGIC = "bad record magic"
 BAD_HEADER = "bad record header checksum"
 DIGEST_MISMATCH = "checksum mismatch"
-
-
-class FrameCorrupt(DecodeError):
-    """A framed log is damaged at `offset` (never a torn tail); `reason` says how."""
-
-    def __init__(self, offset: int, reason: str) -> None:
-        super().__init__(f"corrupt record at offset {offset}: {reason}")
-        self.offset = offset
-        self.reason = reason
 
 
 def _check_magic(magic: bytes) -> None:

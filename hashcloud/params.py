@@ -20,3 +20,17 @@ DEFAULT_N = 1024
 
 DEFAULT_KEY_NAME = "default"
 """The key file used when no `--key`/`--name` is given (`<home>/keys/default.json`)."""
+
+MAX_S_MAX = 256
+"""Largest sample count a round may use: the most samples a reveal carries and a proof file's
+issuer may declare (SPEC 3 `s_max`, default 256, bounds the reveal's bandwidth)."""
+
+BACKEND_NAMES = ("auto", "numpy", "cupy")
+"""The `--backend` choices: `auto` picks CuPy when a CUDA device works, else NumPy (SPEC 1)."""
+
+AUDIT_MODES = ("rows", "full")
+"""How audited samples are checked (SPEC 3 v1.1): `rows` (the default: recompute drawn rows of
+the revealed outputs) or `full` (recompute whole leaves, as in v1)."""
+
+DEFAULT_AUDIT_ROWS = 16
+"""Default `k`, the rows recomputed per audited sample (SPEC 3 v1.1: `k = min(n, 16)`)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Annotated, Any
 
 from bech32 import bech32_decode, bech32_encode, convertbits
@@ -89,7 +89,54 @@ def _address(value: str) -> str:
     except InvalidAddress as exc:
         raise ValueError(str(exc)) from None
 
-HexId16 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """The compiled form of one of the patterns below (each compiled once)."""
+    return re.compile(pattern)
+
+
+def matches(pattern: str, text: object) -> bool:
+    """True if `text` is a `str` matching `pattern` as a whole (one of the `*_PATTERN`s).
+
+    The plain-Python twin of the pydantic aliases: `matches(HEX_ID16_PATTERN, x)` accepts
+    exactly the strings a `HexId16` field accepts.
+    """
+    return isinstance(text, str) and _compiled(pattern).fullmatch(text) is not None
+
+
+SEED_PATTERN = r"^[0-9a-f]+$"
+"""A SPEC 1 seed: a non-empty lower-case hex string (any length, odd lengths included)."""
+
+Seed = Annotated[str, StringConstraints(pattern=SEED_PATTERN)]
+"""A SPEC 1 seed in a record: a non-empty lower-case hex string, no prefix."""
+
+
+def is_seed(text: object) -> bool:
+    """True if `text` is a SPEC 1 seed (non-empty lower-case hex, no prefix)."""
+    return matches(SEED_PATTERN, text)
+
+
+def validate_seed(seed: object) -> str:
+    """Return `seed` if it is a SPEC 1 seed (`is_seed`), else raise `EngineError`.
+
+    The one place of the seed rule for plain Python callers (the engine); records use `Seed`.
+    """
+    if not is_seed(seed):
+        raise EngineError("seed must be a non-empty lower-case hex string")
+    return seed  # type: ignore[return-value]
+
+
+HEX_BYTES_PATTERN = r"^(?:[0-9a-f]{2})+$"
+"""Non-empty bytes as lower-case hex, no prefix: an even, non-zero number of digits."""
+
+HexBytesStr = Annotated[str, StringConstraints(pattern=HEX_BYTES_PATTERN)]
+"""Non-empty bytes kept as their lower-case hex text, no prefix (signed as text, SPEC 6)."""
+
+HEX_ID16_PATTERN = r"^[0-9a-f]{32}$"
+"""16 bytes as 32 lower-case hex digits, no prefix."""
+
+HexId16 = Annotated[str, StringConstraints(pattern=HEX_ID16_PATTERN)]
 """16 bytes as 32 lower-case hex digits, no prefix (challenge ids)."""
 
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -98,7 +145,10 @@ Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 SignatureHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
 """A 64-byte `r || s` signature as 128 lower-case hex digits (SPEC 5)."""
 
-PublicKeyHex = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
+PUBLIC_KEY_HEX_PATTERN = r"^0[23][0-9a-f]{64}$"
+"""A compressed secp256k1 public key: 66 lower-case hex digits starting `02` or `03`."""
+
+PublicKeyHex = Annotated[str, StringConstraints(pattern=PUBLIC_KEY_HEX_PATTERN)]
 """A 33-byte compressed secp256k1 public key as 66 lower-case hex digits (SPEC 5)."""
 
 TaskId = HexId16
@@ -175,7 +225,7 @@ def hex_bytes(size: int | None, prefix: str, what: str, *, first: str = "") -> A
     `"0[23]"` for compressed public keys). Python callers may also pass `bytes` directly.
     The JSON form is always `prefix + data.hex()`.
     """
-    digits = rf"(?:[0-9a-f]{{2}}){{{size}}}" if size is not None else r"(?:[0-9a-f]{2})+"
+    digits = rf"(?:[0-9a-f]{{2}}){{{size}}}" if size is not None else HEX_BYTES_PATTERN[1:-1]
     if first:
         digits = rf"(?={first}){digits}"
     pattern = rf"^{re.escape(prefix)}{digits}$"

@@ -21,7 +21,7 @@ from hashcloud.chain.store import ChainStore
 from hashcloud.chain.transition import apply_block, build_block
 from hashcloud.chain.tx import make_transfer
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.crypto.signatures import _verify_cached
+from hashcloud.crypto.signatures import clear_verification_cache
 
 CHAIN = "bench"
 
@@ -60,7 +60,7 @@ def bench_block_application(block_txs: int, rounds: int) -> None:
     print(f"prepared {rounds} blocks x {block_txs} signed transfers "
           f"in {time.perf_counter() - t0:.1f} s (signing + build)")
     # Cold signature checks: building the blocks verified (and memoised) every signature.
-    _verify_cached.cache_clear()
+    clear_verification_cache()
     t0 = time.perf_counter()
     for pre_state, pre_parent, block in blocks:
         apply_block(pre_state, block, pre_parent, genesis)
@@ -94,7 +94,7 @@ def bench_audit(n_blocks: int) -> None:
                     records = []
             store.append_blocks(records)
         print(f"wrote {n_blocks} blocks in {time.perf_counter() - t0:.1f} s")
-        _verify_cached.cache_clear()  # replay checks every signature from scratch
+        clear_verification_cache()  # replay checks every signature from scratch
         t0 = time.perf_counter()
         report = audit_chain(data_dir, genesis)
         elapsed = time.perf_counter() - t0

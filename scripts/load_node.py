@@ -26,10 +26,12 @@ What it does, by itself (all traffic on 127.0.0.1, every loop bounded in count a
      `NodeClient.reveal` (no client retries: retries=0), so it includes the HTTP round trip and
      any CPU-scheduling delay of the 2-core box, which is shared with the miners' own compute;
      the node-side mean handling time from `/metrics` (hc_commit_seconds, hc_reveal_seconds)
-     is printed alongside to separate the two;
+     is printed alongside to separate the two, with the mean audit CPU time per audited
+     reveal (hc_audit_seconds: the node runs `--audit-mode rows|full`, `--audit-rows K`,
+     SPEC 3 v1.1) and the reveal outcomes (hc_reveals_total);
    - node CPU s / round: utime+stime of the node process (/proc/PID/stat) over the phase,
      divided by accepted rounds: the node's total cost of one audited round (challenge,
-     commit, audit recomputation of m leaves, reveal, claim validation and its block);
+     commit, audit of m samples (rows or leaves), reveal, claim validation and its block);
    - claims: SUBMIT_RESULT transactions sent and how many were included after the phase
      (awaited for up to max(30 s, 10 blocks)); a round whose reward estimate is below the
      claim fee (SUBMIT_RESULT_GAS * MIN_GAS_PRICE = 8e7, i.e. fewer than 39 loops at n=128)
@@ -126,16 +128,24 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
-def node_metric_means(url: str) -> dict[str, float | None]:
-    """Node-side mean commit / reveal handling time (s) from the Prometheus histograms."""
+def node_metric_means(url: str) -> dict[str, Any]:
+    """Node-side means from the Prometheus histograms: commit / reveal handling time (s),
+    audit CPU time per audited reveal (s, `hc_audit_seconds`, all labels), and the reveal
+    outcomes (`hc_reveals_total`, non-zero ones)."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
     vals: dict[str, float] = {}
+    outcomes: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[0].startswith(("hc_commit_seconds_", "hc_reveal_seconds_")):
-            vals[parts[0]] = float(parts[1])
-    out: dict[str, float | None] = {}
-    for name in ("commit", "reveal"):
+        if len(parts) != 2:
+            continue
+        name = parts[0].split("{")[0]
+        if name.startswith(("hc_commit_seconds_", "hc_reveal_seconds_", "hc_audit_seconds_")):
+            vals[name] = vals.get(name, 0.0) + float(parts[1])  # summed over labels
+        elif name == "hc_reveals_total" and float(parts[1]):
+            outcomes[parts[0].split('"')[1]] = int(float(parts[1]))
+    out: dict[str, Any] = {"reveal_outcomes": outcomes}
+    for name in ("commit", "reveal", "audit"):
         count = vals.get(f"hc_{name}_seconds_count", 0.0)
         out[name] = vals.get(f"hc_{name}_seconds_sum", 0.0) / count if count else None
     return out
@@ -144,11 +154,13 @@ def node_metric_means(url: str) -> dict[str, float | None]:
 class NodeProcess:
     """A `hashcloud node start` child process on 127.0.0.1:<free port>."""
 
-    def __init__(self, home: Path, data_dir: Path, block_time: float) -> None:
+    def __init__(self, home: Path, data_dir: Path, block_time: float,
+                 extra: tuple[str, ...] = ()) -> None:
         self.out_path = home / "node.stdout"
         self.err_path = home / "node.stderr"
         cmd = [sys.executable, "-m", "hashcloud", "--home", str(home), "node", "start",
-               "--data-dir", str(data_dir), "--port", "0", "--block-time", str(block_time)]
+               "--data-dir", str(data_dir), "--port", "0", "--block-time", str(block_time),
+               *extra]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         self.url = self._wait_listening(30.0)
@@ -412,6 +424,8 @@ def phase_a(node: NodeProcess, miner_keys: list[PrivateKey], args: argparse.Name
         "reveal_ms_p50": ms(pct(reveal_s, 50)), "reveal_ms_p99": ms(pct(reveal_s, 99)),
         "node_commit_ms_mean": ms(node_means["commit"]),
         "node_reveal_ms_mean": ms(node_means["reveal"]),
+        "node_audit_cpu_ms_mean": ms(node_means["audit"]),
+        "reveal_outcomes": node_means["reveal_outcomes"],
         "round_ms_p50": ms(pct(round_s, 50)), "round_ms_p99": ms(pct(round_s, 99)),
         "compute_ms_p50": ms(pct(compute_s, 50)), "compute_ms_p99": ms(pct(compute_s, 99)),
         "challenge_ms_p50": ms(pct(challenge_s, 50)),
@@ -629,6 +643,8 @@ def print_table(res: dict[str, Any]) -> None:
              f"{a['commit_ms_p50']} / {a['commit_ms_p99']} ({a['node_commit_ms_mean']})"),
             ("A reveal ms p50/p99 (node mean)",
              f"{a['reveal_ms_p50']} / {a['reveal_ms_p99']} ({a['node_reveal_ms_mean']})"),
+            ("A audit CPU ms mean / reveal outcomes",
+             f"{a['node_audit_cpu_ms_mean']} / {a['reveal_outcomes']}"),
             ("A node CPU s (per round)", f"{a['node_cpu_s']} ({a['node_cpu_s_per_round']})"),
             ("A round ms p50/p99 (compute p50)",
              f"{a['round_ms_p50']} / {a['round_ms_p99']} ({a['compute_ms_p50']})"),
@@ -677,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--senders", type=int, default=64, help="phase B funded sender keys")
     p.add_argument("--submitters", type=int, default=4, help="phase B concurrent clients")
     p.add_argument("--block-time", type=float, default=1.0, help="node block time (s)")
+    p.add_argument("--audit-mode", choices=("rows", "full"), default="rows",
+                   help="the node's audit mode (SPEC 3 v1.1)")
+    p.add_argument("--audit-rows", type=int, default=16, help="rows per audited sample")
     p.add_argument("--json-out", type=Path, help="also write the JSON result here")
     args = p.parse_args(argv)
     if min(args.miners, args.senders, args.submitters) < 1 or args.seconds <= 0 \
@@ -697,7 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         home.mkdir()
         files = init_data_dir(data_dir, allocations=alloc,
                               block_time_ms=int(args.block_time * 1000))
-        node = NodeProcess(home, data_dir, args.block_time)
+        node = NodeProcess(home, data_dir, args.block_time,
+                           ("--audit-mode", args.audit_mode, "--audit-rows", str(args.audit_rows)))
         print(f"node pid {node.pid} at {node.url} chain={files.genesis.chain_id}", flush=True)
         try:
             print(f"phase A: {args.miners} miners x {args.seconds:g} s, rounds of "

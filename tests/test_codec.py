@@ -8,13 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hashcloud.codec import (
-    MAX_AMOUNT,
     decode_amount,
     decode_canonical,
     encode_amount,
     encode_canonical,
 )
 from hashcloud.errors import DecodeError
+from hashcloud.types import MAX_AMOUNT
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20)

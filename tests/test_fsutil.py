@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hashcloud.errors import DecodeError, FrameCorrupt
 from hashcloud.fsutil import (
     FRAME_HEAD,
-    FrameCorrupt,
     FrameScan,
     atomic_replace,
     create_exclusive,
@@ -214,6 +214,15 @@ def test_torn_tail_versus_corruption_examples() -> None:
         scan(data + b"\x00\x00")
     with pytest.raises(FrameCorrupt, match="bad record header checksum"):  # flipped length
         scan(data[:second + 5] + bytes([data[second + 5] ^ 0x10]) + data[second + 6 :])
+
+
+def test_frame_corrupt_is_an_error_of_the_tree() -> None:
+    """`FrameCorrupt` lives in `errors` and is a `DecodeError`, so every catch still holds."""
+    data = log_of([b"one"])
+    with pytest.raises(DecodeError) as info:
+        scan(data[:-1] + bytes([data[-1] ^ 1]))
+    assert type(info.value) is FrameCorrupt
+    assert str(info.value) == "corrupt record at offset 0: checksum mismatch"
 
 
 def test_max_body_is_enforced() -> None:

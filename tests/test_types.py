@@ -111,3 +111,53 @@ def test_n_range_rule_is_the_same_in_records_and_code(n):
 @given(st.integers(MIN_N // 64, MAX_N // 64))
 def test_every_multiple_of_64_in_range_is_legal(k):
     assert validate_n(64 * k) == 64 * k == _Sized(n=64 * k).n
+
+
+# ------------------------------------------------------------- one rule per string form
+
+
+def _pydantic_accepts(alias: object, value: object) -> bool:
+    from pydantic import TypeAdapter
+
+    try:
+        TypeAdapter(alias).validate_python(value, strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
+_FORM_SAMPLES = ["", "0", "a", "ab", "0a1b", "AB", "0x00", "00\n", " 00", "g0", "\u0660",
+                 "0" * 32, "f" * 32, "F" * 32, "0" * 31, "0" * 33,
+                 "02" + "a" * 64, "03" + "0" * 64, "04" + "0" * 64, "02" + "A" * 64,
+                 "02" + "0" * 63, "02" + "0" * 64 + "\n", 5, None, b"00"]
+
+
+@pytest.mark.parametrize("value", _FORM_SAMPLES)
+def test_plain_checks_accept_exactly_what_the_aliases_accept(value: object) -> None:
+    from hashcloud.types import (
+        HEX_BYTES_PATTERN,
+        HEX_ID16_PATTERN,
+        PUBLIC_KEY_HEX_PATTERN,
+        HexBytesStr,
+        HexId16,
+        PublicKeyHex,
+        Seed,
+        is_seed,
+        matches,
+    )
+
+    assert is_seed(value) == _pydantic_accepts(Seed, value)
+    assert matches(HEX_ID16_PATTERN, value) == _pydantic_accepts(HexId16, value)
+    assert matches(PUBLIC_KEY_HEX_PATTERN, value) == _pydantic_accepts(PublicKeyHex, value)
+    assert matches(HEX_BYTES_PATTERN, value) == _pydantic_accepts(HexBytesStr, value)
+
+
+def test_seed_rule() -> None:
+    from hashcloud.types import is_seed, validate_seed
+
+    for good in ("0", "abc", "00ff" * 8, "1" * 101):
+        assert is_seed(good) and validate_seed(good) == good
+    for bad in ("", "0x00", "ABC", "ab c", "ab\n", "\u0661", 12, None, b"ab"):
+        assert not is_seed(bad)
+        with pytest.raises(EngineError, match="seed must be a non-empty lower-case hex string"):
+            validate_seed(bad)

@@ -6,9 +6,14 @@ field, never a 500. Responses reuse the protocol records where they exist (`Chal
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from hashcloud.chain.block import BlockHeader
+from hashcloud.params import MAX_S_MAX
 from hashcloud.poc.challenge import Challenge
+from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.proof import DeviceInfo, Sample
 from hashcloud.types import (
     AddressStr,
@@ -21,7 +26,7 @@ from hashcloud.types import (
     Signature,
 )
 
-MAX_SAMPLES = 256
+MAX_SAMPLES = MAX_S_MAX
 
 
 _STRICT = ConfigDict(frozen=True, strict=True, extra="forbid")
@@ -72,10 +77,12 @@ class CommitRequest(_Strict):
 
 
 class CommitResponse(_Strict):
-    """The sample indices the node drew after the commitment, and its signature on them."""
+    """The sample indices and the audit plan the node drew after the commitment, and its
+    signature over both (SPEC 3 v1.1)."""
 
     challenge_id: str
     indices: list[int]
+    audit: AuditPlan
     indices_signature: PSignature
 
 
@@ -87,9 +94,11 @@ class SampleModel(Sample):
 
 
 class RevealRequest(_Strict):
-    """`POST /v1/challenges/{id}/reveal`: the samples for the indices drawn."""
+    """`POST /v1/challenges/{id}/reveal`: the samples for the indices drawn (audited ones with
+    their output in a row audit), signed by the challenge's worker (SPEC 3 v1.1)."""
 
     samples: list[SampleModel] = Field(min_length=1, max_length=MAX_SAMPLES)
+    signature: Signature
 
 
 class RevealResponse(_Strict):
@@ -117,6 +126,24 @@ class TxStatus(_Strict):
     height: int | None = None
     index: int | None = None
     block_hash: str | None = None
+
+
+class NextNonce(_Strict):
+    """`GET /v1/accounts/{address}/next-nonce`: the nonce a new transaction must use."""
+
+    address: AddressStr
+    nonce: int = Field(ge=0)
+
+
+class BlockJson(BaseModel):
+    """`GET /v1/blocks/{ref}`: the SPEC 7 block object (`hash`, `header` with every header
+    field, `transactions`); extra keys are kept, so newer nodes stay readable."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hash: Hex32
+    header: BlockHeader
+    transactions: list[dict[str, Any]]
 
 
 class AccountInfo(_Strict):

@@ -2,9 +2,10 @@
 
 `audit_chain` opens a store read-only and checks, reporting the first problem as
 `ChainAuditFailed`: the store's checksums and genesis binding, that block 0 is this genesis's
-block, every later block through `ledger.replay` (the very loop the ledger opens with: hash,
-link, signature, roots and transition by `apply_block`), the supply invariant at every
-height, and that the state snapshot, if any, equals the replayed state at its height.
+block (`ledger.check_genesis_block`, the check `Ledger.open` makes), every later block
+through `ledger.replay` (the very loop the ledger opens with: hash, link, signature, roots
+and transition by `apply_block`), the supply invariant at every height, and that the state
+snapshot, if any, equals the replayed state at its height.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hashcloud.chain.block import BlockHeader, block_hash, encode_block
-from hashcloud.chain.genesis import Genesis, genesis_block, genesis_hash, genesis_state
-from hashcloud.chain.ledger import check_supply, decode_stored_block, replay
+from hashcloud.chain.block import BlockHeader, block_hash
+from hashcloud.chain.genesis import Genesis, genesis_hash, genesis_state
+from hashcloud.chain.ledger import check_genesis_block, check_supply, replay
 from hashcloud.chain.state import State, encode_state, state_root
 from hashcloud.chain.store import ChainStore
 from hashcloud.errors import ChainAuditFailed, InvalidBlock, StoreError
@@ -79,12 +80,7 @@ def audit_chain(data_dir: Path | str, genesis: Genesis) -> AuditReport:
 
         height = 0  # the block being checked, for the error message
         try:
-            payload = store.get_block(0)
-            digest = store.find_block_hash(0)
-            assert digest is not None
-            block0 = decode_stored_block(0, digest, payload)
-            if payload != encode_block(genesis_block(genesis)):
-                raise InvalidBlock("block 0 is not this genesis's block")
+            block0 = check_genesis_block(store, genesis)
             parent: BlockHeader = block0.header
             state = genesis_state(genesis)
             check(0, state)

@@ -26,21 +26,13 @@ from hashcloud.chain.tx import (
     tx_to_json,
     tx_to_obj,
 )
-from hashcloud.codec import (
-    U64,
-    AddressStr,
-    Hex32,
-    SignatureHex,
-    decode_canonical,
-    describe_validation_error,
-    encode_canonical,
-    expect_array,
-)
+from hashcloud.codec import decode_canonical, encode_canonical, expect_array
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import merkle_root
 from hashcloud.crypto.signatures import domain_tag, sign
 from hashcloud.errors import DecodeError
+from hashcloud.types import U64, AddressStr, Hex32, SignatureHex, describe_validation_error
 
 __all__ = [
     "EMPTY_TX_ROOT",

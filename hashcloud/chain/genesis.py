@@ -22,15 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hashcloud.chain.block import EMPTY_TX_ROOT, ZERO_HASH, Block, BlockHeader
 from hashcloud.chain.state import Account, State, state_root
 from hashcloud.codec import (
-    MAX_AMOUNT,
-    U64,
-    AddressStr,
-    Amount,
-    ChainId,
-    PublicKeyHex,
     decode_amount,
     decode_canonical,
-    describe_validation_error,
     encode_amount,
     encode_canonical,
     expect_array,
@@ -39,12 +32,20 @@ from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.errors import DecodeError, GenesisError, InvalidKey
 from hashcloud.fsutil import atomic_replace
+from hashcloud.types import (
+    MAX_AMOUNT,
+    U64,
+    AddressStr,
+    Amount,
+    ChainId,
+    PublicKeyHex,
+    describe_validation_error,
+)
 
 __all__ = [
     "DEFAULT_CHAIN_ID",
     "LOCAL_NODE_ALLOCATION",
     "Genesis",
-    "GenesisError",
     "authority_addresses",
     "decode_genesis",
     "encode_genesis",

@@ -51,6 +51,7 @@ __all__ = [
     "SNAPSHOT_INTERVAL",
     "Ledger",
     "ReplayStep",
+    "check_genesis_block",
     "check_supply",
     "decode_stored_block",
     "replay",
@@ -89,6 +90,21 @@ def decode_stored_block(height: int, stored_hash: bytes, payload: bytes) -> Bloc
         raise InvalidBlock(f"has header height {block.header.height}")
     if block_hash(block.header) != stored_hash.hex():
         raise InvalidBlock("does not hash to its recorded hash")
+    return block
+
+
+def check_genesis_block(store: ChainStore, genesis: Genesis) -> Block:
+    """Return the genesis block of `genesis` if block 0 of `store` is exactly it, else raise.
+
+    The one block-0 check, used by `Ledger.open` and by `chain.audit`: the stored hash and
+    the stored bytes must both be those of `genesis_block(genesis)` (so block 0 also decodes,
+    has height 0 and hashes to its record). Raises StoreError when they differ or block 0 is
+    missing.
+    """
+    block = genesis_block(genesis)
+    if (store.find_block_hash(0) != bytes.fromhex(block_hash(block.header))
+            or store.get_block(0) != encode_block(block)):
+        raise StoreError("block 0 of the store is not this genesis's block")
     return block
 
 
@@ -163,15 +179,12 @@ class Ledger:
     @staticmethod
     def _ensure_genesis_block(store: ChainStore, genesis: Genesis) -> BlockHeader:
         """Write the genesis block into an empty store, or check the stored one."""
+        if store.height >= 0:
+            return check_genesis_block(store, genesis).header
+        if store.readonly:
+            raise StoreError(f"chain store at {store.data_dir} has no genesis block")
         block = genesis_block(genesis)
-        payload = encode_block(block)
-        digest = bytes.fromhex(block_hash(block.header))
-        if store.height < 0:
-            if store.readonly:
-                raise StoreError(f"chain store at {store.data_dir} has no genesis block")
-            store.append_block(0, digest, payload)
-        elif store.find_block_hash(0) != digest or store.get_block(0) != payload:
-            raise StoreError("block 0 of the store is not this genesis's block")
+        store.append_block(0, bytes.fromhex(block_hash(block.header)), encode_block(block))
         return block.header
 
     def _restore(self) -> None:

@@ -17,12 +17,9 @@ task ids sorted) and `state_root(state) = sha256(encode_state(state))`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from hashcloud.codec import (
-    MAX_AMOUNT,
-    MAX_U64,
     decode_amount,
     decode_canonical,
     encode_amount,
@@ -31,7 +28,6 @@ from hashcloud.codec import (
     expect_int,
     expect_str,
 )
-from hashcloud.crypto.address import validate_address
 from hashcloud.crypto.hashing import sha256
 from hashcloud.errors import (
     DecodeError,
@@ -40,13 +36,12 @@ from hashcloud.errors import (
     InvalidTransaction,
     SupplyOverflow,
 )
+from hashcloud.types import HEX_ID16_PATTERN, MAX_AMOUNT, MAX_U64, matches, validate_address
 
 __all__ = [
     "Account",
-    "InsufficientBalance",
     "State",
     "EMPTY_ACCOUNT",
-    "SupplyOverflow",
     "balances_total",
     "credit",
     "debit",
@@ -62,9 +57,6 @@ __all__ = [
 
 STATE_FORMAT = 1
 """Version tag at the start of the encoded state."""
-
-_TASK_ID = re.compile(r"[0-9a-f]{32}")
-
 
 @dataclass(frozen=True, slots=True)
 class Account:
@@ -224,7 +216,7 @@ def decode_state(data: bytes) -> State:
         accounts[address] = Account(balance, nonce)
     previous = ""
     for task in raw_tasks:
-        if not _TASK_ID.fullmatch(expect_str(task, "task id")):
+        if not matches(HEX_ID16_PATTERN, expect_str(task, "task id")):
             raise DecodeError("rewarded task id is not 32 lower-case hex digits")
         if task <= previous:
             raise DecodeError("rewarded task ids are not strictly sorted")

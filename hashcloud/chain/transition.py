@@ -58,7 +58,6 @@ from hashcloud.chain.tx import (
     tx_id,
     tx_signing_bytes,
 )
-from hashcloud.codec import MAX_AMOUNT, MAX_U64
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import check_signature_encoding, verify
 from hashcloud.errors import (
@@ -80,18 +79,12 @@ from hashcloud.errors import (
 )
 from hashcloud.poc.audit import check_receipt
 from hashcloud.poc.receipt import Receipt, decode_receipt
+from hashcloud.types import MAX_AMOUNT, MAX_U64
 
 __all__ = [
     "MAX_BLOCK_TRANSACTIONS",
     "MAX_FUTURE_DRIFT_MS",
     "BuiltBlock",
-    "FeeMismatch",
-    "GasMismatch",
-    "InvalidComputeResult",
-    "InvalidTxSignature",
-    "NonceMismatch",
-    "RewardBelowFee",
-    "TaskAlreadyRewarded",
     "apply_block",
     "apply_transaction",
     "build_block",

@@ -23,16 +23,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hashcloud.codec import (
-    U64,
-    AddressStr,
-    Amount,
-    Hex32,
-    PublicKeyHex,
-    SignatureHex,
-    TaskId,
     decode_amount,
     decode_canonical,
-    describe_validation_error,
     encode_amount,
     encode_canonical,
     expect_array,
@@ -42,6 +34,17 @@ from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.signatures import domain_tag, sign
 from hashcloud.errors import DecodeError
 from hashcloud.poc.receipt import Receipt, encode_receipt
+from hashcloud.types import (
+    U64,
+    AddressStr,
+    Amount,
+    Hex32,
+    HexBytesStr,
+    PublicKeyHex,
+    SignatureHex,
+    TaskId,
+    describe_validation_error,
+)
 
 __all__ = [
     "GAS_BY_TYPE",
@@ -82,9 +85,8 @@ MAX_PROOF_HEX = 8192
 
 _UNSIGNED = "00" * 64
 
-ProofHex = Annotated[
-    str, Field(min_length=2, max_length=MAX_PROOF_HEX, pattern=r"^([0-9a-f]{2})+$")
-]
+ProofHex = Annotated[HexBytesStr, Field(min_length=2, max_length=MAX_PROOF_HEX)]
+"""The receipt bytes of a SUBMIT_RESULT as lower-case hex text (`HexBytesStr`), bounded."""
 
 
 class ComputeResult(BaseModel):

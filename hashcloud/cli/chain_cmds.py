@@ -25,6 +25,7 @@ from hashcloud.cli.common import (
     state,
 )
 from hashcloud.errors import HashCloudError, ProofError, UsageError
+from hashcloud.params import DEFAULT_KEY_NAME
 
 if TYPE_CHECKING:
     from hashcloud.node.config import NodeFiles
@@ -44,7 +45,7 @@ def balance(
 ) -> None:
     """Balance and nonce of an address."""
     from hashcloud.cli.chain_source import open_source
-    from hashcloud.crypto.address import validate_address
+    from hashcloud.types import validate_address
 
     st = state(ctx)
     if address is None:
@@ -114,7 +115,7 @@ def submit(
     ctx: typer.Context,
     proof_path: Annotated[Path, typer.Argument(metavar="PROOF", help="Audited proof file.")],
     node: NodeOpt = None,
-    key_name: Annotated[str, typer.Option("--key", help="Worker key name.")] = "default",
+    key_name: Annotated[str, typer.Option("--key", help="Worker key name.")] = DEFAULT_KEY_NAME,
     wait: Annotated[bool, typer.Option(help="Wait until the claim is in a block.")] = True,
     json_: JsonOpt = False,
 ) -> None:

@@ -14,6 +14,7 @@ from hashcloud.chain.block import block_hash, block_to_json
 from hashcloud.chain.genesis import Genesis, genesis_block, genesis_state
 from hashcloud.chain.ledger import Ledger
 from hashcloud.chain.state import get_account
+from hashcloud.chain.store import LOG_NAME
 from hashcloud.cli.common import CliState
 from hashcloud.client.http import NodeClient
 from hashcloud.errors import NodeError, NodeRejected, UsageError
@@ -67,7 +68,7 @@ def open_source(st: CliState, node: str | None, data_dir: Path | None) -> Iterat
             yield ChainSource(client=client)
         return
     files = load_data_dir(data_dir or st.home / "node")
-    if not (files.chain_dir / "blocks.log").exists():
+    if not (files.chain_dir / LOG_NAME).exists():
         # Initialised but never started: the chain is its genesis block alone.
         yield ChainSource(genesis=files.genesis)
         return

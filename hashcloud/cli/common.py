@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hashcloud.errors import HashCloudError, InputError, KeystoreError, UsageError
-from hashcloud.params import DEFAULT_KEY_NAME
+from hashcloud.params import BACKEND_NAMES, DEFAULT_KEY_NAME
 
 if TYPE_CHECKING:  # annotations only: the key modules load pydantic and the curve libraries
     from hashcloud.crypto.keys import PrivateKey
@@ -37,11 +37,6 @@ err = Console(stderr=True, highlight=False)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PASSPHRASE_ENV = "HASHCLOUD_PASSPHRASE"
-
-# Copies of core constants that appear in option defaults and help text, so that building the
-# app (e.g. for `--help`) does not import their modules (`hashcloud.types` loads pydantic,
-# `hashcloud.crypto.keystore` the curve libraries). tests/cli/test_startup.py checks that each
-# equals its original.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,16 +70,13 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path("~/.hashcloud").expanduser()
 
 
-BACKENDS = ("auto", "numpy", "cupy")
-
-
 def check_engine_options(n: int, backend: str = "auto") -> None:
     """Usage errors (exit 2) for a bad matrix size or backend name, before any work."""
     from hashcloud.errors import EngineError
     from hashcloud.types import validate_n
 
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
+    if backend not in BACKEND_NAMES:
+        raise UsageError(f"--backend must be one of {', '.join(BACKEND_NAMES)}")
     try:
         validate_n(n)
     except EngineError as exc:

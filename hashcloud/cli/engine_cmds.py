@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from hashcloud.cli.common import check_engine_options, cli_command, out, print_json
+from hashcloud.params import DEFAULT_N
 
 
 @cli_command
@@ -44,7 +45,7 @@ def selftest(
 
 @cli_command
 def bench(
-    n: Annotated[int, typer.Option(help="Matrix size.")] = 1024,
+    n: Annotated[int, typer.Option(help="Matrix size.")] = DEFAULT_N,
     seconds: Annotated[float, typer.Option(min=0.5, max=3600,
                                            help="Total seconds (mining and raw GEMM).")] = 5.0,
     backend: Annotated[str, typer.Option(help="auto | numpy | cupy")] = "auto",

@@ -27,7 +27,14 @@ from hashcloud.cli.common import (
     state,
 )
 from hashcloud.errors import UsageError
-from hashcloud.params import DEFAULT_KEY_NAME
+from hashcloud.params import (
+    BACKEND_NAMES,
+    DEFAULT_KEY_NAME,
+    DEFAULT_N,
+    MAX_N,
+    MIN_N,
+    N_STEP,
+)
 
 if TYPE_CHECKING:
     from hashcloud.engine.mining import Engine
@@ -38,14 +45,16 @@ def mine(
     ctx: typer.Context,
     duration: Annotated[float, typer.Option(min=0.1, max=86_400,
                                             help="Seconds of compute per round.")] = 15.0,
-    n: Annotated[int, typer.Option(help="Matrix size (multiple of 64, 64..4096).")] = 1024,
+    n: Annotated[int, typer.Option(
+        help=f"Matrix size (multiple of {N_STEP}, {MIN_N}..{MAX_N}).")] = DEFAULT_N,
     node: Annotated[str | None, typer.Option(envvar="HASHCLOUD_NODE",
                                              help="Node URL (default: embedded node).")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Self-audited proof.")] = False,
     out_path: Annotated[Path | None, typer.Option("--out", help="Proof file to write.")] = None,
-    backend: Annotated[str, typer.Option(help="auto | numpy | cupy")] = "auto",
+    backend: Annotated[str, typer.Option(help=" | ".join(BACKEND_NAMES))] = "auto",
     rounds: Annotated[int, typer.Option(min=0, help="Rounds to mine (0: until Ctrl-C).")] = 1,
-    key_name: Annotated[str, typer.Option("--key", help="Key name in the home.")] = "default",
+    key_name: Annotated[str, typer.Option(
+        "--key", help="Key name in the home.")] = DEFAULT_KEY_NAME,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Mine: run deterministic GEMM loops, commit them in a Merkle tree, prove and claim."""

@@ -7,8 +7,6 @@ imports the other.
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 from rich.live import Live
@@ -21,6 +19,7 @@ from hashcloud.cli.common import (
 from hashcloud.cli.display import RateMeter, gflops, round_table
 from hashcloud.engine.mining import Engine
 from hashcloud.errors import HashCloudError, UsageError
+from hashcloud.fsutil import create_exclusive
 from hashcloud.poc.proof import ProofFile
 from hashcloud.poc.round import RoundWork, run_loops
 from hashcloud.types import to_phex
@@ -42,20 +41,11 @@ def check_out_path(path: Path) -> Path:
 
 
 def write_proof(path: Path, proof: ProofFile) -> Path:
-    """Write a new proof file atomically and without replacing anything: a fresh O_EXCL
-    temp file, fsync, then a hard link to the final name (fails if it exists)."""
+    """Write a new proof file durably and without replacing anything
+    (`fsutil.create_exclusive`: fails if the name exists, never leaves a partial file)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(proof.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        create_exclusive(path, proof.to_json().encode("utf-8"))
     except FileExistsError:
         raise UsageError(f"{path} already exists; the proof was not written") from None
     except OSError as exc:

@@ -1,4 +1,6 @@
-"""`hashcloud verify PROOF [--m K | --all] [--json]` (SPEC 7): check a proof file alone.
+"""`hashcloud verify PROOF [--m K | --all] [--rows K | --full] [--json]` (SPEC 7): check a
+proof file alone. Samples that carry their output get a row audit (SPEC 3 v1.1), the others a
+whole-leaf recomputation; `--full` recomputes every chosen sample whole.
 
 Exit 0 valid, 1 invalid, 2 unreadable or not a proof; never a traceback.
 """
@@ -33,6 +35,11 @@ def verify(
     proof: Annotated[Path, typer.Argument(help="Proof file (JSON) to check.")],
     m: Annotated[int | None, typer.Option("--m", min=0, help="Recompute K sample leaves.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Recompute every sample (default).")] = False,
+    rows: Annotated[int | None, typer.Option(
+        "--rows", min=1, help="Rows recomputed per sample that carries its output "
+                             "(default 16; SPEC 3 v1.1 row audit).")] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Recompute whole leaves, even of samples that carry outputs.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Check a proof file: schema, signatures, inclusion proofs and recomputed leaves."""
@@ -41,9 +48,11 @@ def verify(
 
     if m is not None and all_:
         raise _bad(json_, proof, "use either --m K or --all, not both", EXIT_USAGE)
+    if rows is not None and full:
+        raise _bad(json_, proof, "use either --rows K or --full, not both", EXIT_USAGE)
     try:
         pf = load_proof(proof)
-        report = verify_proof(pf, None if all_ else m)
+        report = verify_proof(pf, None if all_ else m, rows=rows, full=full)
     except InputError as exc:
         raise _bad(json_, proof, str(exc), EXIT_USAGE) from None
     except ProofError as exc:

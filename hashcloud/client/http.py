@@ -12,43 +12,27 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hashcloud.api.models import (
     AccountInfo,
+    BlockJson,
     ChallengeRequest,
     ChallengeResponse,
     CommitRequest,
     CommitResponse,
+    NextNonce,
     NodeInfo,
     RevealRequest,
     RevealResponse,
     TxStatus,
     TxSubmitResponse,
 )
-from hashcloud.chain.block import BlockHeader
 from hashcloud.chain.tx import Transaction, tx_to_json
 from hashcloud.errors import InvalidOption, NodeError, NodeRejected
 from hashcloud.types import describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class NextNonce(BaseModel):
-    """`GET /v1/accounts/{address}/next-nonce`."""
-
-    address: str
-    nonce: int = Field(ge=0)
-
-
-class BlockJson(BaseModel):
-    """The SPEC 7 block object as a client checks it (`header` fields, tx list)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    hash: str
-    header: BlockHeader
-    transactions: list[dict[str, Any]]
 
 
 RetryFn = Callable[[str, int, float], None]

@@ -25,6 +25,7 @@ from hashcloud.chain.tx import MIN_GAS_PRICE, Transaction, make_submit_result, t
 from hashcloud.client.http import NodeClient
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import sign
+from hashcloud.engine.rows import loop_output
 from hashcloud.errors import AuditError, NodeError, NodeRejected, ProofError
 from hashcloud.poc.audit import check_indices_signature, check_receipt
 from hashcloud.poc.challenge import (
@@ -33,7 +34,14 @@ from hashcloud.poc.challenge import (
 )
 from hashcloud.poc.proof import ChallengeInfo, DeviceInfo, IssuerInfo, ProofFile
 from hashcloud.poc.receipt import Receipt, decode_receipt
-from hashcloud.poc.round import RoundWork, make_samples, sign_commit
+from hashcloud.poc.round import (
+    OutputFn,
+    RoundWork,
+    make_samples,
+    sample_outputs,
+    sign_commit,
+    sign_reveal,
+)
 
 ComputeFn = Callable[[str], RoundWork]
 """Runs the loops of one round for a seed and returns the work."""
@@ -68,8 +76,12 @@ def request_challenge(client: NodeClient, key: PrivateKey, n: int, info: NodeInf
 
 
 def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: DeviceInfo,
-                     compute: ComputeFn, info: NodeInfo | None = None) -> RoundOutcome:
-    """One audited round; a refused reveal returns accepted=False with the node's reason."""
+                     compute: ComputeFn, info: NodeInfo | None = None, *,
+                     output_fn: OutputFn = loop_output) -> RoundOutcome:
+    """One audited round; a refused reveal returns accepted=False with the node's reason.
+
+    The node's indices and audit plan are checked against its signature; the reveal carries
+    the audited loops' outputs (row audit) and is signed by the worker (SPEC 3 v1.1)."""
     info = info or client.info()
     node_key = PublicKey(info.node_public_key)
     issued = request_challenge(client, key, n, info)
@@ -80,13 +92,20 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
         loops=work.loops, compute_time=work.compute_time, merkle_root=work.merkle_root,
         device=DeviceModel(name=device.name, backend=device.backend),
         device_signature=device_signature))
+    plan = commit.audit
     check_indices_signature(node_key, info.chain_id, ch.challenge_id, work.tree.root,
-                            work.loops, commit.indices, commit.indices_signature)
-    samples = make_samples(work.tree, work.leaves, commit.indices)
+                            work.loops, commit.indices, commit.indices_signature, plan)
+    plan.check_fits(commit.indices, ch.n)
+    # A row audit needs the audited loops' outputs: recomputed here (m loops of work).
+    outputs = (sample_outputs(ch.seed, ch.n, plan.audited, output_fn)
+               if plan.mode == "rows" else {})
+    samples = make_samples(work.tree, work.leaves, commit.indices, outputs)
+    signature = sign_reveal(key, info.chain_id, ch.challenge_id, work.tree.root, samples)
     accepted, reason, receipt, reward = False, None, None, 0
     try:
         rev = client.reveal(ch.challenge_id, RevealRequest(
-            samples=[SampleModel.model_validate(s, from_attributes=True) for s in samples]))
+            samples=[SampleModel.model_validate(s, from_attributes=True) for s in samples],
+            signature=signature))
         receipt = check_receipt(
             decode_receipt(rev.receipt), [info.node_public_key.hex()],
             chain_id=info.chain_id, task_id=ch.challenge_id, worker_address=ch.worker_address,
@@ -100,7 +119,7 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
         compute_time=work.compute_time, merkle_root=work.merkle_root, samples=samples,
         public_key=key.public_key.data,
         device_signature=device_signature, device=device, offline=False,
-        indices_signature=commit.indices_signature,
+        indices_signature=commit.indices_signature, audit=plan,
         receipt=rev.receipt if receipt is not None else None,
         node=IssuerInfo(chain_id=info.chain_id, public_key=info.node_public_key,
                            s_max=issued.s_max),

@@ -2,20 +2,14 @@
 
 Address = bech32_encode("cpc", convertbits(RIPEMD160(SHA256(pubkey33)), 8, 5)). The address
 form itself (strict parsing, canonical lower case) is a protocol type and lives in
-`hashcloud.types`; this module adds the hash that needs the crypto layer.
+`hashcloud.types` (import `HRP`, `Address`, `decode_address`, `validate_address` from
+there); this module adds the hash that needs the crypto layer.
 """
 
 from hashcloud.crypto.hashing import hash160
-from hashcloud.types import HRP, Address, address_from_payload, decode_address, validate_address
+from hashcloud.types import Address, address_from_payload
 
-__all__ = [
-    "HRP",
-    "Address",
-    "address_from_payload",
-    "address_from_public_key",
-    "decode_address",
-    "validate_address",
-]
+__all__ = ["address_from_public_key"]
 
 
 def address_from_public_key(public_key33: bytes) -> Address:

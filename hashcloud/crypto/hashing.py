@@ -1,18 +1,18 @@
 """Hash functions used across the protocol (SPEC 1, 2, 5).
 
 RIPEMD-160 comes from pycryptodome, a vetted implementation that works where OpenSSL 3
-no longer provides the algorithm through `hashlib` (SPEC 5 addresses).
+no longer provides the algorithm through `hashlib` (SPEC 5 addresses). Digests are plain
+`bytes`; the field type of a 32-byte hash in a record is `hashcloud.types.Hash32`.
 """
 
 import hashlib
 
 from Crypto.Hash import RIPEMD160
 
-Hash32 = bytes
-"""Alias for 32-byte SHA-256 digests (documentation only; lengths are checked at edges)."""
+__all__ = ["hash160", "ripemd160", "sha256"]
 
 
-def sha256(data: bytes) -> Hash32:
+def sha256(data: bytes) -> bytes:
     """Return SHA-256 of `data` (32 bytes)."""
     return hashlib.sha256(data).digest()
 

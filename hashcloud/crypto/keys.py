@@ -15,14 +15,14 @@ from functools import cached_property, lru_cache
 from ecdsa import SECP256k1, SigningKey, VerifyingKey
 from ecdsa.errors import MalformedPointError
 
-from hashcloud.crypto.address import Address, address_from_public_key
+from hashcloud.crypto.address import address_from_public_key
 from hashcloud.errors import InvalidKey
+from hashcloud.types import PUBLIC_KEY_HEX_PATTERN, Address, matches
 
 CURVE_ORDER = SECP256k1.order
 """n, the order of the secp256k1 group."""
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_HEX66 = re.compile(r"[0-9a-f]{66}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +36,11 @@ class PublicKey:
 
     @classmethod
     def from_hex(cls, text: object) -> PublicKey:
-        """Parse lower-case hex (66 digits, no prefix), raising InvalidKey."""
-        if not isinstance(text, str) or not _HEX66.fullmatch(text):
-            raise InvalidKey("public key must be 66 lower-case hex digits (33 bytes, compressed)")
+        """Parse lower-case hex (66 digits, no prefix, `PublicKeyHex`), raising InvalidKey."""
+        if not matches(PUBLIC_KEY_HEX_PATTERN, text):
+            raise InvalidKey(
+                "public key must be 66 lower-case hex digits (33 bytes, compressed: 02 or 03 first)"
+            )
         return cls(bytes.fromhex(text))
 
     def hex(self) -> str:

@@ -31,6 +31,14 @@ from hashcloud.params import DEFAULT_KEY_NAME
 KEYFILE_VERSION = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
+# Bounds on the KDF parameters a key file may name: a damaged or hostile file must not make
+# `load` allocate gigabytes or spin for hours (scrypt memory is 128 * n * r bytes).
+_SCRYPT_MAX_N, _SCRYPT_MAX_R, _SCRYPT_MAX_P = 2**20, 16, 16
+_SCRYPT_MAX_MEMORY = 256 * 2**20
+
+
+class _Damaged(ValueError):
+    """A malformed field of a key file; `Keystore.load` turns it into `KeystoreError`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,37 +140,36 @@ class Keystore:
         return record
 
     def is_encrypted(self, name: str) -> bool:
-        """True if the key file `name` needs a passphrase."""
-        return "crypto" in self._read(name)
+        """True if the key file `name` needs a passphrase (it has a `crypto` object).
+
+        A file whose `crypto` section is not an object is damaged, not encrypted: `load`
+        reports it without asking for a passphrase first."""
+        return isinstance(self._read(name).get("crypto"), dict)
 
     def load(self, name: str = DEFAULT_KEY_NAME, passphrase: str | None = None) -> PrivateKey:
-        """Load and check the private key `name`, decrypting it with `passphrase` if needed."""
+        """Load and check the private key `name`, decrypting it with `passphrase` if needed.
+
+        Every malformed key file (a `crypto` section that is not an object, missing or
+        mistyped fields, bad hex, out-of-range KDF parameters, a key that does not match
+        its address) raises `KeystoreError` naming the file and the problem.
+        """
         record = self._read(name)
         path = self.path_for(name)
         try:
+            address = _text(record, "address")
             if "crypto" in record:
+                if not isinstance(record["crypto"], dict):
+                    raise _Damaged("'crypto' is not an object")
                 if not passphrase:
                     raise KeystoreError(f"key {name!r} is encrypted: a passphrase is needed")
-                c = record["crypto"]
-                if c.get("kdf") != "scrypt" or c.get("cipher") != "aes-256-gcm":
-                    raise KeystoreError(f"key file {path} uses an unknown cipher")
-                kdf = Scrypt(salt=bytes.fromhex(c["salt"]), length=32,
-                             n=int(c["n"]), r=int(c["r"]), p=int(c["p"]))
-                try:
-                    secret = AESGCM(kdf.derive(passphrase.encode())).decrypt(
-                        bytes.fromhex(c["nonce"]), bytes.fromhex(c["ciphertext"]),
-                        str(record["address"]).encode(),
-                    )
-                except InvalidTag:
-                    raise KeystoreError(f"wrong passphrase for key {name!r}") from None
-                key = PrivateKey(int.from_bytes(secret, "big"))
+                key = _decrypt(record["crypto"], address, passphrase, name, path)
             else:
-                key = PrivateKey.from_hex(record["private_key"])
+                key = PrivateKey.from_hex(_text(record, "private_key"))
         except KeystoreError:
             raise
-        except (HashCloudError, KeyError, TypeError, ValueError) as exc:
+        except (HashCloudError, KeyError, TypeError, ValueError, OverflowError) as exc:
             raise KeystoreError(f"key file {path} is damaged: {exc}") from None
-        if key.public_key.address != record.get("address"):
+        if key.public_key.address != address:
             raise KeystoreError(f"key file {path} is damaged: address does not match the key")
         return key
 
@@ -186,3 +193,54 @@ class Keystore:
             except HashCloudError as exc:
                 out.append(KeyInfo(name, "", "", path, False, error=str(exc)))
         return out
+
+
+def _text(section: dict, field: str) -> str:
+    """The string `section[field]`, or `_Damaged` saying it is missing or not a string."""
+    value = section.get(field)
+    if not isinstance(value, str):
+        raise _Damaged(f"{field!r} is missing or not a string")
+    return value
+
+
+def _hex(section: dict, field: str) -> bytes:
+    """The bytes of the hex string `section[field]`, or `_Damaged`."""
+    try:
+        return bytes.fromhex(_text(section, field))
+    except ValueError:
+        raise _Damaged(f"{field!r} is not hex") from None
+
+
+def _int(section: dict, field: str, low: int, high: int) -> int:
+    """The integer `section[field]` in [low, high] (not a bool), or `_Damaged`."""
+    value = section.get(field)
+    if type(value) is not int or not low <= value <= high:
+        raise _Damaged(f"{field!r} must be an integer in [{low}, {high}]")
+    return value
+
+
+def _decrypt(crypto: object, address: str, passphrase: str, name: str, path: Path) -> PrivateKey:
+    """Decrypt the `crypto` section of key `name` (scrypt + AES-256-GCM, address as AAD)."""
+    if not isinstance(crypto, dict):
+        raise _Damaged("'crypto' is not an object")
+    if crypto.get("kdf") != "scrypt" or crypto.get("cipher") != "aes-256-gcm":
+        raise KeystoreError(f"key file {path} uses an unknown cipher")
+    n = _int(crypto, "n", 2, _SCRYPT_MAX_N)
+    if n & (n - 1):
+        raise _Damaged("'n' must be a power of two")
+    r, p = _int(crypto, "r", 1, _SCRYPT_MAX_R), _int(crypto, "p", 1, _SCRYPT_MAX_P)
+    if 128 * n * r > _SCRYPT_MAX_MEMORY:
+        raise _Damaged(f"scrypt n={n}, r={r} needs more than {_SCRYPT_MAX_MEMORY >> 20} MiB")
+    kdf = Scrypt(salt=_hex(crypto, "salt"), length=32, n=n, r=r, p=p)
+    nonce, ciphertext = _hex(crypto, "nonce"), _hex(crypto, "ciphertext")
+    if len(nonce) != 12:
+        raise _Damaged("'nonce' must be 12 bytes")
+    try:
+        secret = AESGCM(kdf.derive(passphrase.encode())).decrypt(
+            nonce, ciphertext, address.encode()
+        )
+    except InvalidTag:
+        raise KeystoreError(f"wrong passphrase for key {name!r}") from None
+    if len(secret) != 32:
+        raise _Damaged("the decrypted key is not 32 bytes")
+    return PrivateKey(int.from_bytes(secret, "big"))

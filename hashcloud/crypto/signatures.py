@@ -83,6 +83,17 @@ def verify(public_key: PublicKey, message: bytes, signature: bytes) -> None:
         raise InvalidSignature("signature does not verify")
 
 
+def clear_verification_cache() -> None:
+    """Forget every memoised curve check of `verify`.
+
+    `verify` remembers the answer for each (key, digest, signature) it has checked, since a
+    pooled transaction is checked on entry, at block building and at block import. Results
+    never go stale, so protocol code never needs this: benchmarks and tests call it to time
+    or exercise verification from scratch.
+    """
+    _verify_cached.cache_clear()
+
+
 @lru_cache(maxsize=1 << 16)
 def _verify_cached(public_key: PublicKey, digest: bytes, signature: bytes) -> bool:
     """Curve check of (key, digest, signature), memoised: a pooled transaction is checked on

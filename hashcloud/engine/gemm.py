@@ -16,20 +16,20 @@ This module holds the formulas only: the building blocks plus simple allocating 
 (`generate_operands`, `row_digests`, `compute_leaf`, the reference every
 backend is compared with). The mining pipelines live in the backend modules
 (`numpy_backend`, `cupy_backend`), chosen through the registry in `backends`, and
-`mining.Engine` drives them.
+`mining.Engine` drives them. The chunked CPU pipeline and the SPEC 3 v1.1 row-audit paths
+(`loop_output`, `row_digests_of`) live in `rows`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 import numpy as np
 
 from hashcloud.errors import EngineError
 from hashcloud.params import DEFAULT_N
-from hashcloud.types import validate_n
+from hashcloud.types import validate_n, validate_seed
 
 __all__ = [
     "column_mix",
@@ -45,7 +45,6 @@ __all__ = [
     "row_digests_into",
     "splitmix64_into",
     "validate_range",
-    "validate_seed",
     "word_counters",
 ]
 
@@ -66,17 +65,6 @@ _BYTE_SIGN = 0x8080808080808080
 
 _U64 = np.uint64
 _U32 = np.uint32
-_SEED_RE = re.compile(r"[0-9a-f]+")
-
-
-def validate_seed(seed: str) -> str:
-    """Return `seed` if it is a non-empty lower-case hex string (SPEC 1 inputs).
-
-    Raises `EngineError` otherwise.
-    """
-    if not isinstance(seed, str) or not _SEED_RE.fullmatch(seed):
-        raise EngineError("seed must be a non-empty lower-case hex string")
-    return seed
 
 
 def validate_range(start: int, count: int) -> None:

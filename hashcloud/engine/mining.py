@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from hashcloud.engine.backends import BackendChoice, load_pipeline, select_backend
-from hashcloud.engine.gemm import validate_range, validate_seed
+from hashcloud.engine.gemm import validate_range
 from hashcloud.errors import EngineError
 from hashcloud.params import DEFAULT_N
-from hashcloud.types import validate_n
+from hashcloud.types import validate_n, validate_seed
 
 __all__ = ["Engine", "compute_leaves", "suggested_batch_size"]
 

@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["reference_leaf", "reference_loop", "splitmix64_words"]
+__all__ = ["reference_leaf", "reference_loop", "reference_row_digests", "splitmix64_words"]
 
 MASK64 = (1 << 64) - 1
 MASK32 = (1 << 32) - 1
@@ -64,3 +64,19 @@ def reference_loop(seed: str, i: int, n: int) -> dict:
 def reference_leaf(seed: str, i: int, n: int) -> bytes:
     """leaf_i of SPEC 1.9 computed the slow, obvious way."""
     return reference_loop(seed, i, n)["leaf"]
+
+
+def reference_row_digests(seed: str, i: int, n: int, rows: list[int]) -> list[int]:
+    """d_r of SPEC 1.7 for `rows` only, the slow, obvious way (cross-checks the row audit).
+
+    SPEC 3 v1.1 row audits recompute row r of C from row r of A and all of B; this does the
+    same with Python-int SplitMix64 (whole stream up to the end of B, no word skipping) and
+    an int64 product, sharing no code with `rows`. Fine for n <= 1024.
+    """
+    ls = f"{seed}:{i}"
+    key = int.from_bytes(hashlib.sha256(ls.encode("ascii")).digest()[:8], "little")
+    stream = b"".join(w.to_bytes(8, "little") for w in splitmix64_words(key, 2 * n * n // 8))
+    entries = (np.frombuffer(stream, dtype=np.uint8).astype(np.int64) & 0x7F) - 64
+    a = entries[: n * n].reshape(n, n)
+    b = entries[n * n :].reshape(n, n)
+    return [_fmix_row((a[r] @ b).tolist()) for r in rows]

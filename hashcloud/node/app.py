@@ -6,8 +6,13 @@ Routes (all under `/v1`, OpenAPI at `/openapi.json`): `info`; `challenges` (issu
 `ws/heads` (WebSocket: one JSON message per new head). `/metrics` serves Prometheus text.
 
 Errors: every HashCloudError becomes a 4xx `{"detail": ...}` (`http_status`, else 400);
-a malformed body is 422; a body over `max_body` bytes is 413. Nothing a client sends can
-produce a 500.
+a malformed body is 422; a body over its route's limit is 413 (`max_body`, 1 MiB, everywhere
+but the reveal route, whose limit is sized to the largest legal reveal: `reveal_body_limit`).
+Nothing a client sends can produce a 500.
+
+The client address the validator charges (rate limits, failed audits) is the socket peer,
+`request.client.host`; `node.server` lets uvicorn rewrite it from X-Forwarded-For only for
+the proxies the operator names (SPEC 3 v1.1 "Abuse bounds").
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hashcloud.api.models import (
+    MAX_SAMPLES,
     AccountInfo,
     ChallengeRequest,
     ChallengeResponse,
@@ -49,20 +56,47 @@ from hashcloud.errors import (
     MempoolFull,
     NotFound,
     RateLimited,
+    RevealUnauthorized,
     ValidatorError,
 )
 from hashcloud.node.service import NodeService
+from hashcloud.poc.proof import MAX_PATH_LEN
 from hashcloud.types import AddressStr, Hex32, describe_errors
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1 << 20  # 1 MiB: a full reveal of 256 samples is ~0.5 MB
+MAX_BODY = 1 << 20
+"""Body limit of every route but the reveal (1 MiB: a transaction or a commitment is tiny)."""
+
+#: JSON characters of one revealed sample besides its output, at most: keys, an index of up
+#: to 13 digits (loops <= 2^40), the "0x" leaf and `MAX_PATH_LEN` "0x" path hashes (68 each
+#: with quotes and a comma), rounded up.
+_SAMPLE_JSON = 128 + 70 * MAX_PATH_LEN
+
+#: The route whose body limit is `reveal_body_limit`.
+_REVEAL_PATH = re.compile(r"^/v1/challenges/[^/]+/reveal$")
+
+
+def reveal_body_limit(max_n: int, s_max: int) -> int:
+    """The reveal route's body limit: the largest legal reveal for a node issuing `n <= max_n`
+    with at most `s_max` samples (SPEC 3 v1.1), plus `MAX_BODY` of slack (whitespace, the
+    signature).
+
+    A reveal holds `s <= min(s_max, MAX_SAMPLES)` samples and, in a row audit, the whole
+    output of each audited one: `8n` bytes as "0x" hex, 16n + 4 JSON characters (64 KiB at
+    n = 4096). The adaptive policy may audit every sample (`m = s`), and an output is allowed
+    on any sample, so every sample is counted with an output: 256 samples at n = 4096 come
+    to about 18 MiB. Anything larger cannot be a legal reveal and is refused (413) before it
+    is read."""
+    samples = min(s_max, MAX_SAMPLES)
+    return MAX_BODY + samples * (_SAMPLE_JSON + 16 * max_n + 4)
 
 HTTP_STATUS: tuple[tuple[type[HashCloudError], int], ...] = (
     (NotFound, 404),
     (ChallengeNotFound, 404),
     (ChallengeExpired, 410),
     (ChallengeUsed, 409),
+    (RevealUnauthorized, 403),
     (DuplicateTransaction, 409),
     (RateLimited, 429),
     (MempoolFull, 429),
@@ -81,22 +115,31 @@ def http_status(exc: HashCloudError) -> int:
 
 
 class BodyLimit:
-    """ASGI middleware refusing request bodies larger than `limit` bytes with 413.
+    """ASGI middleware refusing request bodies larger than `limit` bytes with 413 (the reveal
+    route: `reveal_limit` bytes, default `limit`).
 
     A declared Content-Length over the limit is refused before reading; a chunked body is
     counted as it streams and refused with an HTTPException, which FastAPI's body parser
     passes through (a plain exception would become a 400)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, reveal_limit: int | None = None) -> None:
+        """Wrap `app` with the limits."""
         self.app, self.limit = app, limit
+        self.reveal_limit = limit if reveal_limit is None else reveal_limit
+
+    def limit_for(self, path: str) -> int:
+        """The body limit of the route at `path`."""
+        return self.reveal_limit if _REVEAL_PATH.match(path) else self.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse an oversized body, else pass the request on with its body counted."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope.get("path", ""))
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                resp = JSONResponse({"detail": self.message}, status_code=413)
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                resp = JSONResponse({"detail": self.message(limit)}, status_code=413)
                 await resp(scope, receive, send)
                 return
         seen = 0
@@ -106,16 +149,16 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise HTTPException(status_code=413, detail=self.message)
+                if seen > limit:
+                    raise HTTPException(status_code=413, detail=self.message(limit))
             return msg
 
         await self.app(scope, limited, send)
 
-    @property
-    def message(self) -> str:
+    @staticmethod
+    def message(limit: int) -> str:
         """The 413 reason."""
-        return f"request body larger than {self.limit} bytes"
+        return f"request body larger than {limit} bytes"
 
 
 class HeadFeed:
@@ -134,10 +177,15 @@ class HeadFeed:
 
 
 def create_app(service: NodeService, *, produce_blocks: bool = True,
-               max_body: int = MAX_BODY, block_time: float | None = None,
-               close_on_shutdown: bool = False) -> FastAPI:
+               max_body: int = MAX_BODY, reveal_body: int | None = None,
+               block_time: float | None = None, close_on_shutdown: bool = False) -> FastAPI:
     """The FastAPI application of one node; blocks are produced every block time
-    (`block_time` seconds overrides the genesis cadence for this node)."""
+    (`block_time` seconds overrides the genesis cadence for this node). `reveal_body` is the
+    reveal route's body limit (default: `reveal_body_limit` of the validator's `max_n` and
+    `s_max`)."""
+    if reveal_body is None:
+        cfg = service.validator.config
+        reveal_body = reveal_body_limit(cfg.max_n, cfg.s_max)
     feed = HeadFeed()
 
     async def producer() -> None:
@@ -170,7 +218,7 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
                   description="PoC validator and L1 chain node (HashCloud SPEC v1).")
     app.state.service = service
     app.state.feed = feed
-    app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(BodyLimit, limit=max_body, reveal_limit=reveal_body)
 
     @app.exception_handler(HashCloudError)
     async def _hc_error(_: Request, exc: HashCloudError) -> JSONResponse:
@@ -205,9 +253,11 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
         return service.commit(challenge_id, req)
 
     @app.post("/v1/challenges/{challenge_id}/reveal", response_model=RevealResponse)
-    def reveal(challenge_id: str, req: RevealRequest) -> RevealResponse:
-        """Reveal the samples; the audit runs in a worker thread, off the event loop."""
-        return service.reveal(challenge_id, req)
+    def reveal(challenge_id: str, req: RevealRequest, request: Request) -> RevealResponse:
+        """Reveal the signed samples (SPEC 3 v1.1); the audit runs in a worker thread, off
+        the event loop. A failed audit counts against the socket peer too."""
+        ip = request.client.host if request.client else "unknown"
+        return service.reveal(challenge_id, req, ip)
 
     @app.post("/v1/transactions", response_model=TxSubmitResponse)
     def submit(body: dict[str, Any] = Body(...)) -> TxSubmitResponse:  # noqa: B008

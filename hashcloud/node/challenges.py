@@ -10,12 +10,20 @@ A challenge moves one way through the states of `ChallengeState`:
 Lifetimes (a documented choice; SPEC 3 only says "unexpired"): a challenge must be
 *committed* before its `expiry`; a committed one may be *revealed* until
 `expiry + reveal_grace_ms`; after that `expire` forgets it, so later calls get
-ChallengeNotFound. A repeated reveal after acceptance gets the *same* outcome (the miner may
-retry after a network error); after a rejection every call is refused with ChallengeUsed.
+ChallengeNotFound. A repeated, correctly signed reveal after acceptance gets the *same*
+outcome (the miner may retry after a network error); after a rejection every call is refused
+with ChallengeUsed.
+
+A reveal is looked up (`for_reveal`) before it is claimed (`claim`, committed -> auditing):
+between the two the validator checks the worker's signature and the reveal's shape, and a
+reveal failing those (SPEC 3 v1.1: unauthorized or malformed) never claims the challenge,
+so it stays committed until its deadline.
 
 `ChallengeTable` is pure bookkeeping with `now_ms` passed in and no lock of its own: the
-validator holds its lock around every call. Challenges live in memory only (they are
-short-lived): a restart invalidates the open ones and their miners ask for new ones.
+validator holds its lock around every call. The table lives in memory; `node.challenge_log`
+makes every issued challenge, commitment (with its audit plan) and outcome durable before the
+node answers and rebuilds the table on start (SPEC 3 v1.1 "Durable challenges"): `auditing` is
+never written, so a challenge whose audit a crash interrupted comes back `committed`.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from hashcloud.api.models import DeviceModel, RevealResponse
 from hashcloud.crypto.keys import PublicKey
 from hashcloud.errors import ChallengeExpired, ChallengeNotFound, ChallengeUsed
 from hashcloud.poc.challenge import Challenge
+from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.receipt import Receipt
 
 __all__ = [
@@ -70,7 +79,8 @@ class CommittedWork:
     """What the worker committed to and what the node drew after it (SPEC 3).
 
     `rate` and `peak` are the claimed rate and the declared backend's peak (FLOP/s), kept
-    for the adaptive audit; `indices` are the sample indices the node drew and signed."""
+    for the adaptive audit; `indices` are the sample indices the node drew and `plan` the
+    audit plan drawn with them (SPEC 3 v1.1), both signed in the commit answer."""
 
     loops: int
     compute_time: float
@@ -79,6 +89,7 @@ class CommittedWork:
     rate: float
     peak: float
     indices: tuple[int, ...]
+    plan: AuditPlan
 
 
 @dataclass(slots=True)
@@ -87,13 +98,16 @@ class ChallengeEntry:
 
     `worker_key` is the key that signed the challenge request (its address is the
     challenge's worker); `issued_at` is the node's clock (unix seconds) at issue, for the
-    SPEC 3 `compute_time <= now - issue time` check; `client_ip` is charged a failed audit.
+    SPEC 3 `compute_time <= now - issue time` check; `client_ip` (the issuing request's
+    socket peer) is charged a failed audit; `request_time_ms` is the signed request's time,
+    restored into the replay guard after a restart.
     """
 
     challenge: Challenge
     worker_key: PublicKey
     issued_at: float
     client_ip: str = ""
+    request_time_ms: int = 0
     state: ChallengeState = ChallengeState.ISSUED
     commitment: CommittedWork | None = None
     outcome: Outcome | None = None
@@ -150,21 +164,39 @@ class ChallengeTable:
         entry.commitment = work
         entry.state = ChallengeState.COMMITTED
 
-    def begin_reveal(self, challenge_id: str, now_ms: int) -> ChallengeEntry:
-        """Claim a committed challenge for its audit: committed -> auditing.
+    def for_reveal(self, challenge_id: str, now_ms: int) -> ChallengeEntry:
+        """The entry a reveal is about, without claiming it (SPEC 3 v1.1).
 
-        An accepted challenge is returned unchanged (state ACCEPTED, `outcome` set): the
-        caller answers with that same outcome (idempotent reveal). Otherwise the challenge
-        must be committed (ChallengeUsed: a concurrent reveal holds it, or it is used up)
-        and within `expiry + reveal_grace_ms` (ChallengeExpired).
-        """
+        An accepted challenge is returned unchanged (state ACCEPTED, `outcome` set): once
+        the reveal's signature is checked, the caller answers with that same outcome
+        (idempotent reveal). Otherwise the challenge must be committed (ChallengeUsed: a
+        concurrent reveal holds it, or it is used up) and within `expiry + reveal_grace_ms`
+        (ChallengeExpired)."""
         entry = self.lookup(challenge_id)
         if entry.state is ChallengeState.ACCEPTED and entry.outcome is not None:
             return entry
         require_state(entry, ChallengeState.COMMITTED, "reveal")
         if now_ms >= entry.challenge.expiry + self.reveal_grace_ms:
             raise ChallengeExpired(f"reveal deadline of challenge {challenge_id} passed")
-        entry.state = ChallengeState.AUDITING  # concurrent reveals now get ChallengeUsed
+        return entry
+
+    def claim(self, entry: ChallengeEntry, now_ms: int) -> None:
+        """committed -> auditing: the audit of `entry` starts (concurrent reveals of it now
+        get ChallengeUsed). Same refusals as `for_reveal` for a non-committed entry, and
+        ChallengeExpired if `expire` dropped it since it was looked up."""
+        cid = entry.challenge.challenge_id
+        if self._entries.get(cid) is not entry:
+            raise ChallengeExpired(f"reveal deadline of challenge {cid} passed")
+        require_state(entry, ChallengeState.COMMITTED, "reveal")
+        if now_ms >= entry.challenge.expiry + self.reveal_grace_ms:
+            raise ChallengeExpired(f"reveal deadline of challenge {cid} passed")
+        entry.state = ChallengeState.AUDITING
+
+    def begin_reveal(self, challenge_id: str, now_ms: int) -> ChallengeEntry:
+        """`for_reveal` then, unless the challenge is already accepted, `claim`."""
+        entry = self.for_reveal(challenge_id, now_ms)
+        if entry.state is not ChallengeState.ACCEPTED:
+            self.claim(entry, now_ms)
         return entry
 
     @staticmethod
@@ -199,10 +231,14 @@ class ChallengeTable:
         return sum(1 for e in self._entries.values() if _is_open(e, now_ms))
 
     def expire(self, now_ms: int) -> int:
-        """Forget challenges past `expiry + reveal_grace_ms`; return how many were dropped.
+        """Forget challenges past `expiry + reveal_grace_ms`; return how many were dropped."""
+        return len(self.drop_expired(now_ms))
+
+    def drop_expired(self, now_ms: int) -> list[ChallengeEntry]:
+        """Forget challenges past `expiry + reveal_grace_ms` and return them.
 
         A challenge whose audit is running is kept (dropped on a later call)."""
-        dropped = 0
+        dropped: list[ChallengeEntry] = []
         for cid in list(self._entries):
             entry = self._entries[cid]
             if now_ms < entry.challenge.expiry + self.reveal_grace_ms:
@@ -216,8 +252,12 @@ class ChallengeTable:
                 ids.discard(cid)
                 if not ids:
                     del self._by_worker[address]
-            dropped += 1
+            dropped.append(entry)
         return dropped
+
+    def entries(self) -> list[ChallengeEntry]:
+        """Every entry held, in issue order."""
+        return list(self._entries.values())
 
     def _of_worker(self, address: str) -> list[ChallengeEntry]:
         """The entries of worker `address`."""

@@ -1,7 +1,8 @@
 """Node configuration: the data directory (SPEC 6, 7) and the PoC validator's knobs (SPEC 3).
 
 Layout of `DATA_DIR`: `genesis.json`, `keys/node.json` (the node key, 0600), `chain/` (the
-flat-file chain store), `validator/` (audit histories), `mempool.journal`.
+flat-file chain store), `validator/` (audit histories `history.json` and the challenge journal
+`challenges.journal`, SPEC 3 v1.1), `mempool.journal`.
 `init_data_dir` creates a single-node chain where the node key is the sole block proposer
 and PoC validator; `load_data_dir` opens an initialised one.
 
@@ -28,8 +29,9 @@ from hashcloud.chain.genesis import (
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.keystore import Keystore
 from hashcloud.errors import InvalidGenesisOptions, InvalidOption, NodeConfigError
-from hashcloud.params import MAX_N
+from hashcloud.params import AUDIT_MODES, DEFAULT_AUDIT_ROWS, MAX_N, MAX_S_MAX
 from hashcloud.poc.audit_policy import DEFAULT_POLICY, AuditPolicy
+from hashcloud.poc.plan import AuditMode
 from hashcloud.poc.sampling import DEFAULT_S_MAX
 from hashcloud.types import describe_validation_error
 
@@ -73,6 +75,14 @@ class ValidatorConfig:
     audit_slots: int | None = None
     #: Reveals that may wait for a slot (beyond: 429); None: four per slot.
     audit_queue: int | None = None
+    #: Places of the audit queue only workers with a clean history may take (`AuditGate`);
+    #: None: a quarter of the queue.
+    audit_reserved: int | None = None
+    #: How audited samples are checked (SPEC 3 v1.1): "rows" recomputes `audit_rows` drawn
+    #: rows of each audited loop's revealed output, "full" recomputes whole leaves (v1).
+    audit_mode: AuditMode = "rows"
+    #: Rows `k` drawn per audited sample in "rows" mode (SPEC 3 v1.1 default 16; `min(n, k)`).
+    audit_rows: int = DEFAULT_AUDIT_ROWS
     #: Failed audits per client IP in any hour before that IP gets no challenge.
     ip_failures_per_hour: int = 20
     #: The adaptive audit policy (how many samples to recompute, cooldowns).
@@ -82,20 +92,29 @@ class ValidatorConfig:
         """Refuse unusable values with a message naming the field."""
         for name in ("challenge_ttl_ms", "max_open_per_worker",
                      "requests_per_minute_per_address", "requests_per_minute_per_ip",
-                     "s_max", "max_n", "ip_failures_per_hour"):
+                     "s_max", "max_n", "ip_failures_per_hour", "audit_rows"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise InvalidOption(f"{name} must be a positive integer, got {value!r}")
-        for name in ("request_time_skew_ms", "reveal_grace_ms", "audit_queue"):
+        for name in ("request_time_skew_ms", "reveal_grace_ms", "audit_queue", "audit_reserved"):
             value = getattr(self, name)
             if value is None and name != "request_time_skew_ms":
                 continue
             if not _is_int(value) or value < 0:
                 raise InvalidOption(f"{name} must be a non-negative integer, got {value!r}")
+        if self.s_max > MAX_S_MAX:
+            raise InvalidOption(f"s_max must be at most {MAX_S_MAX} (the most samples a reveal "
+                                f"carries), got {self.s_max}")
         if self.audit_slots is not None and (not _is_int(self.audit_slots)
                                              or self.audit_slots < 1):
             raise InvalidOption(f"audit_slots must be a positive integer, got "
                                 f"{self.audit_slots!r}")
+        if self.audit_mode not in AUDIT_MODES:
+            raise InvalidOption(f"audit_mode must be one of {', '.join(AUDIT_MODES)}, got "
+                                f"{self.audit_mode!r}")
+        if self.audit_reserved is not None and self.audit_reserved > self.effective_audit_queue:
+            raise InvalidOption(f"audit_reserved ({self.audit_reserved}) must not exceed the "
+                                f"audit queue ({self.effective_audit_queue})")
         if not isinstance(self.policy, AuditPolicy):
             raise InvalidOption(f"policy must be an AuditPolicy, got {type(self.policy).__name__}")
 
@@ -113,6 +132,13 @@ class ValidatorConfig:
     def effective_audit_queue(self) -> int:
         """`audit_queue`, or four waiting reveals per audit slot when unset."""
         return 4 * self.effective_audit_slots if self.audit_queue is None else self.audit_queue
+
+    @property
+    def effective_audit_reserved(self) -> int:
+        """`audit_reserved`, or a quarter (rounded down) of the effective audit queue."""
+        if self.audit_reserved is not None:
+            return self.audit_reserved
+        return self.effective_audit_queue // 4
 
 
 DEFAULT_VALIDATOR_CONFIG = ValidatorConfig()
@@ -134,7 +160,8 @@ class NodeFiles:
 
     @property
     def validator_dir(self) -> Path:
-        """Where the PoC validator keeps its state (`validator/history.json` under it)."""
+        """Where the PoC validator keeps its state (`validator/history.json` and
+        `validator/challenges.journal` under it)."""
         return self.data_dir
 
     @property

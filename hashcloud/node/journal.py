@@ -1,11 +1,18 @@
-"""Mempool journal: acknowledged transactions survive kill -9 (node durability, SPEC 6 mempool).
+"""Append-only, fsynced record logs of the node: the mempool journal and its framing base.
 
-Every transaction the node acknowledges is appended as one framed record (the block log's
-framing, `hashcloud.fsutil.frame`, with record magic ``b"HCTJ"``: magic, length, header CRC,
-canonical tx bytes, SHA-256) and fsynced before the HTTP answer. After each block the
-journal is rewritten atomically (`fsutil.atomic_replace`) with what is still pending. On
-start the node replays it into the mempool, re-validating each entry (included or now-invalid
-ones are dropped).
+`AppendLog` is the one durable append-only log of the node (SPEC 6 node durability): records
+use the block log's framing (`hashcloud.fsutil.frame`: magic, length, header CRC, body,
+SHA-256) with a magic chosen per log, each `append` returns once its record is fsynced (group
+commit: one fsync covers every record written before it started), `rewrite` replaces the
+whole file atomically (`fsutil.atomic_replace`) and `compact` rewrites it keeping only the
+records a predicate selects. `scan` reads it back and tells a torn tail (an interrupted
+append: ignored, logged at WARNING) from damage (reported: the records before it are kept).
+Two logs use it: `TxJournal` here and the PoC validator's `node.challenge_log`.
+
+`TxJournal`, the mempool journal (magic ``b"HCTJ"``): every transaction the node acknowledges
+is appended and fsynced before the HTTP answer. After each block the journal is rewritten with
+what is still pending. On start the node replays it into the mempool, re-validating each entry
+(included or now-invalid ones are dropped).
 
 Loading reads the current format and the legacy one (``u32 length || sha256 || bytes``, no
 magic) written by older nodes, even both in one file, so an upgraded node never loses an
@@ -22,14 +29,16 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from hashcloud.fsutil import FrameCorrupt, FrameScan, atomic_replace, frame
+from hashcloud.errors import FrameCorrupt
+from hashcloud.fsutil import FrameScan, atomic_replace, frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JOURNAL_MAGIC", "MAX_RECORD", "TxJournal"]
+__all__ = ["JOURNAL_MAGIC", "MAX_RECORD", "AppendLog", "LogContents", "TxJournal"]
 
 JOURNAL_MAGIC = b"HCTJ"
 """Record magic of the current format (a legacy record can never start with it: its
@@ -39,23 +48,39 @@ MAX_RECORD = 1 << 20
 _LEGACY_HEAD = struct.Struct(">I32s")  # legacy format: body length, SHA-256 of body
 
 
-class TxJournal:
-    """Append-only file of canonical transaction encodings (group-committed fsyncs)."""
+@dataclass(frozen=True, slots=True)
+class LogContents:
+    """What `AppendLog.scan` read: the intact `records` in order, the offset of a torn tail
+    (`torn_at`, None if none) and the damage that stopped the scan (`corrupt`, None if none)."""
 
-    def __init__(self, path: Path) -> None:
-        """Open (creating it and its directory if needed) the journal at `path` for appends."""
+    records: list[bytes]
+    torn_at: int | None = None
+    corrupt: FrameCorrupt | None = None
+
+
+class AppendLog:
+    """An append-only file of framed records with group-committed fsyncs (see module doc).
+
+    `magic` (4 bytes) names the log's records; `max_record` bounds a body (a longer length
+    field is damage, never a torn tail); `name` is used in log messages. Thread-safe.
+    """
+
+    def __init__(self, path: Path, magic: bytes, max_record: int, name: str) -> None:
+        """Open (creating it and its directory if needed) the log at `path` for appends."""
         self.path = Path(path)
+        self.magic = magic
+        self.max_record = max_record
+        self.name = name
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
         self._lock = threading.Lock()  # file handle and counters
-        self._sync_lock = threading.Lock()  # one fsync at a time
+        self._sync_lock = threading.Lock()  # one fsync (or rewrite) at a time
         self._written = 0  # records written (flushed to the OS)
         self._synced = 0  # records known durable
 
-    @staticmethod
-    def _record(data: bytes) -> bytes:
-        """One record in the current format."""
-        return frame(JOURNAL_MAGIC, data)
+    def _record(self, data: bytes) -> bytes:
+        """One record on disk."""
+        return frame(self.magic, data)
 
     def append(self, data: bytes) -> None:
         """Append one record and return once it is durable.
@@ -70,23 +95,80 @@ class TxJournal:
             mine = self._written
         with self._sync_lock:
             if self._synced >= mine:
-                return  # another appender's fsync already covered this record
+                return  # another appender's fsync (or a rewrite) already covered this record
             with self._lock:
                 target, fd = self._written, self._fh.fileno()
             os.fsync(fd)
             self._synced = max(self._synced, target)
 
     def rewrite(self, records: Iterable[bytes]) -> None:
-        """Atomically and durably replace the journal with `records` (current format).
+        """Atomically and durably replace the log with `records`.
 
         The records are encoded before anything is touched, so an error while producing
-        them leaves the old journal in place and in use."""
+        them leaves the old log in place and in use."""
         data = b"".join(self._record(r) for r in records)
         with self._sync_lock, self._lock:
-            atomic_replace(self.path, data)
+            self._replace(data)
+
+    def compact(self, keep: Callable[[bytes], bool]) -> int:
+        """Rewrite the log with only the records `keep` selects; return how many were dropped.
+
+        Runs under the log's locks, so no append interleaves: records appended before it
+        are judged by `keep`, later ones land in the new file. A damaged or torn log is left
+        as it is (0): compaction never loses a record it cannot read."""
+        with self._sync_lock, self._lock:
+            self._fh.flush()
+            contents = self._scan_file()
+            if contents.corrupt is not None or contents.torn_at is not None:
+                return 0
+            kept = [r for r in contents.records if keep(r)]
+            dropped = len(contents.records) - len(kept)
+            if dropped:
+                self._replace(b"".join(self._record(r) for r in kept))
+            return dropped
+
+    def _replace(self, data: bytes) -> None:
+        """Swap in `data` as the whole file and reopen it for appends. Locked."""
+        atomic_replace(self.path, data)
+        self._fh.close()
+        self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
+        self._synced = self._written
+
+    def scan(self, start: int = 0) -> LogContents:
+        """Every intact record from byte `start`, in order; a torn tail and damage are logged
+        at WARNING and reported in the result (the records before them are kept)."""
+        contents = self._scan_file(start)
+        if contents.corrupt is not None:
+            log.warning("%s: damaged record at offset %d ignored (%s)", self.name,
+                        contents.corrupt.offset, contents.corrupt.reason)
+        elif contents.torn_at is not None:
+            log.warning("%s: torn record at offset %d ignored", self.name, contents.torn_at)
+        return contents
+
+    def _scan_file(self, start: int = 0) -> LogContents:
+        """`scan` without the logging."""
+        raw = self.path.read_bytes() if self.path.exists() else b""
+        scan = FrameScan(io.BytesIO(raw), self.magic, max_body=self.max_record, start=start,
+                         size=len(raw))
+        records: list[bytes] = []
+        try:
+            records.extend(body for _, body in scan)
+        except FrameCorrupt as exc:
+            return LogContents(records, None, exc)
+        return LogContents(records, scan.end if scan.torn_bytes else None, None)
+
+    def close(self) -> None:
+        """Close the file handle."""
+        with self._sync_lock, self._lock:
             self._fh.close()
-            self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
-            self._synced = self._written
+
+
+class TxJournal(AppendLog):
+    """The mempool journal: canonical transaction encodings (see module doc)."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating it and its directory if needed) the journal at `path` for appends."""
+        super().__init__(path, JOURNAL_MAGIC, MAX_RECORD, "mempool journal")
 
     def load(self) -> list[bytes]:
         """Every intact record, in order; stops (logged at WARNING) at a torn or damaged one."""
@@ -100,16 +182,7 @@ class TxJournal:
                 return out
             out.append(body)
             pos += _LEGACY_HEAD.size + len(body)
-        scan = FrameScan(io.BytesIO(raw), JOURNAL_MAGIC, max_body=MAX_RECORD, start=pos,
-                         size=len(raw))
-        try:
-            out.extend(body for _, body in scan)
-        except FrameCorrupt as exc:
-            log.warning("mempool journal: damaged record at offset %d ignored (%s)",
-                        exc.offset, exc.reason)
-            return out
-        if scan.torn_bytes:
-            log.warning("mempool journal: torn record at offset %d ignored", scan.end)
+        out.extend(self.scan(pos).records)
         return out
 
     @staticmethod
@@ -127,8 +200,3 @@ class TxJournal:
             log.warning("mempool journal: damaged record at offset %d ignored", pos)
             return None
         return body
-
-    def close(self) -> None:
-        """Close the file handle."""
-        with self._sync_lock, self._lock:
-            self._fh.close()

@@ -10,9 +10,14 @@ seconds) and holds its own lock (`PocValidator` guards all of it with one lock).
 - `RequestLimits`: those three windows plus the replay guard of signed challenge requests,
   raising RateLimited / RequestRefused with the message and `retry_after` the client sees.
 - `check_open_bound`: the bound on a worker's open challenges.
-- `AuditGate`: leaf recomputation is the node's only expensive step, so at most `slots`
+- `AuditGate`: the audit recomputation is the node's only expensive step, so at most `slots`
   audits run at once and at most `queue` more wait; beyond that a reveal is refused with
-  RateLimited (429) and its challenge stays committed, so an honest miner simply retries.
+  `AuditQueueFull` (a RateLimited, 429) and its challenge stays committed, so an honest miner
+  simply retries. Known-good workers go first (the priority rule, see `AuditGate`).
+
+Failed audits count per client address at reveal time too (SPEC 3 v1.1 "Abuse bounds"):
+`RequestLimits.check_ip_failures` runs before a challenge is issued and before a reveal is
+audited, and `record_failure` charges every address involved in a failed round.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Hashable
-from contextlib import AbstractContextManager
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 
 from hashcloud.errors import RateLimited, RequestRefused
 
@@ -29,6 +34,7 @@ __all__ = [
     "FAILURE_WINDOW",
     "RATE_WINDOW",
     "AuditGate",
+    "AuditQueueFull",
     "RequestLimits",
     "SlidingWindow",
     "check_open_bound",
@@ -127,9 +133,12 @@ class RequestLimits:
             raise RateLimited(f"too many failed audits from IP {client_ip}; retry in "
                               f"{math.ceil(retry)} s", retry)
 
-    def record_failure(self, client_ip: str, now: float) -> None:
-        """Count one failed audit against `client_ip`."""
-        self.ip_failures.record(client_ip, now)
+    def record_failure(self, client_ips: str | tuple[str, ...], now: float) -> None:
+        """Count one failed audit against each distinct address of `client_ips` (the one that
+        asked for the challenge and the one that revealed it, SPEC 3 v1.1)."""
+        ips = (client_ips,) if isinstance(client_ips, str) else client_ips
+        for ip in dict.fromkeys(ips):  # distinct, in order: one failure is one failure
+            self.ip_failures.record(ip, now)
 
     def check_fresh(self, address: str, request_time_ms: int) -> None:
         """Raise RequestRefused if this signed request already got a challenge (a replay)."""
@@ -173,42 +182,89 @@ def check_open_bound(open_now: int, limit: int, next_expiry: float, now: float) 
         )
 
 
-class AuditGate:
-    """Bounded concurrency of leaf recomputation: `slots` running, `queue` more waiting.
+class AuditQueueFull(RateLimited):
+    """The audit queue has no place for this reveal (429): not the miner's fault, the
+    challenge stays committed and may be revealed again after `retry_after` seconds."""
 
-    `admit()` takes a place (running or waiting) or raises RateLimited; every admitted audit
-    calls `release()` exactly once; `slot()` is held around the recomputation itself.
-    Thread-safe (its own small lock; never held while waiting for a slot).
+
+class AuditGate:
+    """Bounded concurrency of the audit recomputation, known-good workers first.
+
+    At most `slots` audits run at once and at most `queue` more wait. The priority rule
+    (SPEC 3 v1.1 "Abuse bounds": a flood of reveals from fresh keys must not starve the
+    workers the node already knows):
+
+    - *admission*: `reserved` of the `queue` places are kept for trusted reveals: an unknown
+      reveal is admitted only while fewer than `slots + queue - reserved` audits are
+      admitted, a trusted one while fewer than `slots + queue`; beyond, AuditQueueFull;
+    - *order*: when a slot frees, a waiting trusted audit takes it before any waiting unknown
+      one (no order is promised within a class).
+
+    *Trusted* is the caller's call; the validator's rule: the worker has at least one
+    accepted round and no recent failed audit (`AuditPolicy.recent_failures`). Thread-safe:
+    `admit()` takes a place or raises; every admitted audit calls `release()` exactly once;
+    `slot(trusted)` is held around the recomputation itself.
     """
 
-    def __init__(self, slots: int, queue: int) -> None:
-        """At most `slots` recomputations at once and `queue` admitted audits waiting."""
-        if slots < 1 or queue < 0:
-            raise ValueError("an audit gate needs slots >= 1 and queue >= 0")
+    def __init__(self, slots: int, queue: int, reserved: int = 0) -> None:
+        """At most `slots` recomputations at once and `queue` admitted audits waiting,
+        `reserved` of those places for trusted reveals."""
+        if slots < 1 or queue < 0 or not 0 <= reserved <= queue:
+            raise ValueError("an audit gate needs slots >= 1 and 0 <= reserved <= queue")
         self.slots = slots
         self.queue = queue
-        self._semaphore = threading.BoundedSemaphore(slots)
-        self._lock = threading.Lock()
-        self._pending = 0
+        self.reserved = reserved
+        self._cond = threading.Condition(threading.Lock())
+        self._pending = 0  # admitted, not yet released
+        self._running = 0  # holding a slot
+        self._waiting = 0  # waiting for a slot
+        self._trusted_waiting = 0  # trusted audits among them
 
     @property
     def pending(self) -> int:
         """Audits admitted and not yet released (running or waiting)."""
-        with self._lock:
+        with self._cond:
             return self._pending
 
-    def admit(self) -> None:
-        """Take a place in the bounded audit queue or raise RateLimited (429)."""
-        with self._lock:
-            if self._pending >= self.slots + self.queue:
-                raise RateLimited("the node's audit queue is full; retry the reveal shortly", 1.0)
+    @property
+    def waiting(self) -> int:
+        """Audits blocked in `slot()` until a slot frees."""
+        with self._cond:
+            return self._waiting
+
+    def admit(self, trusted: bool = False) -> None:
+        """Take a place in the bounded audit queue or raise AuditQueueFull (429)."""
+        limit = self.slots + self.queue - (0 if trusted else self.reserved)
+        with self._cond:
+            if self._pending >= limit:
+                raise AuditQueueFull(
+                    "the node's audit queue is full; retry the reveal shortly", 1.0)
             self._pending += 1
 
     def release(self) -> None:
         """Give back the place taken by `admit`."""
-        with self._lock:
+        with self._cond:
             self._pending -= 1
 
-    def slot(self) -> AbstractContextManager[bool]:
-        """Hold one of the `slots` recomputation slots (blocks while all are busy)."""
-        return self._semaphore
+    @contextmanager
+    def slot(self, trusted: bool = False) -> Iterator[None]:
+        """Hold one of the `slots` recomputation slots, waiting while all are busy (or, for
+        an unknown worker, while a trusted audit waits for one)."""
+        with self._cond:
+            self._waiting += 1
+            self._trusted_waiting += trusted
+            try:
+                while self._running >= self.slots or (not trusted and self._trusted_waiting):
+                    self._cond.wait()
+                self._running += 1
+            finally:
+                self._waiting -= 1
+                if trusted:
+                    self._trusted_waiting -= 1
+                    self._cond.notify_all()  # unknown waiters may be free to go now
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()

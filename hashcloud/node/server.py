@@ -2,6 +2,16 @@
 
 Both run the same FastAPI app under uvicorn on a real socket, so the embedded default of
 `hashcloud mine` talks HTTP to its node exactly as it would to a remote one.
+
+Client address (SPEC 3 v1.1 "Abuse bounds": the client address is the socket peer unless the
+operator names trusted proxies): uvicorn's own default trusts X-Forwarded-For from
+127.0.0.1, which would let any local client reset its per-address limits with a made-up
+header. `uvicorn_config` turns proxy headers off unless `trusted_proxies` names the
+addresses whose X-Forwarded-For (and X-Forwarded-Proto) may be believed
+(`node start --trusted-proxy ADDR`).
+
+Audits run with a single-threaded BLAS: `run_node` limits BLAS to one thread for the whole
+process at start, and `engine.rows` holds the same limit around every row recomputation.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
@@ -54,16 +65,27 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: object, *, log_level: str,
+                   trusted_proxies: Sequence[str] = ()) -> uvicorn.Config:
+    """The uvicorn config of a node: no access log, lifespan on, and proxy headers only from
+    `trusted_proxies` (none: the client address is always the socket peer)."""
+    proxies = [p for p in trusted_proxies if p]
+    return uvicorn.Config(app, log_level=log_level, access_log=False,  # type: ignore[arg-type]
+                          lifespan="on", proxy_headers=bool(proxies),
+                          forwarded_allow_ips=proxies or None)
+
+
 def run_node(service: NodeService, sock: socket.socket, *, log_level: str = "warning",
-             block_time: float | None = None) -> None:
+             block_time: float | None = None, trusted_proxies: Sequence[str] = ()) -> None:
     """Serve until interrupted (SIGINT/SIGTERM); the app closes the service on shutdown.
 
+    `trusted_proxies`: the addresses whose X-Forwarded-For names the client (default none).
     A standalone node limits BLAS to one thread: audits recompute small GEMMs from many
     request threads at once, where spinning BLAS threads only waste CPU."""
     threadpool_limits(limits=1, user_api="blas")
     app = create_app(service, block_time=block_time, close_on_shutdown=True)
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, log_level=log_level,
+                                           trusted_proxies=trusted_proxies))
     try:
         server.run(sockets=[sock])
     finally:
@@ -82,14 +104,14 @@ class EmbeddedNode:
         self.service = NodeService(self.files, validator_config)
         self.sock = bind_socket("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(create_app(self.service), log_level="error", access_log=False,
-                                lifespan="on")
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(uvicorn_config(create_app(self.service),
+                                                    log_level="error"))
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="hashcloud-embedded-node", daemon=True)
 
     def __enter__(self) -> EmbeddedNode:
+        """Start serving; wait (15 s at most) until the server is up."""
         self.thread.start()
         deadline = time.monotonic() + 15
         while not self.server.started:
@@ -100,6 +122,7 @@ class EmbeddedNode:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop serving and close the service."""
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()

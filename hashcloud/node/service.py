@@ -6,7 +6,7 @@ handlers running in FastAPI's thread pool never interleave a block with a mempoo
 CPU-heavy audit recomputation (`reveal`) runs outside that lock.
 
 The validator's operator options come as one typed `ValidatorConfig`; its clock, CSPRNG and
-leaf function are explicit keyword arguments, so tests drive expiry with a fake clock.
+leaf / row functions are explicit keyword arguments, so tests drive expiry with a fake clock.
 """
 
 from __future__ import annotations
@@ -38,26 +38,37 @@ from hashcloud.chain.genesis import genesis_hash, reward_for
 from hashcloud.chain.ledger import Ledger
 from hashcloud.chain.state import get_account
 from hashcloud.chain.tx import Transaction, decode_tx, encode_tx, tx_id
-from hashcloud.engine.gemm import compute_leaf
+from hashcloud.engine.rows import loop_leaf, row_digests_of
 from hashcloud.errors import DuplicateTransaction, HashCloudError, InvalidTransaction, NotFound
 from hashcloud.node.config import DEFAULT_VALIDATOR_CONFIG, NodeFiles, ValidatorConfig
 from hashcloud.node.journal import TxJournal
 from hashcloud.node.mempool import Mempool
-from hashcloud.node.validator import PocValidator
-from hashcloud.poc.audit import LeafFn
+from hashcloud.node.validator import REVEAL_OUTCOMES, PocValidator
+from hashcloud.params import AUDIT_MODES
+from hashcloud.poc.audit import LeafFn, RowFn
 
 log = logging.getLogger(__name__)
 
 MAX_TXS_PER_BLOCK = 2000
 
+#: Buckets (thread CPU seconds) of `hc_audit_seconds`: a row audit at n = 64 takes well under
+#: a millisecond, a full audit of m = 256 leaves at n = 4096 minutes.
+AUDIT_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                         2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
 
 @dataclass
 class NodeMetrics:
-    """Prometheus metrics of one node (own registry, so several nodes can share a process)."""
+    """Prometheus metrics of one node (own registry, so several nodes can share a process).
+
+    Also the PoC validator's `ValidatorMetrics`: `hc_audit_seconds{n, mode}` is the thread CPU
+    time of each audit's recomputation (SPEC 3 v1.1 rows or full), `hc_reveals_total{outcome}`
+    counts reveals by how they ended (`validator.REVEAL_OUTCOMES`)."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        """Register every metric on `registry`."""
         r = self.registry
         self.challenges = Counter("hc_challenges_issued", "Challenges issued", registry=r)
         self.rounds = Counter("hc_rounds", "Audited rounds by outcome", ["outcome"], registry=r)
@@ -70,13 +81,29 @@ class NodeMetrics:
                                         registry=r)
         self.reveal_seconds = Histogram("hc_reveal_seconds", "Reveal (audit) handling time",
                                         registry=r)
+        self.audit_seconds = Histogram(
+            "hc_audit_seconds", "Thread CPU seconds of the audit work per audited reveal",
+            ["n", "mode"], buckets=AUDIT_SECONDS_BUCKETS, registry=r)
+        self.reveals = Counter("hc_reveals", "Reveals by outcome", ["outcome"], registry=r)
+        for outcome in REVEAL_OUTCOMES:  # every outcome shows (at 0) from the start
+            self.reveals.labels(outcome)
+
+    def observe_audit(self, n: int, mode: str, cpu_seconds: float) -> None:
+        """Record one audit's CPU time (`ValidatorMetrics`)."""
+        if mode in AUDIT_MODES:
+            self.audit_seconds.labels(str(n), mode).observe(max(0.0, cpu_seconds))
+
+    def count_reveal(self, outcome: str) -> None:
+        """Count one reveal by outcome (`ValidatorMetrics`)."""
+        self.reveals.labels(outcome).inc()
 
 
 class NodeService:
     """Chain + mempool + PoC validator of one node, on one data directory.
 
     `validator_config` holds the PoC validator's options (SPEC 3); `clock` (unix seconds),
-    `rng` (CSPRNG) and `leaf_fn` are the validator's injectables (real ones by default).
+    `rng` (CSPRNG), `leaf_fn` and `row_fn` are the validator's injectables (real ones by
+    default).
     """
 
     def __init__(
@@ -86,9 +113,11 @@ class NodeService:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        leaf_fn: LeafFn = compute_leaf,
+        leaf_fn: LeafFn = loop_leaf,
+        row_fn: RowFn = row_digests_of,
     ) -> None:
-        """Open the chain store, replay the mempool journal and start the validator."""
+        """Open the chain store, replay the mempool journal and start the validator (which
+        restores its open challenges)."""
         self.files = files
         self.genesis = files.genesis
         self.key = files.key
@@ -104,7 +133,8 @@ class NodeService:
             self._replay_journal()
             self.validator = PocValidator(self.key, self.chain_id, files.validator_dir,
                                           validator_config, clock=clock, rng=rng,
-                                          leaf_fn=leaf_fn)
+                                          leaf_fn=leaf_fn, row_fn=row_fn,
+                                          metrics=self.metrics)
         except BaseException:
             self.ledger.close()
             raise
@@ -229,11 +259,13 @@ class NodeService:
         finally:
             self.metrics.commit_seconds.observe(time.perf_counter() - t0)
 
-    def reveal(self, challenge_id: str, req: RevealRequest) -> RevealResponse:
-        """Audit the revealed samples; on success the receipt carries the reward estimate."""
+    def reveal(self, challenge_id: str, req: RevealRequest,
+               client_ip: str | None = None) -> RevealResponse:
+        """Audit the revealed samples (SPEC 3 v1.1); on success the receipt carries the
+        reward estimate. `client_ip` is the socket peer (charged a failed audit)."""
         t0 = time.perf_counter()
         try:
-            receipt, resp = self.validator.reveal(challenge_id, req)
+            receipt, resp = self.validator.reveal(challenge_id, req, client_ip)
         except HashCloudError:
             self.metrics.rounds.labels("rejected").inc()
             raise
@@ -250,5 +282,6 @@ class NodeService:
                 return
             self.closed = True
             self.journal.close()
+            self.validator.close()
             self.ledger.close()
             log.info("node closed: journal and chain store closed, writer lock released")

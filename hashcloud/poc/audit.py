@@ -1,7 +1,9 @@
 """The SPEC 3 audit, in one place: every party that checks a round calls these functions.
 
-- the node's PoC validator: `check_commitment` (sanity checks before anything is drawn),
-  `check_revealed_indices`, `check_inclusion`, `recompute_leaves` (the reveal);
+- the node's PoC validator: `check_commitment` (sanity checks before anything is drawn);
+  for the reveal `check_reveal_signature` and `check_reveal_shape` (refusals that leave the
+  challenge open), then `check_inclusion`, `check_outputs` and `audit_samples` (row audits
+  or whole-leaf recomputation, SPEC 3 v1.1: failures burn the round);
 - `verify` / `audit` of a proof file: the same checks on the file's samples, plus
   `check_indices_signature` and `check_receipt`;
 - the miner: `check_indices_signature` on the node's answer and `check_receipt` on its receipt;
@@ -20,19 +22,24 @@ from dataclasses import dataclass
 from hashcloud.crypto.keys import PublicKey
 from hashcloud.crypto.merkle import verify_inclusion
 from hashcloud.crypto.signatures import verify
-from hashcloud.engine.gemm import compute_leaf
+from hashcloud.engine.gemm import leaf_hash, loop_seed
+from hashcloud.engine.rows import loop_leaf, row_digests_of
 from hashcloud.errors import (
     AuditError,
     AuditFailed,
     CommitRefused,
     InvalidReceipt,
     InvalidSignature,
+    MalformedReveal,
     MerkleError,
-    RevealRefused,
+    ProofError,
+    RevealUnauthorized,
 )
 from hashcloud.poc.audit_policy import claimed_rate
-from hashcloud.poc.challenge import commit_message, indices_signing_bytes
+from hashcloud.poc.challenge import commit_message, indices_signing_bytes, reveal_signing_bytes
+from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.receipt import Receipt, verify_receipt
+from hashcloud.poc.sampling import check_stratified, offline_indices
 
 __all__ = [
     "COMPUTE_TIME_SLACK",
@@ -40,17 +47,27 @@ __all__ = [
     "Commitment",
     "LeafFn",
     "RevealedSample",
+    "RowFn",
+    "audit_samples",
     "check_commitment",
     "check_inclusion",
     "check_indices_signature",
+    "check_outputs",
     "check_receipt",
+    "check_reveal_shape",
+    "check_reveal_signature",
     "check_revealed_indices",
+    "check_rows",
+    "check_sample_indices",
     "device_peak_flops",
     "recompute_leaves",
 ]
 
 LeafFn = Callable[[str, int, int], bytes]
-"""`leaf_fn(seed, index, n) -> leaf_i` (SPEC 1); `compute_leaf` by default."""
+"""`leaf_fn(seed, index, n) -> leaf_i` (SPEC 1); `engine.rows.loop_leaf` by default."""
+
+RowFn = Callable[[str, int, int, Sequence[int]], Sequence[int]]
+"""`row_fn(seed, index, n, rows) -> [d_r for r in rows]` (SPEC 1.7); `row_digests_of`."""
 
 #: Slack (seconds) allowed on `compute_time <= now - issue time` for clock granularity.
 COMPUTE_TIME_SLACK = 1.0
@@ -86,11 +103,13 @@ class Commitment:
 
 @dataclass(frozen=True, slots=True)
 class RevealedSample:
-    """One revealed sample: loop `index`, its `leaf` and RFC 6962 audit `path` (SPEC 2, 3)."""
+    """One revealed sample: loop `index`, its `leaf`, RFC 6962 audit `path` (SPEC 2, 3) and,
+    for audited samples of a row audit, the loop's whole `output` (8n bytes, SPEC 3 v1.1)."""
 
     index: int
     leaf: bytes
     path: tuple[bytes, ...]
+    output: bytes | None = None
 
 
 def device_peak_flops(backend: str) -> float:
@@ -142,10 +161,116 @@ def check_commitment(
     return rate, peak
 
 
+def check_sample_indices(
+    indices: Sequence[int], loops: int, s: int, *, offline_root: bytes | None = None
+) -> None:
+    """The sample indices of a proof are a legal draw (SPEC 3): exactly `s` distinct indices
+    in `[0, loops)`, one per stratum in order, or, for an offline proof (`offline_root`), the
+    Fiat-Shamir derivation from its root. ProofError naming what is wrong."""
+    if len(indices) < s:
+        raise ProofError(f"{len(indices)} samples, SPEC 3 requires s = {s} for {loops} loops")
+    if len(indices) > s:
+        raise ProofError(f"{len(indices)} samples, expected exactly s = {s}")
+    if len(set(indices)) != len(indices):
+        raise ProofError("duplicate sample indices")
+    if any(i >= loops for i in indices):
+        raise ProofError(f"sample index out of range [0, {loops})")
+    if offline_root is not None:
+        if list(indices) != offline_indices(offline_root, loops, s):
+            raise ProofError("sample indices are not the offline derivation of merkle_root")
+        return
+    check_stratified(indices, loops, s)
+
+
 def check_revealed_indices(samples: Sequence[RevealedSample], drawn: Sequence[int]) -> None:
-    """The samples are exactly the drawn indices, in order (SPEC 3); RevealRefused if not."""
+    """The samples are exactly the drawn indices, in order (SPEC 3); MalformedReveal if not
+    (v1.1: a malformed reveal leaves the challenge open)."""
     if tuple(smp.index for smp in samples) != tuple(drawn):
-        raise RevealRefused(f"revealed indices are not the {len(drawn)} drawn indices in order")
+        raise MalformedReveal(
+            f"revealed indices are not the {len(drawn)} drawn indices in order")
+
+
+def check_reveal_signature(
+    worker_key: PublicKey,
+    chain_id: str,
+    challenge_id: str,
+    merkle_root: bytes,
+    samples: Sequence[RevealedSample],
+    signature: bytes,
+) -> None:
+    """The reveal is signed by the challenge's worker (SPEC 3 v1.1); RevealUnauthorized if
+    not, which must leave the challenge untouched."""
+    message = reveal_signing_bytes(chain_id, challenge_id, merkle_root,
+                                   [(s.index, s.leaf, s.output) for s in samples])
+    try:
+        verify(worker_key, message, signature)
+    except InvalidSignature:
+        raise RevealUnauthorized(
+            "the reveal is not signed by the challenge's worker") from None
+
+
+def check_reveal_shape(
+    samples: Sequence[RevealedSample], drawn: Sequence[int], plan: AuditPlan, n: int
+) -> None:
+    """A reveal has the shape the node drew (SPEC 3 v1.1): exactly the drawn indices in
+    order, an `output` of `8n` bytes wherever one is given, and one for every audited sample
+    of a `rows` plan. MalformedReveal otherwise (the challenge stays open)."""
+    check_revealed_indices(samples, drawn)
+    size = 8 * n
+    for smp in samples:
+        if smp.output is not None and len(smp.output) != size:
+            raise MalformedReveal(f"index {smp.index}: output must be {size} bytes")
+    if plan.mode == "rows":
+        missing = [smp.index for smp in samples
+                   if smp.index in plan.audited and smp.output is None]
+        if missing:
+            raise MalformedReveal(f"index {missing[0]}: an audited sample needs its output")
+
+
+def check_outputs(seed: str, samples: Sequence[RevealedSample]) -> None:
+    """Every output given hashes to its leaf: `SHA256(loop_seed || output) == leaf` (SPEC 1.9,
+    3 v1.1); AuditFailed naming the index. Cheap: run it before any recomputation."""
+    for smp in samples:
+        if smp.output is not None and leaf_hash(loop_seed(seed, smp.index), smp.output) != smp.leaf:
+            raise AuditFailed(f"index {smp.index}: output does not hash to the leaf")
+
+
+def check_rows(
+    seed: str, n: int, sample: RevealedSample, rows: Sequence[int], row_fn: RowFn = row_digests_of
+) -> None:
+    """Row audit of one sample (SPEC 3 v1.1): recompute the digest of each row `r` (all of B,
+    row `r` of A) and compare it with the `r`-th u64 of the sample's output (already checked
+    against the leaf); AuditFailed naming the index and the first wrong row."""
+    if sample.output is None:
+        raise MalformedReveal(f"index {sample.index}: an audited sample needs its output")
+    digests = row_fn(seed, sample.index, n, list(rows))
+    for r, digest in zip(rows, digests, strict=True):
+        if int.from_bytes(sample.output[8 * r:8 * r + 8], "little") != digest:
+            raise AuditFailed(
+                f"index {sample.index}: row {r} digest does not match its recomputation")
+
+
+def audit_samples(
+    seed: str,
+    n: int,
+    samples: Sequence[RevealedSample],
+    plan: AuditPlan,
+    *,
+    leaf_fn: LeafFn = loop_leaf,
+    row_fn: RowFn = row_digests_of,
+) -> None:
+    """The expensive step of an audit (SPEC 3 v1.1), sample by sample in plan order, stopping
+    at the first failure: a `rows` plan recomputes the drawn rows of each audited sample (its
+    output must already be checked against its leaf: `check_outputs`), a `full` plan its
+    whole leaf. AuditFailed naming the index."""
+    by_index = {smp.index: j for j, smp in enumerate(samples)}
+    if any(i not in by_index for i in plan.audited):
+        raise MalformedReveal("the audit plan names a sample that was not revealed")
+    if plan.mode == "full":
+        recompute_leaves(seed, n, samples, [by_index[i] for i in plan.audited], leaf_fn)
+        return
+    for index, rows in zip(plan.audited, plan.rows, strict=True):
+        check_rows(seed, n, samples[by_index[index]], rows, row_fn)
 
 
 def check_inclusion(samples: Sequence[RevealedSample], merkle_root: bytes, loops: int) -> None:
@@ -163,7 +288,7 @@ def recompute_leaves(
     n: int,
     samples: Sequence[RevealedSample],
     which: Collection[int],
-    leaf_fn: LeafFn = compute_leaf,
+    leaf_fn: LeafFn = loop_leaf,
 ) -> None:
     """Recompute the leaves of `samples[j]` for each position `j` in `which` (SPEC 1, 3) and
     compare; AuditFailed naming the first index whose leaf differs."""
@@ -181,12 +306,14 @@ def check_indices_signature(
     loops: int,
     indices: Sequence[int],
     signature: bytes,
+    plan: AuditPlan | None = None,
 ) -> None:
-    """The node signed exactly these sample `indices` for this commitment (SPEC 3); also
-    that each index lies in `[0, loops)`. AuditError otherwise."""
+    """The node signed exactly these sample `indices` and audit `plan` for this commitment
+    (SPEC 3, v1.1; `plan=None`: a v1 signature over the indices only); also that each index
+    lies in `[0, loops)`. AuditError otherwise."""
     if any(not 0 <= i < loops for i in indices):
         raise AuditError("sample indices lie outside the committed range")
-    message = indices_signing_bytes(chain_id, challenge_id, merkle_root, loops, indices)
+    message = indices_signing_bytes(chain_id, challenge_id, merkle_root, loops, indices, plan)
     try:
         verify(node_key, message, signature)
     except InvalidSignature:

@@ -19,6 +19,7 @@ from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import domain_tag, sign, verify
 from hashcloud.errors import AuditError, InvalidSignature
+from hashcloud.poc.plan import AuditPlan
 from hashcloud.types import AddressStr, Hex32, HexId16, MatrixSize, Signature, to_phex
 
 
@@ -122,14 +123,42 @@ def verify_challenge(challenge: Challenge, node_public_key: PublicKey, chain_id:
 
 
 def indices_signing_bytes(
-    chain_id: str, challenge_id: str, merkle_root: bytes, loops: int, indices: Sequence[int]
+    chain_id: str,
+    challenge_id: str,
+    merkle_root: bytes,
+    loops: int,
+    indices: Sequence[int],
+    plan: AuditPlan | None = None,
 ) -> bytes:
-    """Canonical bytes of the node's signature over the sample indices it drew (SPEC 3);
-    the root appears as its `0x` hex text (the v1 wire form)."""
-    return encode_canonical(
-        [domain_tag("indices", chain_id).decode(), challenge_id, to_phex(merkle_root), loops,
-         list(indices)]
-    )
+    """Canonical bytes of the node's signature over the sample indices it drew and, since
+    v1.1, the audit plan drawn with them (SPEC 3); the root appears as its `0x` hex text.
+
+    `plan=None` is the v1 message (indices only), which proof files of v1 nodes carry."""
+    fields: list = [domain_tag("indices", chain_id).decode(), challenge_id, to_phex(merkle_root),
+                    loops, list(indices)]
+    if plan is not None:
+        fields += [plan.mode, list(plan.audited), [list(rows) for rows in plan.rows]]
+    return encode_canonical(fields)
+
+
+def reveal_signing_bytes(
+    chain_id: str,
+    challenge_id: str,
+    merkle_root: bytes,
+    samples: Sequence[tuple[int, bytes, bytes | None]],
+) -> bytes:
+    """Canonical bytes the worker signs over its reveal (SPEC 3 v1.1, domain kind `reveal`):
+    `[tag, challenge_id, merkle_root, [[index, leaf, SHA256(output) or b""], ...]]`, so
+    nobody but the challenge's worker can use up or fail its round.
+
+    `samples` holds `(index, leaf, output or None)` in reveal order."""
+    return encode_canonical([
+        domain_tag("reveal", chain_id).decode(),
+        challenge_id,
+        merkle_root,
+        [[index, leaf, sha256(output) if output is not None else b""]
+         for index, leaf, output in samples],
+    ])
 
 
 def commit_message(

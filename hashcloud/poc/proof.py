@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     field_validator,
 )
 
 from hashcloud.errors import ProofError, UnreadableInput
+from hashcloud.params import MAX_N, MAX_S_MAX
 from hashcloud.poc.audit import Commitment, RevealedSample
+from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.sampling import DEFAULT_S_MAX
 from hashcloud.types import (
     AddressStr,
@@ -33,29 +33,31 @@ from hashcloud.types import (
     PPublicKeyBytes,
     PSignature,
     PublicKeyBytes,
+    Seed,
     describe_validation_error,
 )
 
 PROOF_VERSION = 1
 MAX_COMPUTE_TIME = 366 * 86_400.0  # a year: keeps round(compute_time * 1000) finite
-LowerHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]+$")]
-"""Seeds and offline challenge ids: any non-empty lower-case hex (SPEC 1, 4)."""
 MAX_PROOF_BYTES = 64 * 1024 * 1024
 MAX_PATH_LEN = 64
 
 
 class Sample(BaseModel):
-    """One revealed sample `{index, leaf, proof}`; `proof` is the audit path, leaf first."""
+    """One revealed sample `{index, leaf, proof, output?}`: `proof` is the audit path, leaf
+    first; `output` the loop's 8n-byte output, which audited samples of a row audit and
+    every sample of an offline proof carry (SPEC 3 v1.1, 4)."""
 
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
     index: int = Field(ge=0)
     leaf: PHash32
     proof: list[PHash32] = Field(max_length=MAX_PATH_LEN)
+    output: PBytes | None = Field(default=None, max_length=8 * MAX_N)
 
     def revealed(self) -> RevealedSample:
         """The sample as the audit takes it."""
-        return RevealedSample(self.index, self.leaf, tuple(self.proof))
+        return RevealedSample(self.index, self.leaf, tuple(self.proof), self.output)
 
 
 class DeviceInfo(BaseModel):
@@ -75,7 +77,7 @@ class IssuerInfo(BaseModel):
 
     chain_id: ChainId
     public_key: PublicKeyBytes
-    s_max: int = Field(default=DEFAULT_S_MAX, ge=1, le=4096)
+    s_max: int = Field(default=DEFAULT_S_MAX, ge=1, le=MAX_S_MAX)
 
 
 class ChallengeInfo(BaseModel):
@@ -92,16 +94,17 @@ class ProofFile(BaseModel):
     """The SPEC 4 proof file. Unknown keys are ignored; missing or mistyped ones are errors.
 
     Node-issued proofs also carry `node` (chain id + public key), `challenge` (the remaining
-    challenge fields), `indices_signature` and, once audited, the node's `receipt` (hex of
-    the canonical receipt encoding), so `verify` can check the node's signatures offline.
+    challenge fields), `indices_signature` with the `audit` plan it covers (SPEC 3 v1.1) and,
+    once audited, the node's `receipt` (hex of the canonical receipt encoding), so `verify`
+    can check the node's signatures offline.
     """
 
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
     version: int
-    challenge_id: LowerHex
+    challenge_id: Seed
     token: PSignature | None
-    seed: LowerHex
+    seed: Seed
     n: MatrixSize
     worker_address: AddressStr
     loops: int = Field(ge=1, le=2**40)
@@ -113,6 +116,7 @@ class ProofFile(BaseModel):
     device: DeviceInfo
     offline: bool
     indices_signature: PSignature | None = None
+    audit: AuditPlan | None = None
     receipt: PBytes | None = None
     node: IssuerInfo | None = None
     challenge: ChallengeInfo | None = None

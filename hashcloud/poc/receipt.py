@@ -17,23 +17,24 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hashcloud.codec import (
-    U64,
-    AddressStr,
-    ChainId,
-    TaskId,
-    decode_canonical,
-    describe_validation_error,
-    encode_canonical,
-    expect_array,
-)
+from hashcloud.codec import decode_canonical, encode_canonical, expect_array
 from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import domain_tag, sign, verify
 from hashcloud.errors import DecodeError, InvalidKey, InvalidReceipt, InvalidSignature
-from hashcloud.types import Hash32, Hex32, MatrixSize, PublicKeyBytes, Signature
+from hashcloud.types import (
+    U64,
+    AddressStr,
+    ChainId,
+    Hash32,
+    Hex32,
+    MatrixSize,
+    PublicKeyBytes,
+    Signature,
+    TaskId,
+    describe_validation_error,
+)
 
 __all__ = [
-    "InvalidReceipt",
     "Receipt",
     "decode_receipt",
     "encode_receipt",

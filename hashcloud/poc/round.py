@@ -10,17 +10,21 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleBuilder, MerkleTree
 from hashcloud.crypto.signatures import sign
 from hashcloud.engine.mining import Engine
+from hashcloud.engine.rows import loop_output
 from hashcloud.errors import EngineError
-from hashcloud.poc.challenge import commit_message
+from hashcloud.poc.challenge import commit_message, reveal_signing_bytes
 from hashcloud.poc.proof import DeviceInfo, ProofFile, Sample
 from hashcloud.poc.sampling import offline_indices, sample_count
+
+OutputFn = Callable[[str, int, int], bytes]
+"""`output_fn(seed, index, n) -> output_i` (SPEC 1.8); `engine.rows.loop_output`."""
 
 ProgressFn = Callable[[int, float], None]
 """Called as `progress(loops_done, elapsed_seconds)` after every batch."""
@@ -97,12 +101,33 @@ def run_loops(
     return RoundWork(seed, engine.n, leaves, compute_time, interrupted, builder.finish())
 
 
-def make_samples(tree: MerkleTree, leaves: Sequence[bytes], indices: Sequence[int]) -> list[Sample]:
-    """The revealed samples for `indices`: each leaf with its RFC 6962 audit path (SPEC 3)."""
+def make_samples(
+    tree: MerkleTree,
+    leaves: Sequence[bytes],
+    indices: Sequence[int],
+    outputs: Mapping[int, bytes] | None = None,
+) -> list[Sample]:
+    """The revealed samples for `indices`: each leaf with its RFC 6962 audit path (SPEC 3)
+    and, where `outputs` has one, the loop's output (SPEC 3 v1.1 row audits)."""
+    outputs = outputs or {}
     return [
-        Sample(index=i, leaf=leaves[i], proof=tree.audit_path(i))
+        Sample(index=i, leaf=leaves[i], proof=tree.audit_path(i), output=outputs.get(i))
         for i in indices
     ]
+
+
+def sample_outputs(seed: str, n: int, indices: Iterable[int],
+                   output_fn: OutputFn = loop_output) -> dict[int, bytes]:
+    """The loop outputs of `indices`, recomputed (SPEC 1.8): a round keeps only 32-byte
+    leaves, so the few outputs an audit asks for are computed again (m loops of work)."""
+    return {i: output_fn(seed, i, n) for i in indices}
+
+
+def sign_reveal(key: PrivateKey, chain_id: str, challenge_id: str, merkle_root: bytes,
+                samples: Sequence[Sample]) -> bytes:
+    """The worker's signature over its reveal (SPEC 3 v1.1, `reveal_signing_bytes`)."""
+    return sign(key, reveal_signing_bytes(chain_id, challenge_id, merkle_root,
+                                          [(s.index, s.leaf, s.output) for s in samples]))
 
 
 def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork) -> bytes:
@@ -125,9 +150,12 @@ def new_offline_challenge() -> tuple[str, str]:
 
 
 def offline_proof(key: PrivateKey, engine: Engine, challenge_id: str, work: RoundWork) -> ProofFile:
-    """A self-audited offline proof: indices derived from the root (SPEC 3), never rewarded."""
+    """A self-audited offline proof: indices derived from the root (SPEC 3), never rewarded.
+
+    Every sample carries its output, so `verify` can audit Fiat-Shamir rows (SPEC 3 v1.1)."""
     s = sample_count(work.loops)
     indices = offline_indices(work.merkle_root, work.loops, s)
+    outputs = sample_outputs(work.seed, work.n, indices)
     return ProofFile(
         version=1,
         challenge_id=challenge_id,
@@ -138,7 +166,7 @@ def offline_proof(key: PrivateKey, engine: Engine, challenge_id: str, work: Roun
         loops=work.loops,
         compute_time=work.compute_time,
         merkle_root=work.merkle_root,
-        samples=make_samples(work.tree, work.leaves, indices),
+        samples=make_samples(work.tree, work.leaves, indices, outputs),
         public_key=key.public_key.data,
         device_signature=sign_commit(key, challenge_id, work),
         device=DeviceInfo(name=engine.device, backend=engine.backend),

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from random import Random
 
 from hashcloud.errors import ProofError
+from hashcloud.params import MAX_S_MAX
 
 __all__ = [
     "DEFAULT_S_MAX",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 #: Default cap on `s`; bounds the reveal's bandwidth (SPEC 3).
-DEFAULT_S_MAX = 256
+DEFAULT_S_MAX = MAX_S_MAX
 #: Floor on `s` for runs of at least this many loops (SPEC 3: `max(10, ...)`).
 MIN_SAMPLES = 10
 #: `s` is at least 1% of the loops: `ceil(loops / 100)` (SPEC 3: `ceil(0.01 * loops)`).

@@ -15,24 +15,36 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from hashcloud.crypto.keys import PublicKey
-from hashcloud.crypto.signatures import verify
-from hashcloud.engine.gemm import compute_leaf
+from hashcloud.engine.rows import loop_leaf, row_digests_of
 from hashcloud.errors import HashCloudError, ProofError
+from hashcloud.params import DEFAULT_AUDIT_ROWS
 from hashcloud.poc.audit import (
     LeafFn,
+    RowFn,
+    audit_samples,
+    check_commitment,
     check_inclusion,
     check_indices_signature,
+    check_outputs,
     check_receipt,
+    check_sample_indices,
     recompute_leaves,
 )
 from hashcloud.poc.challenge import Challenge, verify_challenge
 from hashcloud.poc.detection import p_detect
+from hashcloud.poc.plan import AuditPlan, offline_rows, rows_per_sample
 from hashcloud.poc.proof import ProofFile
 from hashcloud.poc.receipt import decode_receipt
-from hashcloud.poc.sampling import DEFAULT_S_MAX, check_stratified, offline_indices, sample_count
+from hashcloud.poc.sampling import DEFAULT_S_MAX, sample_count
 from hashcloud.types import describe_validation_error
 
-__all__ = ["Check", "VerificationReport", "check_receipt_matches_proof", "verify_proof"]
+__all__ = [
+    "Check",
+    "VerificationReport",
+    "check_receipt_matches_proof",
+    "verifier_plan",
+    "verify_proof",
+]
 
 
 @dataclass
@@ -78,20 +90,10 @@ class VerificationReport:
 def _check_indices(proof: ProofFile) -> str:
     s = sample_count(proof.loops, proof.node.s_max if proof.node else DEFAULT_S_MAX)
     indices = [smp.index for smp in proof.samples]
-    if len(indices) < s:
-        raise ProofError(f"{len(indices)} samples, SPEC 3 requires s = {s} for {proof.loops} loops")
-    if len(indices) > s:
-        raise ProofError(f"{len(indices)} samples, expected exactly s = {s}")
-    if len(set(indices)) != len(indices):
-        raise ProofError("duplicate sample indices")
-    if any(i >= proof.loops for i in indices):
-        raise ProofError(f"sample index out of range [0, {proof.loops})")
+    check_sample_indices(indices, proof.loops, s,
+                         offline_root=proof.merkle_root if proof.offline else None)
     if proof.offline:
-        expected = offline_indices(proof.merkle_root, proof.loops, s)
-        if indices != expected:
-            raise ProofError("sample indices are not the offline derivation of merkle_root")
         return f"{s} indices match the offline derivation"
-    check_stratified(indices, proof.loops, s)
     return f"{s} indices, one per stratum"
 
 
@@ -100,11 +102,44 @@ def _check_inclusion(proof: ProofFile) -> str:
     return f"{len(proof.samples)} inclusion proofs verify against the root"
 
 
-def _recompute(proof: ProofFile, which: Sequence[int], leaf_fn: LeafFn) -> str:
+def _check_outputs(proof: ProofFile) -> str:
+    with_output = [smp for smp in proof.revealed() if smp.output is not None]
+    bad = [smp.index for smp in with_output if len(smp.output or b"") != 8 * proof.n]
+    if bad:
+        raise ProofError(f"index {bad[0]}: output must be {8 * proof.n} bytes")
+    check_outputs(proof.seed, with_output)
+    return f"{len(with_output)} outputs hash to their leaves"
+
+
+def verifier_plan(proof: ProofFile, which: Sequence[int], *, rows: int | None, full: bool,
+                  rng: random.Random) -> tuple[list[int], AuditPlan | None]:
+    """What `verify` recomputes (SPEC 3 v1.1, 7): whole leaves of the samples in `which`
+    without an output (all of them with `full`), and a row audit of the others: `rows` rows
+    each (default `DEFAULT_AUDIT_ROWS`), Fiat-Shamir rows for an offline proof (SPEC 3),
+    rows from `rng` for a node-issued one. Returns (whole-leaf indices, row plan or None)."""
+    outputs = {smp.index for smp in proof.samples if smp.output is not None}
+    whole = sorted(i for i in which if full or i not in outputs)
+    by_rows = sorted(i for i in which if not full and i in outputs)
+    if not by_rows:
+        return whole, None
+    k = DEFAULT_AUDIT_ROWS if rows is None else rows
+    drawn = [offline_rows(proof.merkle_root, i, proof.n, k) if proof.offline
+             else sorted(rng.sample(range(proof.n), rows_per_sample(proof.n, k)))
+             for i in by_rows]
+    return whole, AuditPlan(mode="rows", audited=by_rows, rows=drawn)
+
+
+def _recompute(proof: ProofFile, whole: Sequence[int], plan: AuditPlan | None,
+               leaf_fn: LeafFn, row_fn: RowFn) -> str:
     samples = proof.revealed()
     position = {smp.index: j for j, smp in enumerate(samples)}
-    recompute_leaves(proof.seed, proof.n, samples, [position[i] for i in which], leaf_fn)
-    return f"{len(which)} leaves recomputed and equal"
+    recompute_leaves(proof.seed, proof.n, samples, [position[i] for i in whole], leaf_fn)
+    done = [f"{len(whole)} leaves recomputed and equal"] if whole or plan is None else []
+    if plan is not None:
+        audit_samples(proof.seed, proof.n, samples, plan, leaf_fn=leaf_fn, row_fn=row_fn)
+        done.append(f"{len(plan.rows[0])} rows of {len(plan.audited)} outputs recomputed "
+                    "and equal")
+    return "; ".join(done)
 
 
 def _challenge_of(proof: ProofFile) -> Challenge:
@@ -151,11 +186,14 @@ def _node_checks(proof: ProofFile, report: VerificationReport) -> None:
     def indices_sig() -> str:
         if proof.indices_signature is None:
             raise ProofError("missing indices_signature")
+        indices = [s.index for s in proof.samples]
         check_indices_signature(node_key, chain_id, proof.challenge_id,
-                                proof.merkle_root, proof.loops,
-                                [s.index for s in proof.samples],
-                                proof.indices_signature)
-        return "sample indices were drawn by the node"
+                                proof.merkle_root, proof.loops, indices,
+                                proof.indices_signature, proof.audit)
+        if proof.audit is None:
+            return "sample indices were drawn by the node (v1: no audit plan)"
+        proof.audit.check_fits(indices, proof.n)
+        return "sample indices and audit plan were drawn by the node"
 
     report.add("challenge token", token)
     report.add("indices signature", indices_sig)
@@ -184,41 +222,40 @@ def verify_proof(
     proof: ProofFile,
     audit: int | None = None,
     *,
-    leaf_fn: LeafFn = compute_leaf,
+    rows: int | None = None,
+    full: bool = False,
+    leaf_fn: LeafFn = loop_leaf,
+    row_fn: RowFn = row_digests_of,
     rng_seed: int | None = None,
 ) -> VerificationReport:
     """Check a proof file alone (SPEC 7 `verify`): schema was checked by loading; here the
-    address, `device_signature`, indices, every inclusion proof, recomputation of `audit`
-    sample leaves (None: all) and the node's signatures where present."""
+    address, `device_signature`, indices, every inclusion proof, every output against its
+    leaf, the recomputation of `audit` samples (None: all) and the node's signatures where
+    present. Samples with an output get a row audit of `rows` rows (SPEC 3 v1.1), the others
+    (all, with `full`) a whole-leaf recomputation. `rng_seed` makes the choices repeatable
+    (default: the OS CSPRNG)."""
+    rng = random.Random(rng_seed) if rng_seed is not None else random.SystemRandom()
     report = VerificationReport(samples=len(proof.samples))
-    pub = PublicKey(proof.public_key)
 
-    def address() -> str:
-        if pub.address != proof.worker_address:
-            raise ProofError("worker_address is not the address of public_key")
-        return proof.worker_address
+    def commitment() -> str:
+        rate, peak = check_commitment(proof.commitment(), PublicKey(proof.public_key),
+                                      proof.device_signature)
+        return (f"signed by {proof.worker_address}; claimed {rate:.3e} FLOP/s, within the "
+                f"{proof.device.backend} peak of {peak:.3e}")
 
-    report.add("worker address", address)
-    report.add(
-        "device signature",
-        lambda: (
-            verify(pub, proof.commit_bytes(), proof.device_signature)
-            or "commit signed by worker"
-        ),
-    )
+    report.add("commitment", commitment)
     indices_ok = report.add("sample indices", lambda: _check_indices(proof))
     report.add("inclusion proofs", lambda: _check_inclusion(proof))
+    if any(smp.output is not None for smp in proof.samples):
+        report.add("outputs", lambda: _check_outputs(proof))
     _node_checks(proof, report)
     indices = [smp.index for smp in proof.samples]
     if indices_ok or len(set(indices)) == len(indices):
         k = len(indices) if audit is None else max(0, min(audit, len(indices)))
-        which = (
-            sorted(random.Random(rng_seed).sample(indices, k))
-            if k < len(indices)
-            else sorted(indices)
-        )
+        which = sorted(rng.sample(indices, k)) if k < len(indices) else sorted(indices)
         report.recomputed = which
-        report.add("recomputation", lambda: _recompute(proof, which, leaf_fn))
+        whole, plan = verifier_plan(proof, which, rows=rows, full=full, rng=rng)
+        report.add("recomputation", lambda: _recompute(proof, whole, plan, leaf_fn, row_fn))
         s = len(indices)
         report.p_detect_one_forged = p_detect(s, 1, k) if s else 0.0
         report.p_detect_10pct_forged = p_detect(s, max(1, math.ceil(0.1 * s)), k) if s else 0.0

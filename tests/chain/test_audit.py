@@ -136,3 +136,28 @@ def test_audit_and_ledger_report_an_undecodable_block(data_dir):
         audit_chain(data_dir, GENESIS)
     with pytest.raises(ChainError, match="stored block 1 is invalid: does not decode"):
         Ledger.open(data_dir, GENESIS)
+
+
+def test_audit_and_ledger_share_the_block_0_check(data_dir, monkeypatch):
+    """Block 0 of another genesis, in a store bound to this one: one check, one message."""
+    from hashcloud.chain import ledger as ledger_module
+    from hashcloud.chain.genesis import genesis_hash
+
+    other = genesis_block(make_genesis(timestamp=2_000_000))
+    with ChainStore(data_dir, genesis_hash=bytes.fromhex(genesis_hash(GENESIS))) as store:
+        store.append_block(0, bytes.fromhex(block_hash(other.header)), encode_block(other))
+    calls = []
+    real_check = ledger_module.check_genesis_block
+
+    def counting_check(*args, **kwargs):
+        calls.append(args[1])
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(ledger_module, "check_genesis_block", counting_check)
+    monkeypatch.setattr("hashcloud.chain.audit.check_genesis_block", counting_check)
+    message = "block 0 of the store is not this genesis's block"
+    with pytest.raises(ChainAuditFailed, match=f"block 0: {message}"):
+        audit_chain(data_dir, GENESIS)
+    with pytest.raises(ChainError, match=message):
+        Ledger.open(data_dir, GENESIS)
+    assert calls == [GENESIS, GENESIS]

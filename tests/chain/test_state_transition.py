@@ -32,7 +32,6 @@ from hashcloud.chain.tx import (
     tx_signing_bytes,
 )
 from hashcloud.codec import (
-    MAX_AMOUNT,
     decode_canonical,
     encode_amount,
     encode_canonical,
@@ -52,6 +51,7 @@ from hashcloud.errors import (
     TaskAlreadyRewarded,
 )
 from hashcloud.poc.receipt import encode_receipt
+from hashcloud.types import MAX_AMOUNT
 from tests.chain.test_tx import (
     ALICE,
     AUTHORITY,

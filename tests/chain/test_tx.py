@@ -27,11 +27,12 @@ from hashcloud.chain.tx import (
     tx_signing_bytes,
     tx_to_json,
 )
-from hashcloud.codec import MAX_AMOUNT, decode_canonical, encode_canonical
+from hashcloud.codec import decode_canonical, encode_canonical
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.errors import DecodeError
 from hashcloud.poc.receipt import Receipt, sign_receipt
+from hashcloud.types import MAX_AMOUNT
 
 CHAIN = "test-chain"
 AUTHORITY = PrivateKey(0xA0)

@@ -104,6 +104,9 @@ def test_rounds_zero_mines_until_ctrl_c(tmp_path):
     proofs = tmp_path / "h" / "proofs"
     while time.monotonic() < deadline and len(list(proofs.glob("*.json"))) < 3:
         time.sleep(0.2)
+    if len(list(proofs.glob("*.json"))) < 3:
+        proc.kill()
+        pytest.fail(f"mine wrote fewer than 3 proofs in 60 s: {proc.communicate()[1][-2000:]}")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr

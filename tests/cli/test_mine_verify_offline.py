@@ -31,6 +31,18 @@ def test_offline_mine_json_then_verify(home, tmp_path):
     v2 = runner.invoke(app, ["verify", str(out), "--m", "2"])
     assert v2.exit_code == 0 and "VALID" in v2.stdout
     assert runner.invoke(app, ["verify", str(out), "--m", "2", "--all"]).exit_code == 2
+    # SPEC 3 v1.1: an offline proof carries every output; rows are audited by default.
+    saved = json.loads(out.read_text())
+    assert all(len(smp["output"]) == 2 + 2 * 8 * 64 for smp in saved["samples"])
+    checks = {c["name"]: c for c in res["checks"]}
+    assert checks["outputs"]["ok"] and "16 rows" in checks["recomputation"]["detail"]
+    rows = json.loads(runner.invoke(app, ["verify", str(out), "--rows", "3", "--json"]).stdout)
+    assert rows["valid"] and "3 rows" in {c["name"]: c for c in rows["checks"]}[
+        "recomputation"]["detail"]
+    full = json.loads(runner.invoke(app, ["verify", str(out), "--full", "--json"]).stdout)
+    assert full["valid"] and "leaves recomputed" in {c["name"]: c for c in full["checks"]}[
+        "recomputation"]["detail"]
+    assert runner.invoke(app, ["verify", str(out), "--rows", "3", "--full"]).exit_code == 2
 
 
 def test_verify_exit_codes(home, tmp_path):
@@ -110,7 +122,8 @@ def test_ctrl_c_ends_the_round_early_and_still_writes_a_valid_proof(tmp_path):
     deadline = time.monotonic() + 60
     while not key_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(1.5)
+    assert key_file.exists(), "mine never created its key"
+    time.sleep(1.5)  # into the loops: with --json nothing shows progress to poll for
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr

@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hashcloud.crypto import signatures as sig
-from hashcloud.crypto.address import address_from_payload, decode_address, validate_address
 from hashcloud.crypto.hashing import ripemd160
 from hashcloud.crypto.keys import CURVE_ORDER, PrivateKey, PublicKey
 from hashcloud.errors import InvalidAddress, InvalidKey, InvalidSignature
+from hashcloud.types import address_from_payload, decode_address, validate_address
 
 secrets_ = st.integers(min_value=1, max_value=CURVE_ORDER - 1)
 messages = st.binary(max_size=200)
@@ -178,3 +178,15 @@ def test_domain_tags_separate_kinds_and_chains():
     assert sig.domain_tag("tx", "main") == b"hc/tx/v1/main"
     assert sig.domain_tag("tx", "main") != sig.domain_tag("tx", "test")
     assert sig.domain_tag("commit") == b"hc/commit/v1"
+
+
+def test_clear_verification_cache_forgets_and_verify_still_works():
+    key = PrivateKey(0x5EED)
+    signature = sig.sign(key, b"bench")
+    sig.verify(key.public_key, b"bench", signature)
+    assert sig._verify_cached.cache_info().currsize > 0
+    sig.clear_verification_cache()
+    assert sig._verify_cached.cache_info().currsize == 0
+    sig.verify(key.public_key, b"bench", signature)  # checked again from scratch
+    with pytest.raises(InvalidSignature):
+        sig.verify(key.public_key, b"other", signature)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from hashcloud.engine import backends
+from hashcloud.engine import device
 from hashcloud.engine.backends import select_backend
 from hashcloud.errors import BackendUnavailable, EngineError
 
@@ -24,7 +26,7 @@ def test_numpy_always_available() -> None:
     choice = select_backend("numpy")
     assert choice.name == "numpy" and choice.xp is np
     assert "cores" in choice.device
-    assert choice.peak_flops == backends.cpu_peak_flops()
+    assert choice.peak_flops == device.cpu_peak_flops()
 
 
 @pytest.mark.skipif(_cupy_usable(), reason="a CUDA device answers here")
@@ -49,7 +51,7 @@ def test_missing_cupy_module(monkeypatch: pytest.MonkeyPatch) -> None:
             raise ImportError("No module named 'cupy'")
         return real_import(name, *args)
 
-    monkeypatch.setattr(backends.importlib, "import_module", fake_import)
+    monkeypatch.setattr(device.importlib, "import_module", fake_import)
     assert select_backend("auto").reason == "auto: numpy (cupy not installed)"
     with pytest.raises(BackendUnavailable, match="cupy not installed"):
         select_backend("cupy")
@@ -80,7 +82,7 @@ def test_cupy_without_device(monkeypatch: pytest.MonkeyPatch, available: bool,
     def fake_import(name: str, *args: object) -> object:
         return _FakeCupy(available) if name == "cupy" else real_import(name, *args)
 
-    monkeypatch.setattr(backends.importlib, "import_module", fake_import)
+    monkeypatch.setattr(device.importlib, "import_module", fake_import)
     choice = select_backend("auto")
     assert choice.name == "numpy" and why in choice.reason
     with pytest.raises(BackendUnavailable) as info:
@@ -94,6 +96,31 @@ def test_unknown_backend_raises() -> None:
 
 
 def test_peak_bounds() -> None:
-    assert backends.cpu_peak_flops(2) == 2 * 64 * 5e9
+    assert device.cpu_peak_flops(2) == 2 * 64 * 5e9
     # An H100 SXM (132 SMs, 1.98 GHz boost) must stay above its ~1979 dense int8 TOPS.
-    assert backends.gpu_peak_flops(132, 1_980_000) > 1.98e15
+    assert device.gpu_peak_flops(132, 1_980_000) > 1.98e15
+
+
+def test_numpy_backend_does_not_load_the_registry() -> None:
+    """The device probes live in `device`: a backend never imports the registry that loads it."""
+    code = (
+        "import sys, hashcloud.engine.numpy_backend, hashcloud.engine.device\n"
+        "assert 'hashcloud.engine.backends' not in sys.modules, 'numpy_backend -> backends'\n"
+        "assert 'hashcloud.engine.numpy_backend' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_device_imports_no_backend() -> None:
+    """`device` is below the registry and the backends: importing it loads neither."""
+    code = (
+        "import sys, hashcloud.engine.device\n"
+        "loaded = [m for m in ('hashcloud.engine.backends', 'hashcloud.engine.numpy_backend',"
+        " 'hashcloud.engine.cupy_backend', 'cupy') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr

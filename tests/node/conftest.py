@@ -6,9 +6,11 @@ flat-file chain store and the mempool journal, `create_app` is the production Fa
 `python -m hashcloud node start` as a child process on 127.0.0.1 with a free port.
 Sizes are small (n = 64, a few hundred loops) so the whole node suite stays fast.
 
-The PoC validator tests (`test_validator`, `test_challenges`, `test_limits`, `test_history`)
-share the helpers of the last section: a settable `FakeClock`, a validator with a seeded
-rng, and signed challenge / commit / reveal requests built like a real worker's.
+The PoC validator tests (`test_validator`, `test_challenges`, `test_limits`, `test_history`,
+`test_audit_v11`) share the helpers of the last section: a settable `FakeClock`, a validator
+with a seeded rng, and signed challenge / commit / reveal requests built like a real
+worker's (a reveal carries the outputs its audit plan needs and the worker's signature,
+SPEC 3 v1.1).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from hashcloud.api.models import (
     ChallengeRequest,
     ChallengeResponse,
     CommitRequest,
+    CommitResponse,
     DeviceModel,
     RevealRequest,
     SampleModel,
@@ -45,13 +48,15 @@ from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
 from hashcloud.crypto.signatures import sign
 from hashcloud.engine.mining import Engine
+from hashcloud.engine.rows import loop_output
 from hashcloud.node.app import create_app
 from hashcloud.node.config import NodeFiles, ValidatorConfig, init_data_dir, load_data_dir
 from hashcloud.node.service import NodeService
 from hashcloud.node.validator import PocValidator
 from hashcloud.poc.challenge import Challenge, challenge_request_bytes, commit_message
-from hashcloud.poc.proof import DeviceInfo
-from hashcloud.poc.round import RoundWork, make_samples, run_loops
+from hashcloud.poc.plan import AuditPlan
+from hashcloud.poc.proof import DeviceInfo, Sample
+from hashcloud.poc.round import RoundWork, make_samples, run_loops, sign_reveal
 
 N = 64
 # The reward of a round is loops * n^3 (genesis 1/1); a claim must pay its fee
@@ -347,11 +352,32 @@ def commit_request(key: PrivateKey, challenge_id: str, seed: str, *, loops: int,
                          device=device, device_signature=sign(key, msg))
 
 
-def reveal_request(tree: MerkleTree, leaves: list[bytes], indices: list[int]) -> RevealRequest:
-    """The reveal of `indices` (leaf and audit path of each)."""
-    samples = make_samples(tree, leaves, indices)
+def reveal_request(ch: Challenge, tree: MerkleTree, leaves: list[bytes], indices: list[int],
+                   plan: AuditPlan | None = None, *, key: PrivateKey = WORKER_KEY,
+                   outputs: Mapping[int, bytes] | None = None,
+                   root: bytes | None = None) -> RevealRequest:
+    """The reveal of `indices` for challenge `ch`, signed by `key` (SPEC 3 v1.1): leaf and
+    audit path of each and, for the samples a `rows` plan audits, the loop's output
+    (recomputed honestly unless `outputs` is given). The signature covers `root`, the
+    committed root (default: `tree`'s own)."""
+    if outputs is None and plan is not None and plan.mode == "rows":
+        outputs = {i: loop_output(ch.seed, i, ch.n) for i in plan.audited}
+    samples = make_samples(tree, leaves, indices, outputs)
+    return signed_reveal(ch, tree.root if root is None else root, samples, key=key)
+
+
+def signed_reveal(ch: Challenge, merkle_root: bytes, samples: list[Sample], *,
+                  key: PrivateKey = WORKER_KEY) -> RevealRequest:
+    """A reveal of exactly `samples` (however tampered), signed by `key` over the root."""
     return RevealRequest(samples=[SampleModel.model_validate(s, from_attributes=True)
-                                  for s in samples])
+                                  for s in samples],
+                         signature=sign_reveal(key, CHAIN, ch.challenge_id, merkle_root, samples))
+
+
+def honest_reveal(ch: Challenge, work: RoundWork, com: CommitResponse, *,
+                  key: PrivateKey = WORKER_KEY) -> RevealRequest:
+    """The honest worker's signed reveal of the drawn indices, per the commit answer."""
+    return reveal_request(ch, work.tree, work.leaves, list(com.indices), com.audit, key=key)
 
 
 def committed_challenge(v: PocValidator, clock: FakeClock, engine: Engine,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -35,12 +36,15 @@ from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
 from hashcloud.crypto.signatures import sign
 from hashcloud.engine.mining import Engine
-from hashcloud.node.app import MAX_BODY
+from hashcloud.engine.rows import loop_output
+from hashcloud.node.app import MAX_BODY, reveal_body_limit
 from hashcloud.node.config import ValidatorConfig
 from hashcloud.node.service import NodeService
 from hashcloud.poc.challenge import challenge_request_bytes, commit_message
+from hashcloud.poc.plan import AuditPlan
+from hashcloud.poc.proof import Sample
 from hashcloud.poc.receipt import decode_receipt
-from hashcloud.poc.round import RoundWork, make_samples, run_loops, sign_commit
+from hashcloud.poc.round import RoundWork, make_samples, run_loops, sign_commit, sign_reveal
 from hashcloud.types import to_phex
 from tests.node.conftest import (
     CLAIM_FEE,
@@ -106,14 +110,33 @@ def commit_body(key: PrivateKey, cid: str, work: RoundWork) -> dict:
 
 def committed_round(api: TestClient, key: PrivateKey, chain_id: str, engine: Engine,
                     loops: int = REVEAL_LOOPS) -> tuple[dict, RoundWork, list[dict]]:
-    """Issue and commit an honest round; return (challenge, work, samples to reveal)."""
+    """Issue and commit an honest round; return (challenge, work, samples to reveal), the
+    samples with the outputs the node's audit plan asks for (SPEC 3 v1.1)."""
     ch = issue(api, key, chain_id)
     work = run_loops(engine, ch["seed"], 0, max_loops=loops)
     resp = api.post(f"/v1/challenges/{ch['challenge_id']}/commit",
                     json=commit_body(key, ch["challenge_id"], work))
     assert resp.status_code == 200, resp.text
-    samples = make_samples(work.tree, work.leaves, resp.json()["indices"])
+    samples = make_samples(work.tree, work.leaves, resp.json()["indices"],
+                           plan_outputs(ch, resp.json()))
     return ch, work, [s.model_dump(mode="json") for s in samples]
+
+
+def plan_outputs(ch: dict, commit_answer: dict) -> dict[int, bytes]:
+    """The honest outputs of the loops a commit answer's `rows` plan audits."""
+    plan = AuditPlan.model_validate(commit_answer["audit"])
+    if plan.mode != "rows":
+        return {}
+    return {i: loop_output(ch["seed"], i, N) for i in plan.audited}
+
+
+def reveal_body(ch: dict, samples: list[dict], root: bytes, chain_id: str,
+                key: PrivateKey = WORKER_KEY) -> dict:
+    """A reveal body: `samples` (JSON form, however tampered) signed by `key` over the
+    committed `root` (SPEC 3 v1.1)."""
+    signature = sign_reveal(key, chain_id, ch["challenge_id"], root,
+                            [Sample.model_validate(smp) for smp in samples])
+    return {"samples": samples, "signature": signature.hex()}
 
 
 def flip_hex(text: str, pos: int = -1) -> str:
@@ -205,6 +228,11 @@ def test_honest_round_claim_and_reward(api: TestClient, service: NodeService,
     assert acct["nonce"] == 1
     header = api.get("/v1/blocks/1").json()["header"]
     assert re.fullmatch(r"[0-9a-f]{64}", header["compute_root"])
+    # SPEC 3 v1.1 observability: the row audit's CPU time and the reveal's outcome.
+    metrics = api.get("/metrics").text.splitlines()
+    assert f'hc_audit_seconds_count{{mode="rows",n="{N}"}} 1.0' in metrics
+    assert 'hc_reveals_total{outcome="accepted"} 1.0' in metrics
+    assert "# TYPE hc_audit_seconds histogram" in metrics
 
 
 @pytest.mark.timeout(60)
@@ -237,14 +265,18 @@ def test_claim_replayed_after_inclusion_is_refused(api: TestClient, service: Nod
 
 def test_reveal_after_acceptance_returns_the_same_receipt(api: TestClient, service: NodeService,
                                                           engine: Engine) -> None:
-    ch, _, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
     url = f"/v1/challenges/{ch['challenge_id']}/reveal"
-    first = api.post(url, json={"samples": samples})
+    body = reveal_body(ch, samples, work.merkle_root, service.chain_id)
+    first = api.post(url, json=body)
     assert first.status_code == 200, first.text
     assert first.json()["accepted"] is True
     receipt = decode_receipt(bytes.fromhex(first.json()["receipt"]))
     assert receipt.task_id == ch["challenge_id"] and receipt.loops == REVEAL_LOOPS
-    assert api.post(url, json={"samples": samples}).json() == first.json()
+    assert api.post(url, json=body).json() == first.json()
+    # Only for a reveal the worker signed (SPEC 3 v1.1).
+    forged = reveal_body(ch, samples, work.merkle_root, service.chain_id, key=OTHER_KEY)
+    assert "not signed" in assert_refused(api.post(url, json=forged), 403)["detail"]
 
 
 # ------------------------------------------------------------------ PoC refusals
@@ -275,11 +307,10 @@ def test_challenge_for_another_workers_address_is_refused(api: TestClient,
     assert service.validator.open_challenges(victim) == 0
 
 
-@pytest.mark.parametrize("tamper", ["leaf_byte", "proof_byte", "wrong_indices",
-                                    "missing_sample", "swapped_order"])
+@pytest.mark.parametrize("tamper", ["leaf_byte", "proof_byte", "output_byte"])
 def test_tampered_reveal_is_refused_and_recorded(api: TestClient, service: NodeService,
                                                  engine: Engine, tamper: str) -> None:
-    ch, _, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
     bad = copy.deepcopy(samples)
     if tamper == "leaf_byte":
         bad[3]["leaf"] = flip_hex(bad[3]["leaf"], 10)
@@ -287,42 +318,73 @@ def test_tampered_reveal_is_refused_and_recorded(api: TestClient, service: NodeS
     elif tamper == "proof_byte":
         bad[0]["proof"][0] = flip_hex(bad[0]["proof"][0])
         expect = "inclusion proof failed"
-    elif tamper == "wrong_indices":
+    else:
+        j = next(j for j, smp in enumerate(bad) if smp.get("output"))
+        bad[j]["output"] = flip_hex(bad[j]["output"], 40)
+        expect = "output does not hash to the leaf"
+    url = f"/v1/challenges/{ch['challenge_id']}/reveal"
+    body = assert_refused(api.post(url, json=reveal_body(ch, bad, work.merkle_root,
+                                                          service.chain_id)), 422)
+    assert expect in body["detail"]
+    history = service.validator.history(WORKER_KEY.public_key.address)
+    assert history.failed == 1 and len(history.failure_times) == 1 and history.accepted == 0
+    # The challenge is burned: even the honest samples are refused now.
+    honest = reveal_body(ch, samples, work.merkle_root, service.chain_id)
+    body = assert_refused(api.post(url, json=honest), 409)
+    assert "rejected" in body["detail"]
+    metrics = api.get("/metrics").text
+    assert 'hc_rounds_total{outcome="rejected"} 2.0' in metrics
+    assert 'hc_reveals_total{outcome="failed"} 1.0' in metrics
+    assert 'hc_reveals_total{outcome="used"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("tamper", ["wrong_indices", "missing_sample", "swapped_order",
+                                    "missing_output"])
+def test_malformed_reveal_leaves_the_challenge_open(api: TestClient, service: NodeService,
+                                                    engine: Engine, tamper: str) -> None:
+    """SPEC 3 v1.1: a signed reveal of the wrong shape is 422 and burns nothing."""
+    ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    bad = copy.deepcopy(samples)
+    if tamper == "wrong_indices":
         taken = {s["index"] for s in bad}
         bad[5]["index"] = next(i for i in range(REVEAL_LOOPS) if i not in taken)
         expect = "drawn indices"
     elif tamper == "missing_sample":
         bad = bad[:-1]
         expect = "drawn indices"
-    else:
+    elif tamper == "swapped_order":
         bad[0], bad[1] = bad[1], bad[0]
         expect = "drawn indices"
+    else:
+        j = next(j for j, smp in enumerate(bad) if smp.get("output"))
+        bad[j]["output"] = None
+        expect = "needs its output"
     url = f"/v1/challenges/{ch['challenge_id']}/reveal"
-    body = assert_refused(api.post(url, json={"samples": bad}), 422)
+    body = assert_refused(api.post(url, json=reveal_body(ch, bad, work.merkle_root,
+                                                          service.chain_id)), 422)
     assert expect in body["detail"]
-    history = service.validator.history(WORKER_KEY.public_key.address)
-    assert history.failed == 1 and len(history.failure_times) == 1 and history.accepted == 0
-    # The challenge is burned: even the honest samples are refused now.
-    body = assert_refused(api.post(url, json={"samples": samples}), 409)
-    assert "rejected" in body["detail"]
-    metrics = api.get("/metrics").text
-    assert 'hc_rounds_total{outcome="rejected"} 2.0' in metrics
+    assert service.validator.history(WORKER_KEY.public_key.address).failed == 0
+    honest = api.post(url, json=reveal_body(ch, samples, work.merkle_root, service.chain_id))
+    assert honest.status_code == 200 and honest.json()["accepted"] is True
+    assert 'hc_reveals_total{outcome="malformed"} 1.0' in api.get("/metrics").text
 
 
 def test_consistent_tree_of_garbage_leaves_fails_recomputation(
         api: TestClient, service: NodeService) -> None:
-    """Valid inclusion proofs over leaves that are not the work: caught by recomputing."""
+    """Valid inclusion proofs over leaves that are not the work: caught by the audit."""
     ch = issue(api, WORKER_KEY, service.chain_id)
     leaves = [hashlib.sha256(b"garbage %d" % i).digest() for i in range(REVEAL_LOOPS)]
     work = RoundWork(ch["seed"], N, leaves, 0.01, False, MerkleTree(leaves))
     cid = ch["challenge_id"]
     resp = api.post(f"/v1/challenges/{cid}/commit", json=commit_body(WORKER_KEY, cid, work))
     assert resp.status_code == 200, resp.text
+    # The honest outputs of the audited loops cannot hash to garbage leaves (row audit).
     samples = [s.model_dump(mode="json")
-               for s in make_samples(work.tree, leaves, resp.json()["indices"])]
-    body = assert_refused(api.post(f"/v1/challenges/{cid}/reveal", json={"samples": samples}),
-                          422)
-    assert "does not match its recomputation" in body["detail"]
+               for s in make_samples(work.tree, leaves, resp.json()["indices"],
+                                     plan_outputs(ch, resp.json()))]
+    body = assert_refused(api.post(f"/v1/challenges/{cid}/reveal", json=reveal_body(
+        ch, samples, work.tree.root, service.chain_id)), 422)
+    assert "output does not hash to the leaf" in body["detail"]
     assert service.validator.history(WORKER_KEY.public_key.address).failed == 1
 
 
@@ -335,7 +397,8 @@ def test_reused_challenge_is_409(api: TestClient, service: NodeService, engine: 
     fresh = issue(api, WORKER_KEY, service.chain_id)
     body = assert_refused(api.post(f"/v1/challenges/{fresh['challenge_id']}/reveal",
                                    json={"samples": [{"index": 0, "leaf": "0x" + "00" * 32,
-                                                      "proof": []}]}), 409)
+                                                      "proof": []}],
+                                         "signature": "00" * 64}), 409)
     assert "not committed" in body["detail"]
 
 
@@ -376,10 +439,11 @@ def test_expired_challenge_commit_is_410(short_ttl_api: ShortTtl, engine: Engine
 
 def test_expired_challenge_reveal_is_410(short_ttl_api: ShortTtl, engine: Engine) -> None:
     api, svc, clock = short_ttl_api
-    ch, _, samples = committed_round(api, WORKER_KEY, svc.chain_id, engine, loops=12)
+    ch, work, samples = committed_round(api, WORKER_KEY, svc.chain_id, engine, loops=12)
     clock.advance(0.601)  # 1 ms past expiry + reveal grace (one more TTL): too late
     body = assert_refused(api.post(f"/v1/challenges/{ch['challenge_id']}/reveal",
-                                   json={"samples": samples}), 410)
+                                   json=reveal_body(ch, samples, work.merkle_root,
+                                                    svc.chain_id)), 410)
     assert "deadline" in body["detail"]
 
 
@@ -509,23 +573,52 @@ POST_ROUTES = ["/v1/challenges", "/v1/challenges/{cid}/commit",
                "/v1/challenges/{cid}/reveal", "/v1/transactions"]
 
 
+def limit_of(route: str, service: NodeService) -> int:
+    """The body limit of `route`: the reveal's is sized to the largest legal reveal."""
+    cfg = service.validator.config
+    return reveal_body_limit(cfg.max_n, cfg.s_max) if route.endswith("reveal") else MAX_BODY
+
+
 @pytest.mark.parametrize("route", POST_ROUTES)
-def test_body_over_limit_with_content_length_is_413(api: TestClient, route: str) -> None:
-    resp = api.post(route.format(cid="ab" * 16), content=b" " * (MAX_BODY + 1),
+def test_body_over_limit_with_content_length_is_413(api: TestClient, service: NodeService,
+                                                    route: str) -> None:
+    resp = api.post(route.format(cid="ab" * 16), content=b" " * (limit_of(route, service) + 1),
                     headers={"content-type": "application/json"})
     assert_refused(resp, 413)
 
 
 @pytest.mark.parametrize("route", POST_ROUTES)
-def test_body_over_limit_chunked_is_413(api: TestClient, route: str) -> None:
+def test_body_over_limit_chunked_is_413(api: TestClient, service: NodeService,
+                                        route: str) -> None:
+    limit = limit_of(route, service)
+
     def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
-        for _ in range(MAX_BODY // 65536 + 2):
+        for _ in range(limit // 65536 + 2):
             yield b" " * 65536
 
     resp = api.post(route.format(cid="ab" * 16), content=chunks(),
                     headers={"content-type": "application/json"})
     assert "content-length" not in {k.lower() for k in resp.request.headers}
     assert_refused(resp, 413)
+
+
+def test_reveal_limit_fits_the_largest_legal_reveal() -> None:
+    """SPEC 3 v1.1: `s_max` samples, each with a full path and a whole output at `max_n`
+    (the adaptive policy may audit them all), fit the reveal route's limit; a 1 MiB limit
+    would refuse them."""
+    n, s_max = 4096, 256
+    sample = {"index": 2**40 - 1, "leaf": "0x" + "ab" * 32, "proof": ["0x" + "cd" * 32] * 64,
+              "output": "0x" + "ef" * (8 * n)}
+    body = json.dumps({"samples": [sample] * s_max, "signature": "01" * 64}).encode()
+    assert MAX_BODY < len(body) <= reveal_body_limit(n, s_max)
+    assert reveal_body_limit(n, s_max) < 2 * len(body) and reveal_body_limit(64, 10) < 2 * MAX_BODY
+
+
+def test_reveal_between_the_limits_is_parsed(api: TestClient) -> None:
+    body = b"{}" + b" " * (2 * MAX_BODY)
+    resp = api.post("/v1/challenges/" + "ab" * 16 + "/reveal", content=body,
+                    headers={"content-type": "application/json"})
+    assert_refused(resp, 422)  # read and validated, not refused for its size
 
 
 def test_body_at_the_limit_is_parsed(api: TestClient) -> None:
@@ -569,7 +662,9 @@ def _base_bodies() -> dict[str, dict]:
             "loops": 16, "compute_time": 0.5, "merkle_root": "0x" + "11" * 32,
             "device": dict(CPU), "device_signature": "0x" + "22" * 64},
         "/v1/challenges/{cid}/reveal": {
-            "samples": [{"index": 0, "leaf": "0x" + "33" * 32, "proof": ["0x" + "44" * 32]}]},
+            "samples": [{"index": 0, "leaf": "0x" + "33" * 32, "proof": ["0x" + "44" * 32],
+                         "output": "0x" + "66" * 512}],
+            "signature": "55" * 64},
         "/v1/transactions": tx,
     }
 
@@ -742,7 +837,10 @@ def test_valid_shaped_random_values_never_500(fuzz_node: tuple[TestClient, str],
         "device_signature": st.binary(min_size=64, max_size=64).map(lambda b: "0x" + b.hex())})
     reveal = st.fixed_dictionaries({"samples": st.lists(st.fixed_dictionaries({
         "index": st.integers(0, 2**70), "leaf": hex32.map("0x".__add__),
-        "proof": st.lists(hex32.map("0x".__add__), max_size=3)}), min_size=1, max_size=3)})
+        "proof": st.lists(hex32.map("0x".__add__), max_size=3)}, optional={
+        "output": st.binary(min_size=1, max_size=600).map(lambda b: "0x" + b.hex())}),
+        min_size=1, max_size=3),
+        "signature": st.binary(min_size=64, max_size=64).map(bytes.hex)})
     resp = client.post(f"/v1/challenges/{cid}/commit", json=data.draw(commit))
     assert_refused(resp)
     resp = client.post(f"/v1/challenges/{cid}/reveal", json=data.draw(reveal))

@@ -20,6 +20,7 @@ from hashcloud.node.challenges import (
     CommittedWork,
 )
 from hashcloud.poc.challenge import issue_challenge
+from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.sampling import sample_count
 from tests.node.conftest import (
     CHAIN,
@@ -31,6 +32,7 @@ from tests.node.conftest import (
     WORKER_KEY,
     commit_request,
     committed_challenge,
+    honest_reveal,
     issue,
     mine,
     reveal_request,
@@ -51,7 +53,8 @@ def entry(cid: str, *, key=WORKER_KEY, issued_ms: int = NOW_MS) -> ChallengeEntr
 def committed_work() -> CommittedWork:
     """A commitment as the validator records it."""
     return CommittedWork(10, 1.0, "0x" + "11" * 32, DeviceModel(name="cpu", backend="numpy"),
-                         1e9, 20e12, tuple(range(10)))
+                         1e9, 20e12, tuple(range(10)),
+                         AuditPlan(mode="rows", audited=[1, 4, 7], rows=[[0, 5], [1, 2], [3, 9]]))
 
 
 def outcome() -> tuple:
@@ -183,7 +186,7 @@ def test_expire_drops_in_issue_order_and_keeps_running_audits():
 
 def test_repeated_reveal_after_acceptance_returns_same_receipt(validator, clock, engine):
     ch, work, com = committed_challenge(validator, clock, engine)
-    req = reveal_request(work.tree, work.leaves, com.indices)
+    req = honest_reveal(ch, work, com)
     first = validator.reveal(ch.challenge_id, req)
     clock.advance(3)
     again = validator.reveal(ch.challenge_id, req)
@@ -200,7 +203,8 @@ def test_unknown_challenge_is_404(validator):
     with pytest.raises(ChallengeNotFound):
         validator.reveal(
             "00" * 16,
-            RevealRequest(samples=[SampleModel(index=0, leaf="0x" + "11" * 32, proof=[])]),
+            RevealRequest(samples=[SampleModel(index=0, leaf="0x" + "11" * 32, proof=[])],
+                          signature="00" * 64),
         )
 
 
@@ -221,14 +225,14 @@ def test_expired_challenge_refused(validator, clock):
 
 def test_reveal_allowed_within_grace_then_expired(validator, clock, engine):
     ch, work, com = committed_challenge(validator, clock, engine)
-    req = reveal_request(work.tree, work.leaves, com.indices)
+    req = honest_reveal(ch, work, com)
     clock.t = ch.expiry / 1000 + 10 * 60 + 1  # past expiry + grace (one TTL)
     with pytest.raises(ChallengeExpired):
         validator.reveal(ch.challenge_id, req)
 
     ch, work, com = committed_challenge(validator, clock, engine)
     clock.t = ch.expiry / 1000 + 60  # past expiry, within grace
-    _, out = validator.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
+    _, out = validator.reveal(ch.challenge_id, honest_reveal(ch, work, com))
     assert out.accepted
 
 
@@ -236,7 +240,7 @@ def test_commit_twice_and_reveal_before_commit_are_409(validator, clock, engine)
     ch = issue(validator, clock).challenge
     work = mine(engine, ch.seed)
     clock.advance(5)
-    early = reveal_request(work.tree, work.leaves, list(range(sample_count(LOOPS))))
+    early = reveal_request(ch, work.tree, work.leaves, list(range(sample_count(LOOPS))))
     with pytest.raises(ChallengeUsed, match="not committed") as exc:
         validator.reveal(ch.challenge_id, early)
     assert http_status(exc.value) == 409

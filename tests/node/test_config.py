@@ -108,3 +108,11 @@ def test_node_service_passes_config_and_clock_to_its_validator(node_dir: NodeDir
         svc.close()
     with pytest.raises(TypeError, match="ValidatorConfig"):
         NodeService(node_dir.files, {"max_n": 64})  # type: ignore[arg-type]
+
+
+def test_s_max_is_bounded_by_what_a_reveal_can_carry():
+    from hashcloud.params import MAX_S_MAX
+
+    assert ValidatorConfig(s_max=MAX_S_MAX).s_max == MAX_S_MAX
+    with pytest.raises(InvalidOption, match="s_max must be at most"):
+        ValidatorConfig(s_max=MAX_S_MAX + 1)

@@ -259,7 +259,9 @@ def test_real_server_refuses_malformed_input_with_4xx(node_process) -> None:
                 assert isinstance(resp.json()["detail"], str)
             resp = http.post(path, content=b" " * ((1 << 20) + 1),
                              headers={"content-type": "application/json"})
-            assert resp.status_code == 413
+            # 1 MiB everywhere but the reveal, whose limit fits the largest legal reveal
+            # (SPEC 3 v1.1 outputs): there such a body is read, and refused as malformed.
+            assert resp.status_code == (422 if path.endswith("reveal") else 413)
         for path in ("/v1/blocks/zz", "/v1/transactions/zz", "/v1/accounts/zz"):
             resp = http.get(path)
             assert 400 <= resp.status_code < 500, (path, resp.status_code)
@@ -358,8 +360,8 @@ def test_sigterm_stops_the_node_after_a_websocket_client_left(node_process) -> N
 
 @pytest.mark.timeout(120)
 def test_miner_survives_a_node_restart_mid_round(tmp_path) -> None:
-    """kill -9 of the node while a miner computes: the round it lost is reported as
-    aborted and the miner goes on with fresh challenges once the node is back."""
+    """kill -9 of the node while a miner computes: the round survives (SPEC 3 v1.1
+    durable challenges), so once the node is back every round is accepted."""
     import socket as _socket
 
     from tests.node.conftest import make_node_dir, run_cli_async, start_node
@@ -392,6 +394,4 @@ def test_miner_survives_a_node_restart_mid_round(tmp_path) -> None:
         node.stop()
     assert miner.returncode == 0, stderr
     res = json.loads(stdout)
-    reasons = [r["reason"] for r in res["rounds"] if not r["accepted"]]
-    assert res["accepted_rounds"] >= 1, res
-    assert any("challenge" in (r or "") for r in reasons), res["rounds"]
+    assert res["accepted_rounds"] == 3, res["rounds"]

@@ -13,13 +13,15 @@ import logging
 
 import pytest
 
-from hashcloud.errors import ChallengeNotFound, RevealRefused
+from hashcloud.errors import ChallengeUsed, RevealRefused
 from hashcloud.node.history import HistoryStore, history_path
 from hashcloud.poc.audit_policy import WorkerHistory
 from tests.node.conftest import (
     OTHER_KEY,
     WORKER_KEY,
+    N,
     committed_challenge,
+    honest_reveal,
     issue,
     make_validator,
     reveal_request,
@@ -73,21 +75,24 @@ def test_write_failure_is_logged_and_the_next_change_rewrites(tmp_path, caplog):
 def test_history_persists_across_restart(tmp_path, clock, engine):
     v = make_validator(tmp_path, clock)
     ch, work, com = committed_challenge(v, clock, engine)
-    v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
+    v.reveal(ch.challenge_id, honest_reveal(ch, work, com))
     ch, work, com = committed_challenge(v, clock, engine)
-    with pytest.raises(RevealRefused):
-        v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices[::-1]))
+    with pytest.raises(RevealRefused):  # well-shaped, but the outputs are garbage
+        v.reveal(ch.challenge_id, reveal_request(
+            ch, work.tree, work.leaves, com.indices, com.audit,
+            outputs={i: bytes(8 * N) for i in com.audit.audited}))
     before = v.history(WORKER_KEY.public_key.address)
     path = tmp_path / "validator" / "history.json"
     assert json.loads(path.read_text())["version"] == 1
     assert not list(path.parent.glob(".*tmp*"))
 
+    v.close()
     restarted = make_validator(tmp_path, clock)
     assert restarted.history(WORKER_KEY.public_key.address) == before
     assert before.accepted == 1 and before.failed == 1
-    # Challenges are memory-only: a restart invalidates them.
-    with pytest.raises(ChallengeNotFound):
-        restarted.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
+    # Challenges are durable too (SPEC 3 v1.1): the burned round stays burned.
+    with pytest.raises(ChallengeUsed, match="rejected"):
+        restarted.reveal(ch.challenge_id, honest_reveal(ch, work, com))
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from tests.node.conftest import (
     WORKER_KEY,
     challenge_request,
     committed_challenge,
+    honest_reveal,
     issue,
     make_validator,
     reveal_request,
@@ -207,11 +208,10 @@ def test_full_audit_queue_is_429_and_the_challenge_can_be_revealed_later(tmp_pat
     ch, work, com = committed_challenge(v, clock, engine)
     v.audit_gate.admit()  # one audit already running and no queue left
     with pytest.raises(RateLimited, match="audit queue is full"):
-        v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
+        v.reveal(ch.challenge_id, honest_reveal(ch, work, com))
     assert v.history(WORKER_KEY.public_key.address).failed == 0
     v.audit_gate.release()
-    receipt, resp = v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves,
-                                                             com.indices))
+    receipt, resp = v.reveal(ch.challenge_id, honest_reveal(ch, work, com))
     assert resp.accepted and v.audit_gate.pending == 0
     assert v.stats()["rate_limited"] == 1
 
@@ -224,8 +224,9 @@ def test_failed_audits_from_one_ip_block_fresh_addresses(tmp_path, clock, engine
         ch, work, com = committed_challenge(v, clock, engine, key)
         garbage = [b"\x00" * 32] * len(work.leaves)  # paths that do not match the root
         with pytest.raises(ValidatorError):
-            v.reveal(ch.challenge_id, reveal_request(MerkleTree(garbage), garbage,
-                                                     com.indices))
+            v.reveal(ch.challenge_id, reveal_request(ch, MerkleTree(garbage), garbage,
+                                                     com.indices, com.audit, key=key,
+                                                     root=work.merkle_root))
     with pytest.raises(RateLimited, match="failed audits from IP"):
         issue(v, clock, PrivateKey(0xA3))
     assert issue(v, clock, PrivateKey(0xA3), ip="198.51.100.7")  # another IP is fine

@@ -16,11 +16,11 @@ import threading
 
 import pytest
 
-from hashcloud.api.models import ChallengeRequest, DeviceModel, RevealRequest, SampleModel
+from hashcloud.api.models import ChallengeRequest, DeviceModel
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
 from hashcloud.crypto.signatures import sign, verify
-from hashcloud.engine.gemm import compute_leaf
+from hashcloud.engine.rows import row_digests_of
 from hashcloud.errors import (
     AuditFailed,
     ChallengeExpired,
@@ -28,9 +28,11 @@ from hashcloud.errors import (
     ChallengeUsed,
     CommitRefused,
     CoolingDown,
+    MalformedReveal,
     RateLimited,
     RequestRefused,
     RevealRefused,
+    RevealUnauthorized,
     ValidatorError,
 )
 from hashcloud.node.app import http_status
@@ -62,10 +64,12 @@ from tests.node.conftest import (
     challenge_request,
     commit_request,
     committed_challenge,
+    honest_reveal,
     issue,
     make_validator,
     mine,
     reveal_request,
+    signed_reveal,
 )
 
 # --------------------------------------------------------------------------- happy path
@@ -96,16 +100,20 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
     )
     s = sample_count(LOOPS)
     check_stratified(com.indices, LOOPS, s)
+    # The plan (SPEC 3 v1.1): m = base_m audited samples, 16 distinct rows of [0, n) each.
+    plan = com.audit
+    assert plan.mode == "rows" and len(plan.audited) == DEFAULT_POLICY.base_m
+    assert set(plan.audited) <= set(com.indices)
+    assert all(len(set(rows)) == 16 and max(rows) < N for rows in plan.rows)
     verify(
         NODE_KEY.public_key,
-        indices_signing_bytes(CHAIN, ch.challenge_id, work.merkle_root, LOOPS, com.indices),
+        indices_signing_bytes(CHAIN, ch.challenge_id, work.merkle_root, LOOPS, com.indices,
+                              plan),
         com.indices_signature,
     )
 
     clock.advance(1)
-    receipt, out = validator.reveal(
-        ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices)
-    )
+    receipt, out = validator.reveal(ch.challenge_id, honest_reveal(ch, work, com))
     assert out.accepted and out.samples == s and out.audited == DEFAULT_POLICY.base_m
     assert decode_receipt(out.receipt) == receipt
     verify_receipt(receipt, {NODE_KEY.public_key.hex()})
@@ -136,7 +144,7 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
 def test_reward_fn_fills_reward_estimate(tmp_path, clock, engine):
     v = make_validator(tmp_path, clock, reward_fn=lambda r: r.loops * r.n**3)
     ch, work, com = committed_challenge(v, clock, engine)
-    _, out = v.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
+    _, out = v.reveal(ch.challenge_id, honest_reveal(ch, work, com))
     assert out.reward_estimate == LOOPS * N**3
 
 
@@ -280,9 +288,7 @@ def _m_for(v: PocValidator, com_loops: int, history, clock: FakeClock) -> int:
     )
 
 
-@pytest.mark.parametrize(
-    "cheat", ["wrong_indices", "reordered", "tampered_leaf", "tampered_path", "forged_leaves"]
-)
+@pytest.mark.parametrize("cheat", ["tampered_leaf", "tampered_path", "forged_leaves"])
 def test_dishonest_reveal_refused_and_penalised(validator, clock, engine, cheat):
     address = WORKER_KEY.public_key.address
     m_before = _m_for(validator, LOOPS, validator.history(address), clock)
@@ -300,27 +306,21 @@ def test_dishonest_reveal_refused_and_penalised(validator, clock, engine, cheat)
             WORKER_KEY, ch.challenge_id, ch.seed, loops=LOOPS, merkle_root=to_phex(tree.root)
         ),
     )
-    indices = list(com.indices)
-    if cheat == "wrong_indices":  # stratum 0 is [0, 2): reveal the other index in it
-        indices[0] = 1 - indices[0]
-    if cheat == "reordered":
-        indices[0], indices[1] = indices[1], indices[0]
-    req = reveal_request(tree, leaves, indices)
-    if cheat == "tampered_leaf":  # leaf changed, path left as is
-        smp = req.samples[3]
-        bad = SampleModel(index=smp.index, leaf="0x" + "ee" * 32, proof=smp.proof)
-        req = RevealRequest(samples=[*req.samples[:3], bad, *req.samples[4:]])
+    req = reveal_request(ch, tree, leaves, com.indices, com.audit)
+    samples = list(req.samples)
+    if cheat == "tampered_leaf":  # leaf changed, path left as is (re-signed by the worker)
+        samples[3] = samples[3].model_copy(update={"leaf": b"\xee" * 32})
+        req = signed_reveal(ch, tree.root, samples)
     if cheat == "tampered_path":
-        smp = req.samples[5]
-        bad = SampleModel(index=smp.index, leaf=smp.leaf, proof=["0x" + "00" * 32, *smp.proof[1:]])
-        req = RevealRequest(samples=[*req.samples[:5], bad, *req.samples[6:]])
+        samples[5] = samples[5].model_copy(update={"proof": [b"\x00" * 32,
+                                                             *samples[5].proof[1:]]})
+        req = signed_reveal(ch, tree.root, samples)
 
     expected = {
-        "wrong_indices": (RevealRefused, "drawn indices"),
-        "reordered": (RevealRefused, "drawn indices"),
         "tampered_leaf": (AuditFailed, f"index {com.indices[3]}: inclusion proof"),
         "tampered_path": (AuditFailed, f"index {com.indices[5]}: inclusion proof"),
-        "forged_leaves": (AuditFailed, "does not match its recomputation"),
+        # Row audit: the honest outputs of the audited loops do not hash to garbage leaves.
+        "forged_leaves": (AuditFailed, "output does not hash to the leaf"),
     }[cheat]
     with pytest.raises(expected[0], match=expected[1]) as exc:
         validator.reveal(ch.challenge_id, req)
@@ -332,22 +332,87 @@ def test_dishonest_reveal_refused_and_penalised(validator, clock, engine, cheat)
     assert validator.stats()["rejected"] == 1
     # The challenge is used up: another reveal (even an honest one) is a conflict.
     with pytest.raises(ChallengeUsed, match="rejected"):
-        validator.reveal(ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices))
+        validator.reveal(ch.challenge_id, honest_reveal(ch, work, com))
     assert validator.history(address).failed == 1
+
+
+@pytest.mark.parametrize("shape", ["wrong_indices", "reordered", "missing", "no_output",
+                                   "short_output"])
+def test_malformed_reveal_leaves_the_challenge_open(validator, clock, engine, shape):
+    """SPEC 3 v1.1: a correctly signed reveal whose indices or shape do not match what the
+    node drew is refused as malformed; the challenge stays committed (the honest reveal
+    still succeeds) and no failed audit is recorded."""
+    ch, work, com = committed_challenge(validator, clock, engine)
+    indices, plan = list(com.indices), com.audit
+    req = None
+    if shape == "wrong_indices":  # stratum 0 is [0, 2): reveal the other index in it
+        indices[0] = 1 - indices[0]
+    elif shape == "reordered":
+        indices[0], indices[1] = indices[1], indices[0]
+    elif shape == "missing":
+        indices = indices[:-1]
+    else:
+        target = plan.audited[0]  # an audited sample without (or with a short) output
+        req = reveal_request(ch, work.tree, work.leaves, indices, plan)
+        samples = list(req.samples)
+        j = indices.index(target)
+        short = samples[j].output[:-8] if shape == "short_output" else None
+        samples[j] = samples[j].model_copy(update={"output": short})
+        req = signed_reveal(ch, work.tree.root, samples)
+    if req is None:
+        req = reveal_request(ch, work.tree, work.leaves, indices, plan)
+    with pytest.raises(MalformedReveal) as exc:
+        validator.reveal(ch.challenge_id, req)
+    assert http_status(exc.value) == 422
+    hist = validator.history(WORKER_KEY.public_key.address)
+    assert hist.failed == 0
+    stats = validator.stats()
+    assert stats["rejected"] == 0 and stats["malformed"] == 1
+    assert validator.open_challenges(WORKER_KEY.public_key.address) == 1
+    _, out = validator.reveal(ch.challenge_id, honest_reveal(ch, work, com))
+    assert out.accepted
+
+
+def test_third_party_reveal_cannot_burn_the_round(validator, clock, engine):
+    """SPEC 3 v1.1: a reveal not signed by the challenge's worker changes nothing, even a
+    well-shaped one with garbage that would fail the audit; the worker's own reveal then
+    succeeds, and an accepted round's receipt is only repeated for a signed reveal."""
+    ch, work, com = committed_challenge(validator, clock, engine)
+    garbage = [hashlib.sha256(b"x%d" % i).digest() for i in range(LOOPS)]
+    for req in (reveal_request(ch, MerkleTree(garbage), garbage, com.indices, com.audit,
+                               key=OTHER_KEY),
+                honest_reveal(ch, work, com, key=OTHER_KEY)):
+        with pytest.raises(RevealUnauthorized, match="not signed by the challenge's worker") \
+                as exc:
+            validator.reveal(ch.challenge_id, req, "203.0.113.9")
+        assert http_status(exc.value) == 403
+    # A valid worker signature over different samples is no better.
+    good = honest_reveal(ch, work, com)
+    other = reveal_request(ch, MerkleTree(garbage), garbage, com.indices, com.audit)
+    swapped = good.model_copy(update={"signature": other.signature})
+    with pytest.raises(RevealUnauthorized):
+        validator.reveal(ch.challenge_id, swapped)
+    assert validator.history(WORKER_KEY.public_key.address).failed == 0
+    assert validator.stats()["unauthorized"] == 3 and validator.stats()["rejected"] == 0
+    first = validator.reveal(ch.challenge_id, good)
+    assert first[1].accepted
+    with pytest.raises(RevealUnauthorized):
+        validator.reveal(ch.challenge_id, honest_reveal(ch, work, com, key=OTHER_KEY))
+    assert validator.reveal(ch.challenge_id, good) == first
 
 
 def test_internal_error_during_audit_allows_retry(tmp_path, clock, engine):
     calls = []
 
-    def flaky_leaf(seed: str, i: int, n: int) -> bytes:
+    def flaky_rows(seed: str, i: int, n: int, rows):
         calls.append(i)
         if len(calls) == 1:
             raise MemoryError("boom")
-        return compute_leaf(seed, i, n)
+        return row_digests_of(seed, i, n, rows)
 
-    v = make_validator(tmp_path, clock, leaf_fn=flaky_leaf)
+    v = make_validator(tmp_path, clock, row_fn=flaky_rows)
     ch, work, com = committed_challenge(v, clock, engine)
-    req = reveal_request(work.tree, work.leaves, com.indices)
+    req = honest_reveal(ch, work, com)
     with pytest.raises(MemoryError):
         v.reveal(ch.challenge_id, req)
     assert v.history(WORKER_KEY.public_key.address).failed == 0
@@ -371,10 +436,10 @@ def test_cooldown_after_repeated_failures(validator, clock, engine):
             ),
         )
         assert com.indices == list(range(10))  # s = loops = 10: one index per stratum
-        with pytest.raises(RevealRefused):  # reveals them in the wrong order
-            validator.reveal(
-                ch.challenge_id, reveal_request(work.tree, work.leaves, com.indices[::-1])
-            )
+        with pytest.raises(RevealRefused):  # the right shape, but the outputs are garbage
+            validator.reveal(ch.challenge_id, reveal_request(
+                ch, work.tree, work.leaves, com.indices, com.audit,
+                outputs={i: bytes(8 * N) for i in com.audit.audited}))
     assert validator.history(address).failed == DEFAULT_POLICY.cooldown_after
     clock.advance(10)
     with pytest.raises(CoolingDown, match="cooling down") as exc:
@@ -390,19 +455,19 @@ def test_cooldown_after_repeated_failures(validator, clock, engine):
 
 
 def test_lock_not_held_during_recomputation(tmp_path, clock, engine):
-    """A reveal blocked inside `leaf_fn` neither blocks other calls nor lets a second
+    """A reveal blocked inside `row_fn` neither blocks other calls nor lets a second
     reveal of the same challenge run."""
     entered, release = threading.Event(), threading.Event()
 
-    def slow_leaf(seed: str, i: int, n: int) -> bytes:
+    def slow_rows(seed: str, i: int, n: int, rows):
         entered.set()
         assert release.wait(10)
-        return compute_leaf(seed, i, n)
+        return row_digests_of(seed, i, n, rows)
 
     v = make_validator(tmp_path, clock, ValidatorConfig(max_open_per_worker=10),
-                       leaf_fn=slow_leaf)
+                       row_fn=slow_rows)
     ch, work, com = committed_challenge(v, clock, engine)
-    req = reveal_request(work.tree, work.leaves, com.indices)
+    req = honest_reveal(ch, work, com)
     result: list = []
     t = threading.Thread(target=lambda: result.append(v.reveal(ch.challenge_id, req)))
     t.start()
@@ -470,6 +535,8 @@ def test_error_classes_map_to_http_statuses():
             CommitRefused,
             RevealRefused,
             AuditFailed,
+            MalformedReveal,
+            RevealUnauthorized,
         )
     } == {
         "ChallengeNotFound": 404,
@@ -481,6 +548,8 @@ def test_error_classes_map_to_http_statuses():
         "CommitRefused": 422,
         "RevealRefused": 422,
         "AuditFailed": 422,
+        "MalformedReveal": 422,
+        "RevealUnauthorized": 403,
     }
     assert issubclass(ValidatorError, Exception)
 
@@ -500,12 +569,14 @@ def test_partial_miner_caught_at_predicted_rate(tmp_path, clock):
     Uses the injectable `leaf_fn` with a fast fake leaf (`fake_leaf`, a SHA-256 of the seed
     and index) so 240 rounds take about a second; the validator logic under test (index
     draw, inclusion checks, audit subset, comparison) is the production code. Each round
-    uses a fresh worker so the adaptive policy keeps m = base_m. For round r with X_r forged
+    uses a fresh worker so the adaptive policy keeps m = base_m; the node audits in `full`
+    mode (whole leaves, through `leaf_fn`). For round r with X_r forged
     among the s drawn samples, the catch probability is p_r = 1 - C(s-X_r, m)/C(s, m); the
     number of catches must be within 4 standard errors of sum p_r (fixed seeds throughout).
     """
     rounds, loops, f = 240, 1500, 0.7
-    v = make_validator(tmp_path, clock, ValidatorConfig(max_open_per_worker=1),
+    v = make_validator(tmp_path, clock, ValidatorConfig(max_open_per_worker=1,
+                                                        audit_mode="full"),
                        leaf_fn=fake_leaf, rng=random.Random(2024))
     miner_rng = random.Random(99)
     s = sample_count(loops)
@@ -539,7 +610,8 @@ def test_partial_miner_caught_at_predicted_rate(tmp_path, clock):
         predicted += p
         variance += p * (1 - p)
         try:
-            _, out = v.reveal(ch.challenge_id, reveal_request(tree, leaves, com.indices))
+            _, out = v.reveal(ch.challenge_id,
+                              reveal_request(ch, tree, leaves, com.indices, com.audit, key=key))
         except AuditFailed as exc:
             assert x > 0 and "does not match its recomputation" in str(exc)
             caught += 1

@@ -12,29 +12,37 @@ from hypothesis import strategies as st
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
 from hashcloud.crypto.signatures import sign
-from hashcloud.engine.gemm import compute_leaf
+from hashcloud.engine.gemm import compute_leaf, leaf_hash, loop_seed
+from hashcloud.engine.rows import loop_output
 from hashcloud.errors import (
     AuditError,
     AuditFailed,
     CommitRefused,
     InvalidReceipt,
     InvalidSignature,
-    RevealRefused,
+    MalformedReveal,
+    RevealUnauthorized,
 )
 from hashcloud.poc.audit import (
     COMPUTE_TIME_SLACK,
     DEVICE_PEAK_FLOPS,
     Commitment,
     RevealedSample,
+    audit_samples,
     check_commitment,
     check_inclusion,
     check_indices_signature,
+    check_outputs,
     check_receipt,
+    check_reveal_shape,
+    check_reveal_signature,
     check_revealed_indices,
+    check_rows,
     device_peak_flops,
     recompute_leaves,
 )
-from hashcloud.poc.challenge import indices_signing_bytes
+from hashcloud.poc.challenge import indices_signing_bytes, reveal_signing_bytes
+from hashcloud.poc.plan import AuditPlan, draw_plan
 from hashcloud.poc.receipt import sign_receipt
 from hashcloud.types import to_phex
 
@@ -133,7 +141,7 @@ def test_revealed_indices_must_be_the_drawn_ones_in_order(tree, leaves):
     samples = _samples(tree, leaves, [1, 5, 9])
     check_revealed_indices(samples, [1, 5, 9])
     for drawn in ([1, 9, 5], [1, 5], [1, 5, 9, 11]):
-        with pytest.raises(RevealRefused):
+        with pytest.raises(MalformedReveal):  # v1.1: malformed, the challenge stays open
             check_revealed_indices(samples, drawn)
 
 
@@ -235,3 +243,105 @@ def test_receipt_of_another_chain_or_signer_is_refused():
     forged = _receipt().model_copy(update={"loops": LOOPS + 1})
     with pytest.raises(InvalidSignature):
         _match(forged, loops=LOOPS + 1)
+
+
+# ------------------------------------------------------------- v1.1: signed reveals, rows
+
+ROW_N = 64
+
+
+def _revealed_with_outputs(tree, leaves, indices, outputs):
+    return [RevealedSample(i, leaves[i], tuple(tree.audit_path(i)), outputs.get(i))
+            for i in indices]
+
+
+@pytest.fixture(scope="module")
+def outputs() -> dict[int, bytes]:
+    return {i: loop_output(SEED, i, N) for i in range(LOOPS)}
+
+
+def test_reveal_signature_binds_worker_and_every_sample(tree, leaves, outputs):
+    samples = _revealed_with_outputs(tree, leaves, [1, 5, 9], {5: outputs[5]})
+    message = reveal_signing_bytes(CHAIN, "1f" * 16, tree.root,
+                                   [(s.index, s.leaf, s.output) for s in samples])
+    sig = sign(WORKER, message)
+    check_reveal_signature(WORKER.public_key, CHAIN, "1f" * 16, tree.root, samples, sig)
+    with pytest.raises(RevealUnauthorized):  # a third party's signature
+        check_reveal_signature(WORKER.public_key, CHAIN, "1f" * 16, tree.root, samples,
+                               sign(PrivateKey(7), message))
+    changed = [samples[0], dataclasses.replace(samples[1], output=outputs[6]), samples[2]]
+    with pytest.raises(RevealUnauthorized):  # the output is covered (through its hash)
+        check_reveal_signature(WORKER.public_key, CHAIN, "1f" * 16, tree.root, changed, sig)
+    with pytest.raises(RevealUnauthorized):  # and so is the chain
+        check_reveal_signature(WORKER.public_key, "other", "1f" * 16, tree.root, samples, sig)
+
+
+def test_reveal_shape(tree, leaves, outputs):
+    plan = AuditPlan(mode="rows", audited=[5], rows=[[0, 3]])
+    good = _revealed_with_outputs(tree, leaves, [1, 5, 9], {5: outputs[5]})
+    check_reveal_shape(good, [1, 5, 9], plan, N)
+    no_output = _revealed_with_outputs(tree, leaves, [1, 5, 9], {})
+    with pytest.raises(MalformedReveal, match="index 5: an audited sample needs its output"):
+        check_reveal_shape(no_output, [1, 5, 9], plan, N)
+    check_reveal_shape(no_output, [1, 5, 9], AuditPlan(mode="full", audited=[5], rows=[]), N)
+    short = _revealed_with_outputs(tree, leaves, [1, 5, 9], {5: outputs[5][:-8]})
+    with pytest.raises(MalformedReveal, match="must be 512 bytes"):
+        check_reveal_shape(short, [1, 5, 9], plan, N)
+    with pytest.raises(MalformedReveal):
+        check_reveal_shape(good, [1, 5, 8], plan, N)
+
+
+def test_outputs_must_hash_to_their_leaves(tree, leaves, outputs):
+    check_outputs(SEED, _revealed_with_outputs(tree, leaves, [2, 3], outputs))
+    swapped = _revealed_with_outputs(tree, leaves, [2, 3], {2: outputs[3]})
+    with pytest.raises(AuditFailed, match="index 2: output does not hash to the leaf"):
+        check_outputs(SEED, swapped)
+
+
+def test_row_audit_names_the_wrong_row(tree, leaves, outputs):
+    out = bytearray(outputs[4])
+    out[8 * 7] ^= 1  # row 7's digest
+    bad = RevealedSample(4, leaves[4], (), bytes(out))
+    check_rows(SEED, N, bad, [0, 1, 2])  # rows that are right pass
+    with pytest.raises(AuditFailed, match="index 4: row 7 digest does not match"):
+        check_rows(SEED, N, bad, [3, 7, 9])
+
+
+def test_audit_samples_rows_and_full(tree, leaves, outputs):
+    samples = _revealed_with_outputs(tree, leaves, [1, 5, 9], {5: outputs[5], 9: outputs[9]})
+    audit_samples(SEED, N, samples, AuditPlan(mode="rows", audited=[5, 9], rows=[[0], [63]]))
+    audit_samples(SEED, N, samples, AuditPlan(mode="full", audited=[1, 9], rows=[]))
+    forged = [samples[0], dataclasses.replace(samples[1], leaf=b"\x00" * 32), samples[2]]
+    with pytest.raises(AuditFailed, match="index 5"):
+        audit_samples(SEED, N, forged, AuditPlan(mode="full", audited=[5], rows=[]))
+    with pytest.raises(MalformedReveal):
+        audit_samples(SEED, N, samples, AuditPlan(mode="rows", audited=[2], rows=[[0]]))
+
+
+def test_row_audit_detection_matches_the_hypergeometric_rate():
+    """A miner whose committed output has a fraction rho of correct row digests survives one
+    audited sample with probability C(rho n, k) / C(n, k) (SPEC 3 v1.1). Seeded, 600 trials;
+    tolerance 4 standard errors."""
+    import math
+    import random
+
+    n, k, correct = ROW_N, 4, 48  # rho = 0.75: P(survive) = C(48,4)/C(64,4) = 0.306
+    honest = loop_output(SEED, 0, n)
+    leaf = leaf_hash(loop_seed(SEED, 0), honest)
+    rng = random.Random(2024)
+    trials, survived = 600, 0
+    for _ in range(trials):
+        wrong = rng.sample(range(n), n - correct)  # the rows this loop skipped
+        out = bytearray(honest)
+        for r in wrong:
+            out[8 * r] ^= 0xFF
+        sample = RevealedSample(0, leaf, (), bytes(out))
+        plan = draw_plan([0], 1, n, k=k, rng=rng)
+        try:
+            check_rows(SEED, n, sample, plan.rows[0])
+            survived += 1
+        except AuditFailed:
+            pass
+    predicted = math.comb(correct, k) / math.comb(n, k)
+    se = math.sqrt(predicted * (1 - predicted) / trials)
+    assert abs(survived / trials - predicted) <= 4 * se, (survived / trials, predicted)

@@ -168,7 +168,40 @@ def test_forged_leaf_with_consistent_tree_is_caught_by_recomputation():
         proof = offline_proof(KEY, engine, cid, work)
     report = verify_proof(proof)
     assert not report.valid
-    assert any("recomputation" in e for e in report.errors)
+    # The proof carries the honest outputs, which no longer hash to the forged leaves.
+    assert any(e.startswith("outputs: index ") and "output does not hash to the leaf" in e
+               for e in report.errors), report.errors
+    assert not verify_proof(proof, full=True).valid  # whole leaves catch it too
+
+
+def test_forged_output_with_consistent_leaf_and_tree_is_caught_by_rows():
+    """A miner that commits a wrong output (its leaf hashing that output, paths valid) is
+    caught by the row audit: every row of a garbage output is wrong (SPEC 3 v1.1)."""
+    from hashcloud.crypto.merkle import MerkleTree
+    from hashcloud.engine.gemm import leaf_hash, loop_seed
+    from hashcloud.engine.rows import loop_output
+    from hashcloud.poc.round import make_samples
+
+    with Engine("numpy", n=64) as engine:
+        cid, seed = new_offline_challenge()
+        work = run_loops(engine, seed, 0, max_loops=40)
+        honest = offline_proof(KEY, engine, cid, work)
+    forged = {i: bytes(8 * 64) if i % 2 else loop_output(seed, i, 64) for i in range(40)}
+    leaves = [leaf_hash(loop_seed(seed, i), forged[i]) for i in range(40)]
+    tree = MerkleTree(leaves)
+    from hashcloud.poc.round import RoundWork, sign_commit
+    from hashcloud.poc.sampling import offline_indices, sample_count
+
+    fake = RoundWork(seed, 64, leaves, work.compute_time, False, tree)
+    indices = offline_indices(tree.root, 40, sample_count(40))
+    proof = honest.model_copy(update={
+        "merkle_root": tree.root,
+        "samples": make_samples(tree, leaves, indices, {i: forged[i] for i in indices}),
+        "device_signature": sign_commit(KEY, cid, fake),
+    })
+    report = verify_proof(proof)
+    assert [c.name for c in report.checks if not c.ok] == ["recomputation"], report.errors
+    assert "row" in report.errors[0] and "digest does not match" in report.errors[0]
 
 
 @pytest.mark.parametrize("version", [True, 1.0, "1", 2, None])
@@ -199,3 +232,26 @@ def test_odd_length_hex_seed_is_accepted_like_the_engine(proof_obj):
         work = run_loops(engine, "f", 0, max_loops=12)
         proof = offline_proof(KEY, engine, "abc", work)
     assert verify_proof(parse_proof(json.loads(proof.to_json()))).valid
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"device": {"name": "x", "backend": "quantum"}}, "unknown backend"),
+        ({"compute_time": 1e-9}, "above the numpy peak"),
+    ],
+)
+def test_verify_runs_the_commitment_sanity_checks(proof_obj, change, needle):
+    """`verify` runs the node's SPEC 3 sanity checks (one audit): a proof re-signed by its
+    own worker with an unknown backend or an impossible rate is invalid."""
+    from hashcloud.poc.proof import ProofFile
+    from hashcloud.poc.round import RoundWork, sign_commit
+
+    proof = parse_proof({**proof_obj, **change})
+    fake = RoundWork(proof.seed, proof.n, [b""] * proof.loops, proof.compute_time, False,
+                     type("T", (), {"root": proof.merkle_root})())
+    resigned = ProofFile.model_validate(
+        {**proof.model_dump(), "device_signature": sign_commit(KEY, proof.challenge_id, fake)})
+    report = verify_proof(resigned)
+    assert [e for e in report.errors if e.startswith("commitment:")], report.errors
+    assert needle in report.errors[0]

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import msgpack
 
-from hashcloud.errors import StoreError
+from hashcloud.errors import FrameCorrupt, StoreError
 from hashcloud.fsutil import (
     DIGEST_MISMATCH,
-    FrameCorrupt,
     FrameScan,
     atomic_replace,
     frame,
