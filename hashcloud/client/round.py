@@ -97,7 +97,7 @@ def run_online_round(client: NodeClient, key: PrivateKey, n: int, device: Device
                             work.loops, commit.indices, commit.indices_signature, plan)
     plan.check_fits(commit.indices, ch.n)
     # A row audit needs the audited loops' outputs: recomputed here (m loops of work).
-    outputs = (sample_outputs(ch.seed, ch.n, plan.audited, output_fn)
+    outputs = (sample_outputs(ch.seed, ch.n, plan.audited, output_fn, work.leaves)
                if plan.mode == "rows" else {})
     samples = make_samples(work.tree, work.leaves, commit.indices, outputs)
     signature = sign_reveal(key, info.chain_id, ch.challenge_id, work.tree.root, samples)

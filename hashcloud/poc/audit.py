@@ -201,7 +201,7 @@ def check_reveal_signature(
     """The reveal is signed by the challenge's worker (SPEC 3 v1.1); RevealUnauthorized if
     not, which must leave the challenge untouched."""
     message = reveal_signing_bytes(chain_id, challenge_id, merkle_root,
-                                   [(s.index, s.leaf, s.output) for s in samples])
+                                   [(s.index, s.leaf, s.output, s.path) for s in samples])
     try:
         verify(worker_key, message, signature)
     except InvalidSignature:

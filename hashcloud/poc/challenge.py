@@ -145,19 +145,23 @@ def reveal_signing_bytes(
     chain_id: str,
     challenge_id: str,
     merkle_root: bytes,
-    samples: Sequence[tuple[int, bytes, bytes | None]],
+    samples: Sequence[tuple[int, bytes, bytes | None, Sequence[bytes]]],
 ) -> bytes:
     """Canonical bytes the worker signs over its reveal (SPEC 3 v1.1, domain kind `reveal`):
-    `[tag, challenge_id, merkle_root, [[index, leaf, SHA256(output) or b""], ...]]`, so
-    nobody but the challenge's worker can use up or fail its round.
+    `[tag, challenge_id, merkle_root, [[index, leaf, SHA256(output) or b"", SHA256(path)],
+    ...]]`, so nobody but the challenge's worker can use up or fail its round.
 
-    `samples` holds `(index, leaf, output or None)` in reveal order."""
+    `samples` holds `(index, leaf, output or None, audit path)` in reveal order. Deviation
+    from SPEC 3 v1.1, which signs `(index, leaf, SHA256(output) or empty)` only: a wrong path
+    is a failed audit, so an unsigned path would let anyone holding a copy of the signed
+    reveal alter one hash and burn the round; `SHA256(path)` (the concatenated sibling hashes,
+    leaf level first) closes that."""
     return encode_canonical([
         domain_tag("reveal", chain_id).decode(),
         challenge_id,
         merkle_root,
-        [[index, leaf, sha256(output) if output is not None else b""]
-         for index, leaf, output in samples],
+        [[index, leaf, sha256(output) if output is not None else b"", sha256(b"".join(path))]
+         for index, leaf, output, path in samples],
     ])
 
 

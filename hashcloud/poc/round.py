@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleBuilder, MerkleTree
 from hashcloud.crypto.signatures import sign
+from hashcloud.engine.gemm import leaf_hash, loop_seed
 from hashcloud.engine.mining import Engine
 from hashcloud.engine.rows import loop_output
 from hashcloud.errors import EngineError
@@ -117,17 +118,29 @@ def make_samples(
 
 
 def sample_outputs(seed: str, n: int, indices: Iterable[int],
-                   output_fn: OutputFn = loop_output) -> dict[int, bytes]:
+                   output_fn: OutputFn = loop_output,
+                   leaves: Sequence[bytes] | None = None) -> dict[int, bytes]:
     """The loop outputs of `indices`, recomputed (SPEC 1.8): a round keeps only 32-byte
-    leaves, so the few outputs an audit asks for are computed again (m loops of work)."""
-    return {i: output_fn(seed, i, n) for i in indices}
+    leaves, so the few outputs an audit asks for are computed again (m loops of work).
+
+    With the round's `leaves`, each output is checked against its committed leaf first, so
+    a disagreement between the mining engine and this CPU path (a device fault) is an
+    EngineError here rather than a failed audit at the node."""
+    outputs = {i: output_fn(seed, i, n) for i in indices}
+    if leaves is not None:
+        for i, output in outputs.items():
+            if leaf_hash(loop_seed(seed, i), output) != leaves[i]:
+                raise EngineError(f"loop {i}: the committed leaf is not the hash of its "
+                                  "recomputed output (the mining engine disagrees with the "
+                                  "CPU reference; run `hashcloud selftest`)")
+    return outputs
 
 
 def sign_reveal(key: PrivateKey, chain_id: str, challenge_id: str, merkle_root: bytes,
                 samples: Sequence[Sample]) -> bytes:
     """The worker's signature over its reveal (SPEC 3 v1.1, `reveal_signing_bytes`)."""
-    return sign(key, reveal_signing_bytes(chain_id, challenge_id, merkle_root,
-                                          [(s.index, s.leaf, s.output) for s in samples]))
+    items = [(s.index, s.leaf, s.output, s.proof) for s in samples]
+    return sign(key, reveal_signing_bytes(chain_id, challenge_id, merkle_root, items))
 
 
 def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork) -> bytes:
@@ -155,7 +168,7 @@ def offline_proof(key: PrivateKey, engine: Engine, challenge_id: str, work: Roun
     Every sample carries its output, so `verify` can audit Fiat-Shamir rows (SPEC 3 v1.1)."""
     s = sample_count(work.loops)
     indices = offline_indices(work.merkle_root, work.loops, s)
-    outputs = sample_outputs(work.seed, work.n, indices)
+    outputs = sample_outputs(work.seed, work.n, indices, leaves=work.leaves)
     return ProofFile(
         version=1,
         challenge_id=challenge_id,

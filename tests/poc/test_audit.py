@@ -263,7 +263,7 @@ def outputs() -> dict[int, bytes]:
 def test_reveal_signature_binds_worker_and_every_sample(tree, leaves, outputs):
     samples = _revealed_with_outputs(tree, leaves, [1, 5, 9], {5: outputs[5]})
     message = reveal_signing_bytes(CHAIN, "1f" * 16, tree.root,
-                                   [(s.index, s.leaf, s.output) for s in samples])
+                                   [(s.index, s.leaf, s.output, s.path) for s in samples])
     sig = sign(WORKER, message)
     check_reveal_signature(WORKER.public_key, CHAIN, "1f" * 16, tree.root, samples, sig)
     with pytest.raises(RevealUnauthorized):  # a third party's signature
@@ -272,6 +272,11 @@ def test_reveal_signature_binds_worker_and_every_sample(tree, leaves, outputs):
     changed = [samples[0], dataclasses.replace(samples[1], output=outputs[6]), samples[2]]
     with pytest.raises(RevealUnauthorized):  # the output is covered (through its hash)
         check_reveal_signature(WORKER.public_key, CHAIN, "1f" * 16, tree.root, changed, sig)
+    path = list(samples[0].path)
+    path[0] = bytes(32)
+    tampered = [dataclasses.replace(samples[0], path=tuple(path)), *samples[1:]]
+    with pytest.raises(RevealUnauthorized):  # and the path: an altered copy cannot burn it
+        check_reveal_signature(WORKER.public_key, CHAIN, "1f" * 16, tree.root, tampered, sig)
     with pytest.raises(RevealUnauthorized):  # and so is the chain
         check_reveal_signature(WORKER.public_key, "other", "1f" * 16, tree.root, samples, sig)
 

@@ -156,19 +156,38 @@ def test_partial_recomputation_reports_detection_probability(proof_obj):
     assert report.p_detect_one_forged == pytest.approx(3 / 12)
 
 
-def test_forged_leaf_with_consistent_tree_is_caught_by_recomputation():
-    """A miner that commits garbage leaves with valid Merkle paths fails recomputation."""
+def _forged_proof(leaf_of, output_of, loops: int = 40):
+    """An offline proof a cheating miner could write: leaves and outputs of its choosing,
+    a consistent tree, the offline indices of that tree, signed by its key."""
+    from hashcloud.crypto.merkle import MerkleTree
+    from hashcloud.poc.round import RoundWork, make_samples, sign_commit
+    from hashcloud.poc.sampling import offline_indices, sample_count
+
     with Engine("numpy", n=64) as engine:
         cid, seed = new_offline_challenge()
-        work = run_loops(engine, seed, 0, max_loops=40)
-        from hashcloud.crypto.merkle import MerkleTree
+        work = run_loops(engine, seed, 0, max_loops=loops)
+        honest = offline_proof(KEY, engine, cid, work)
+    leaves = [leaf_of(seed, i, work.leaves[i]) for i in range(loops)]
+    tree = MerkleTree(leaves)
+    fake = RoundWork(seed, 64, leaves, work.compute_time, False, tree)
+    indices = offline_indices(tree.root, loops, sample_count(loops))
+    return honest.model_copy(update={
+        "merkle_root": tree.root,
+        "samples": make_samples(tree, leaves, indices,
+                                {i: output_of(seed, i) for i in indices}),
+        "device_signature": sign_commit(KEY, cid, fake),
+    })
 
-        work.leaves = [b"\x01" * 32 if i % 2 else leaf for i, leaf in enumerate(work.leaves)]
-        work.tree = MerkleTree(work.leaves)
-        proof = offline_proof(KEY, engine, cid, work)
+
+def test_forged_leaf_with_consistent_tree_is_caught_by_recomputation():
+    """A miner that commits garbage leaves with valid Merkle paths fails: the honest outputs
+    no longer hash to the leaves, and whole-leaf recomputation disagrees too."""
+    from hashcloud.engine.rows import loop_output
+
+    proof = _forged_proof(lambda seed, i, leaf: bytes([1 + i]) * 32,
+                          lambda seed, i: loop_output(seed, i, 64))
     report = verify_proof(proof)
     assert not report.valid
-    # The proof carries the honest outputs, which no longer hash to the forged leaves.
     assert any(e.startswith("outputs: index ") and "output does not hash to the leaf" in e
                for e in report.errors), report.errors
     assert not verify_proof(proof, full=True).valid  # whole leaves catch it too
@@ -177,31 +196,20 @@ def test_forged_leaf_with_consistent_tree_is_caught_by_recomputation():
 def test_forged_output_with_consistent_leaf_and_tree_is_caught_by_rows():
     """A miner that commits a wrong output (its leaf hashing that output, paths valid) is
     caught by the row audit: every row of a garbage output is wrong (SPEC 3 v1.1)."""
-    from hashcloud.crypto.merkle import MerkleTree
     from hashcloud.engine.gemm import leaf_hash, loop_seed
     from hashcloud.engine.rows import loop_output
-    from hashcloud.poc.round import make_samples
 
-    with Engine("numpy", n=64) as engine:
-        cid, seed = new_offline_challenge()
-        work = run_loops(engine, seed, 0, max_loops=40)
-        honest = offline_proof(KEY, engine, cid, work)
-    forged = {i: bytes(8 * 64) if i % 2 else loop_output(seed, i, 64) for i in range(40)}
-    leaves = [leaf_hash(loop_seed(seed, i), forged[i]) for i in range(40)]
-    tree = MerkleTree(leaves)
-    from hashcloud.poc.round import RoundWork, sign_commit
-    from hashcloud.poc.sampling import offline_indices, sample_count
+    def output_of(seed, i):  # the honest output with row 5's digest changed
+        out = bytearray(loop_output(seed, i, 64))
+        out[8 * 5] ^= 1
+        return bytes(out)
 
-    fake = RoundWork(seed, 64, leaves, work.compute_time, False, tree)
-    indices = offline_indices(tree.root, 40, sample_count(40))
-    proof = honest.model_copy(update={
-        "merkle_root": tree.root,
-        "samples": make_samples(tree, leaves, indices, {i: forged[i] for i in indices}),
-        "device_signature": sign_commit(KEY, cid, fake),
-    })
-    report = verify_proof(proof)
+    proof = _forged_proof(lambda seed, i, leaf: leaf_hash(loop_seed(seed, i), output_of(seed, i)),
+                          output_of)
+    report = verify_proof(proof, rows=64)  # every row: row 5 is among them
     assert [c.name for c in report.checks if not c.ok] == ["recomputation"], report.errors
-    assert "row" in report.errors[0] and "digest does not match" in report.errors[0]
+    assert "row 5 digest does not match" in report.errors[0]
+    assert verify_proof(proof, rows=64, full=True).errors[0].startswith("recomputation")
 
 
 @pytest.mark.parametrize("version", [True, 1.0, "1", 2, None])
@@ -255,3 +263,18 @@ def test_verify_runs_the_commitment_sanity_checks(proof_obj, change, needle):
     report = verify_proof(resigned)
     assert [e for e in report.errors if e.startswith("commitment:")], report.errors
     assert needle in report.errors[0]
+
+
+def test_an_engine_that_disagrees_with_the_cpu_output_is_an_engine_error():
+    """The miner checks each recomputed output against its committed leaf before revealing:
+    a device fault is reported as such, never sent to be failed by the node."""
+    from hashcloud.errors import EngineError
+    from hashcloud.poc.round import sample_outputs
+
+    with Engine("numpy", n=64) as engine:
+        work = run_loops(engine, "ab" * 32, 0, max_loops=4)
+    assert set(sample_outputs(work.seed, 64, [1, 3], leaves=work.leaves)) == {1, 3}
+    bad = list(work.leaves)
+    bad[3] = bytes(32)
+    with pytest.raises(EngineError, match="loop 3: the committed leaf"):
+        sample_outputs(work.seed, 64, [1, 3], leaves=bad)
