@@ -266,6 +266,11 @@ class NotFound(HashCloudError):
     """A block, transaction or challenge that does not exist."""
 
 
+class StorageUnavailable(HashCloudError):
+    """A durable write the node must make before it answers failed (disk full, I/O error):
+    the request is undone and answered 503, so the client simply retries later."""
+
+
 class NodeConfigError(HashCloudError):
     """The data directory is missing, half-initialised or inconsistent."""
 

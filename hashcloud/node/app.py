@@ -6,9 +6,27 @@ Routes (all under `/v1`, OpenAPI at `/openapi.json`): `info`; `challenges` (issu
 `ws/heads` (WebSocket: one JSON message per new head). `/metrics` serves Prometheus text.
 
 Errors: every HashCloudError becomes a 4xx `{"detail": ...}` (`http_status`, else 400);
-a malformed body is 422; a body over its route's limit is 413 (`max_body`, 1 MiB, everywhere
-but the reveal route, whose limit is sized to the largest legal reveal: `reveal_body_limit`).
-Nothing a client sends can produce a 500.
+a malformed body is 422; a body over its route's limit is 413. Nothing a client sends can
+produce a 500; a journal the node cannot write is a 503 (`StorageUnavailable`: the request
+was undone, retry later). A reveal's answer tells the miner where its round stands:
+403 (not the worker's signature) and 400 (malformed: wrong indices or shape) leave the
+challenge open until its deadline; 422 is a failed audit, the round is burned.
+
+Body limits (`BodyLimit`, checked before the body is read, so no oversized body is ever
+parsed on the event loop): `max_body` (1 MiB) everywhere but the reveal route. The reveal of
+`/v1/challenges/{id}/reveal` is sized per challenge: the largest legal reveal of that
+challenge (`PocValidator.largest_reveal`: its `s` samples with full audit paths, plus the
+outputs of the plan's audited samples in a row audit) plus `REVEAL_SLACK`, capped at
+`reveal_body_limit` of the node's `max_n` and `s_max`; a challenge with no reveal to accept
+(unknown, uncommitted, finished, past its deadline) gets `max_body`, since its reveal is
+refused anyway. An output on a sample the plan does not audit is legal but not budgeted
+beyond the slack.
+
+Worker threads: FastAPI runs the sync routes in anyio's default thread pool (40 threads).
+A reveal waiting for an audit slot holds its thread, so at start-up the pool is raised to
+`audit slots + audit queue + THREAD_MARGIN` (`worker_threads`): with every audit place taken
+by a waiting reveal, `THREAD_MARGIN` threads are still free for challenges, commits and the
+other routes.
 
 The client address the validator charges (rate limits, failed audits) is the socket peer,
 `request.client.host`; `node.server` lets uvicorn rewrite it from X-Forwarded-For only for
@@ -22,7 +40,7 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -53,12 +71,15 @@ from hashcloud.errors import (
     ChallengeUsed,
     DuplicateTransaction,
     HashCloudError,
+    MalformedReveal,
     MempoolFull,
     NotFound,
     RateLimited,
     RevealUnauthorized,
+    StorageUnavailable,
     ValidatorError,
 )
+from hashcloud.node.config import ValidatorConfig
 from hashcloud.node.service import NodeService
 from hashcloud.poc.proof import MAX_PATH_LEN
 from hashcloud.types import AddressStr, Hex32, describe_errors
@@ -68,26 +89,39 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
 """Body limit of every route but the reveal (1 MiB: a transaction or a commitment is tiny)."""
 
+REVEAL_SLACK = MAX_BODY
+"""Added to a challenge's largest legal reveal (whitespace, formatting, an unaudited output
+or two): the reveal route's limit for a committed challenge."""
+
+THREAD_MARGIN = 40
+"""Worker threads kept for the other routes beyond the audit places (anyio's own default)."""
+
 #: JSON characters of one revealed sample besides its output, at most: keys, an index of up
 #: to 13 digits (loops <= 2^40), the "0x" leaf and `MAX_PATH_LEN` "0x" path hashes (68 each
 #: with quotes and a comma), rounded up.
 _SAMPLE_JSON = 128 + 70 * MAX_PATH_LEN
 
-#: The route whose body limit is `reveal_body_limit`.
-_REVEAL_PATH = re.compile(r"^/v1/challenges/[^/]+/reveal$")
+#: The reveal route (its challenge id is group 1): its body limit is sized per challenge.
+_REVEAL_PATH = re.compile(r"^/v1/challenges/([^/]+)/reveal$")
+
+
+def worker_threads(config: ValidatorConfig) -> int:
+    """anyio worker threads a node needs: one per audit place (slots + queue: a reveal waiting
+    for a slot holds its thread) plus `THREAD_MARGIN` for everything else."""
+    return config.effective_audit_slots + config.effective_audit_queue + THREAD_MARGIN
 
 
 def reveal_body_limit(max_n: int, s_max: int) -> int:
-    """The reveal route's body limit: the largest legal reveal for a node issuing `n <= max_n`
-    with at most `s_max` samples (SPEC 3 v1.1), plus `MAX_BODY` of slack (whitespace, the
-    signature).
+    """The cap on the reveal route's body limit: the largest legal reveal for a node issuing
+    `n <= max_n` with at most `s_max` samples (SPEC 3 v1.1), plus `MAX_BODY` of slack
+    (whitespace, the signature). The limit of one challenge is usually far smaller
+    (`PocValidator.largest_reveal` + `REVEAL_SLACK`).
 
     A reveal holds `s <= min(s_max, MAX_SAMPLES)` samples and, in a row audit, the whole
     output of each audited one: `8n` bytes as "0x" hex, 16n + 4 JSON characters (64 KiB at
     n = 4096). The adaptive policy may audit every sample (`m = s`), and an output is allowed
     on any sample, so every sample is counted with an output: 256 samples at n = 4096 come
-    to about 18 MiB. Anything larger cannot be a legal reveal and is refused (413) before it
-    is read."""
+    to about 18 MiB. Anything larger cannot be a legal reveal."""
     samples = min(s_max, MAX_SAMPLES)
     return MAX_BODY + samples * (_SAMPLE_JSON + 16 * max_n + 4)
 
@@ -97,9 +131,11 @@ HTTP_STATUS: tuple[tuple[type[HashCloudError], int], ...] = (
     (ChallengeExpired, 410),
     (ChallengeUsed, 409),
     (RevealUnauthorized, 403),
+    (MalformedReveal, 400),
     (DuplicateTransaction, 409),
     (RateLimited, 429),
     (MempoolFull, 429),
+    (StorageUnavailable, 503),
     (ValidatorError, 422),
 )
 """The HTTP status of each error class (first match wins; anything else is 400). The core's
@@ -116,20 +152,24 @@ def http_status(exc: HashCloudError) -> int:
 
 class BodyLimit:
     """ASGI middleware refusing request bodies larger than `limit` bytes with 413 (the reveal
-    route: `reveal_limit` bytes, default `limit`).
+    route of challenge `id`: `reveal_limit(id)` bytes, default `limit`).
 
     A declared Content-Length over the limit is refused before reading; a chunked body is
     counted as it streams and refused with an HTTPException, which FastAPI's body parser
     passes through (a plain exception would become a 400)."""
 
-    def __init__(self, app: ASGIApp, limit: int, reveal_limit: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, limit: int,
+                 reveal_limit: Callable[[str], int] | None = None) -> None:
         """Wrap `app` with the limits."""
         self.app, self.limit = app, limit
-        self.reveal_limit = limit if reveal_limit is None else reveal_limit
+        self.reveal_limit = reveal_limit
 
     def limit_for(self, path: str) -> int:
-        """The body limit of the route at `path`."""
-        return self.reveal_limit if _REVEAL_PATH.match(path) else self.limit
+        """The body limit of the route at `path` (asked afresh for each request)."""
+        match = _REVEAL_PATH.match(path)
+        if match is None or self.reveal_limit is None:
+            return self.limit
+        return self.reveal_limit(match.group(1))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse an oversized body, else pass the request on with its body counted."""
@@ -180,13 +220,16 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
                max_body: int = MAX_BODY, reveal_body: int | None = None,
                block_time: float | None = None, close_on_shutdown: bool = False) -> FastAPI:
     """The FastAPI application of one node; blocks are produced every block time
-    (`block_time` seconds overrides the genesis cadence for this node). `reveal_body` is the
-    reveal route's body limit (default: `reveal_body_limit` of the validator's `max_n` and
-    `s_max`)."""
-    if reveal_body is None:
-        cfg = service.validator.config
-        reveal_body = reveal_body_limit(cfg.max_n, cfg.s_max)
+    (`block_time` seconds overrides the genesis cadence for this node). `reveal_body` caps
+    the reveal route's per-challenge body limit (default: `reveal_body_limit` of the
+    validator's `max_n` and `s_max`)."""
+    cfg = service.validator.config
+    reveal_cap = reveal_body_limit(cfg.max_n, cfg.s_max) if reveal_body is None else reveal_body
     feed = HeadFeed()
+
+    def reveal_limit(challenge_id: str) -> int:
+        size = service.validator.largest_reveal(challenge_id)
+        return max_body if size is None else min(reveal_cap, size + REVEAL_SLACK)
 
     async def producer() -> None:
         period = block_time or service.genesis.block_time_ms / 1000
@@ -202,6 +245,9 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Reveals waiting for an audit slot must not take every thread (module doc).
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, worker_threads(cfg))
         task = asyncio.create_task(producer()) if produce_blocks else None
         try:
             yield
@@ -218,7 +264,7 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
                   description="PoC validator and L1 chain node (HashCloud SPEC v1).")
     app.state.service = service
     app.state.feed = feed
-    app.add_middleware(BodyLimit, limit=max_body, reveal_limit=reveal_body)
+    app.add_middleware(BodyLimit, limit=max_body, reveal_limit=reveal_limit)
 
     @app.exception_handler(HashCloudError)
     async def _hc_error(_: Request, exc: HashCloudError) -> JSONResponse:
@@ -255,7 +301,8 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
     @app.post("/v1/challenges/{challenge_id}/reveal", response_model=RevealResponse)
     def reveal(challenge_id: str, req: RevealRequest, request: Request) -> RevealResponse:
         """Reveal the signed samples (SPEC 3 v1.1); the audit runs in a worker thread, off
-        the event loop. A failed audit counts against the socket peer too."""
+        the event loop. A failed audit counts against the socket peer too. 403 / 400 leave
+        the challenge open, 422 burns it (module doc)."""
         ip = request.client.host if request.client else "unknown"
         return service.reveal(challenge_id, req, ip)
 

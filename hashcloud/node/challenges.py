@@ -100,7 +100,8 @@ class ChallengeEntry:
     challenge's worker); `issued_at` is the node's clock (unix seconds) at issue, for the
     SPEC 3 `compute_time <= now - issue time` check; `client_ip` (the issuing request's
     socket peer) is charged a failed audit; `request_time_ms` is the signed request's time,
-    restored into the replay guard after a restart.
+    restored into the replay guard after a restart; `failure`, once its audit failed: when
+    and against which client addresses (the issuing and the revealing one) it counts.
     """
 
     challenge: Challenge
@@ -111,6 +112,7 @@ class ChallengeEntry:
     state: ChallengeState = ChallengeState.ISSUED
     commitment: CommittedWork | None = None
     outcome: Outcome | None = None
+    failure: tuple[float, tuple[str, ...]] | None = None
 
 
 class ChallengeTable:
@@ -141,6 +143,19 @@ class ChallengeTable:
         self._entries[cid] = entry
         self._by_worker.setdefault(entry.challenge.worker_address, set()).add(cid)
 
+    def discard(self, entry: ChallengeEntry) -> None:
+        """Forget a freshly issued challenge whose issue could not be made durable (nobody
+        got it), so it does not count against its worker's open bound."""
+        cid = entry.challenge.challenge_id
+        if self._entries.get(cid) is not entry:
+            return
+        del self._entries[cid]
+        ids = self._by_worker.get(entry.challenge.worker_address)
+        if ids is not None:
+            ids.discard(cid)
+            if not ids:
+                del self._by_worker[entry.challenge.worker_address]
+
     def lookup(self, challenge_id: str) -> ChallengeEntry:
         """The entry of `challenge_id`, or ChallengeNotFound (the node only holds challenges
         it signed, so the token needs no re-check)."""
@@ -163,6 +178,14 @@ class ChallengeTable:
         require_state(entry, ChallengeState.ISSUED, "commit")
         entry.commitment = work
         entry.state = ChallengeState.COMMITTED
+
+    @staticmethod
+    def uncommit(entry: ChallengeEntry, work: CommittedWork) -> None:
+        """committed -> issued: the commitment `work` could not be made durable, so nobody
+        got its indices; the worker may commit again (a no-op if `entry` moved on)."""
+        if entry.state is ChallengeState.COMMITTED and entry.commitment is work:
+            entry.commitment = None
+            entry.state = ChallengeState.ISSUED
 
     def for_reveal(self, challenge_id: str, now_ms: int) -> ChallengeEntry:
         """The entry a reveal is about, without claiming it (SPEC 3 v1.1).

@@ -75,8 +75,9 @@ class ValidatorConfig:
     audit_slots: int | None = None
     #: Reveals that may wait for a slot (beyond: 429); None: four per slot.
     audit_queue: int | None = None
-    #: Places of the audit queue only workers with a clean history may take (`AuditGate`);
-    #: None: a quarter of the queue.
+    #: Places of the audit queue only workers with a clean history (`policy.trusted_after`
+    #: accepted rounds, no recent failure) may take (`AuditGate`); None: a quarter of the
+    #: queue. With `audit_slots`, it also sizes the app's worker threads (`app.worker_threads`).
     audit_reserved: int | None = None
     #: How audited samples are checked (SPEC 3 v1.1): "rows" recomputes `audit_rows` drawn
     #: rows of each audited loop's revealed output, "full" recomputes whole leaves (v1).

@@ -23,6 +23,7 @@ Either is logged at WARNING.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -33,12 +34,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hashcloud.errors import FrameCorrupt
+from hashcloud.errors import FrameCorrupt, StorageUnavailable
 from hashcloud.fsutil import FrameScan, atomic_replace, frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JOURNAL_MAGIC", "MAX_RECORD", "AppendLog", "LogContents", "TxJournal"]
+__all__ = ["JOURNAL_MAGIC", "MAX_RECORD", "AppendLog", "LogContents", "StorageUnavailable",
+           "TxJournal"]
 
 JOURNAL_MAGIC = b"HCTJ"
 """Record magic of the current format (a legacy record can never start with it: its
@@ -86,11 +88,21 @@ class AppendLog:
         """Append one record and return once it is durable.
 
         Group commit: concurrent appenders write under a short lock, then one fsync covers
-        every record written before it started, so N waiting requests cost one fsync."""
+        every record written before it started, so N waiting requests cost one fsync.
+        A failed write (disk full, I/O error) raises OSError and leaves no partial record
+        behind (`_drop_partial`); a failed fsync raises OSError with the record possibly on
+        disk."""
         record = self._record(data)
         with self._lock:
-            self._fh.write(record)
-            self._fh.flush()
+            size = self.path.stat().st_size if self.path.exists() else 0
+            try:
+                self._fh.write(record)
+                self._fh.flush()
+            except (OSError, ValueError) as exc:  # ValueError: the handle could not reopen
+                self._drop_partial(size)
+                if isinstance(exc, ValueError):
+                    raise OSError(f"{self.name} is not open for appends") from exc
+                raise
             self._written += 1
             mine = self._written
         with self._sync_lock:
@@ -100,6 +112,22 @@ class AppendLog:
                 target, fd = self._written, self._fh.fileno()
             os.fsync(fd)
             self._synced = max(self._synced, target)
+
+    def _drop_partial(self, size: int) -> None:
+        """After a failed write: cut the file back to `size` bytes (what was there before the
+        record) and reopen it, so no partial record sits before the next append (it would
+        read as damage). Best effort; locked."""
+        with contextlib.suppress(OSError, ValueError):
+            self._fh.close()  # its unwritten buffer goes with it
+        try:
+            if self.path.exists() and self.path.stat().st_size > size:
+                os.truncate(self.path, size)
+        except OSError as exc:
+            log.error("%s: cannot cut a partial record off %s: %s", self.name, self.path, exc)
+        try:
+            self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
+        except OSError as exc:  # the next append fails (OSError) and tries again
+            log.error("%s: cannot reopen %s: %s", self.name, self.path, exc)
 
     def rewrite(self, records: Iterable[bytes]) -> None:
         """Atomically and durably replace the log with `records`.

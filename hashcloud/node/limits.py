@@ -200,8 +200,9 @@ class AuditGate:
     - *order*: when a slot frees, a waiting trusted audit takes it before any waiting unknown
       one (no order is promised within a class).
 
-    *Trusted* is the caller's call; the validator's rule: the worker has at least one
-    accepted round and no recent failed audit (`AuditPolicy.recent_failures`). Thread-safe:
+    *Trusted* is the caller's call; the validator's rule: the worker has at least
+    `AuditPolicy.trusted_after` accepted rounds (one cheap round must not buy priority) and
+    no recent failed audit (`AuditPolicy.recent_failures`). Thread-safe:
     `admit()` takes a place or raises; every admitted audit calls `release()` exactly once;
     `slot(trusted)` is held around the recomputation itself.
     """

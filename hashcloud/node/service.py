@@ -57,13 +57,18 @@ AUDIT_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
                          2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
+#: `hc_reveals_total` outcomes that are audited rounds, and their `hc_rounds_total` label.
+_ROUND_OUTCOMES = {"accepted": "accepted", "failed": "rejected"}
+
+
 @dataclass
 class NodeMetrics:
     """Prometheus metrics of one node (own registry, so several nodes can share a process).
 
     Also the PoC validator's `ValidatorMetrics`: `hc_audit_seconds{n, mode}` is the thread CPU
     time of each audit's recomputation (SPEC 3 v1.1 rows or full), `hc_reveals_total{outcome}`
-    counts reveals by how they ended (`validator.REVEAL_OUTCOMES`)."""
+    counts reveals by how they ended (`validator.REVEAL_OUTCOMES`), `hc_rounds_total{outcome}`
+    only the audited ones (accepted, rejected)."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -72,6 +77,8 @@ class NodeMetrics:
         r = self.registry
         self.challenges = Counter("hc_challenges_issued", "Challenges issued", registry=r)
         self.rounds = Counter("hc_rounds", "Audited rounds by outcome", ["outcome"], registry=r)
+        for label in _ROUND_OUTCOMES.values():
+            self.rounds.labels(label)
         self.txs = Counter("hc_transactions", "Submitted transactions by outcome", ["outcome"],
                            registry=r)
         self.blocks = Counter("hc_blocks_produced", "Blocks produced", registry=r)
@@ -94,8 +101,13 @@ class NodeMetrics:
             self.audit_seconds.labels(str(n), mode).observe(max(0.0, cpu_seconds))
 
     def count_reveal(self, outcome: str) -> None:
-        """Count one reveal by outcome (`ValidatorMetrics`)."""
+        """Count one reveal by outcome (`ValidatorMetrics`), and a real audit outcome as a
+        round: `accepted` or `rejected` (a failed audit). Refusals that audit nothing
+        (unauthorized, malformed, busy, unknown, ...) and repeated reveals are no rounds:
+        third parties could inflate them."""
         self.reveals.labels(outcome).inc()
+        if outcome in _ROUND_OUTCOMES:
+            self.rounds.labels(_ROUND_OUTCOMES[outcome]).inc()
 
 
 class NodeService:
@@ -264,14 +276,10 @@ class NodeService:
         """Audit the revealed samples (SPEC 3 v1.1); on success the receipt carries the
         reward estimate. `client_ip` is the socket peer (charged a failed audit)."""
         t0 = time.perf_counter()
-        try:
+        try:  # rounds are counted by outcome through the validator's metrics
             receipt, resp = self.validator.reveal(challenge_id, req, client_ip)
-        except HashCloudError:
-            self.metrics.rounds.labels("rejected").inc()
-            raise
         finally:
             self.metrics.reveal_seconds.observe(time.perf_counter() - t0)
-        self.metrics.rounds.labels("accepted").inc()
         return resp.model_copy(update={
             "reward_estimate": reward_for(self.genesis, receipt.loops, receipt.n)})
 

@@ -36,7 +36,8 @@ The flow:
    c. the reveal's shape: exactly the drawn indices, outputs where the plan needs them
       (MalformedReveal: the challenge stays committed until its deadline, no failed audit);
    d. claim it (auditing), admit it to the audit gate (AuditQueueFull, 429: back to
-      committed), then the checks that burn the round when they fail: inclusion proofs and
+      committed; workers with `policy.trusted_after` accepted rounds and no recent failure
+      go first), then the checks that burn the round when they fail: inclusion proofs and
       outputs against their leaves (cheap, first), then `audit_samples` (rows or whole
       leaves, in an audit slot, timed in thread CPU seconds);
    e. a signed `Receipt` with `audited = len(plan.audited)`.
@@ -46,7 +47,10 @@ The flow:
 Durability: every issued challenge, commitment and outcome is appended to the challenge
 journal (fsynced) before the node answers, and the table is rebuilt from it on start; an
 outcome is written while the challenge is still `auditing`, so nobody is answered with an
-outcome a crash could take back.
+outcome a crash could take back. A failed audit's record names its client addresses, so the
+failed audits per address survive a restart. If the journal cannot be written
+(StorageUnavailable, answered 503) the change is undone: an issued challenge is dropped, a
+commitment goes back to issued, an audit's challenge back to committed.
 
 Thread safety: one lock guards all in-memory state (challenge table, limits, histories,
 counters). It is never held during the expensive parts (signatures, audits, fsyncs): `issue`
@@ -91,6 +95,7 @@ from hashcloud.errors import (
     RequestRefused,
     RevealRefused,
     RevealUnauthorized,
+    StorageUnavailable,
     ValidatorError,
 )
 from hashcloud.node.challenge_log import ChallengeLog
@@ -133,6 +138,7 @@ __all__ = [
     "PocValidator",
     "RewardFn",
     "ValidatorMetrics",
+    "reveal_json_bound",
     "reveal_outcome",
 ]
 
@@ -272,7 +278,8 @@ class PocValidator:
         self._restore()
 
     def _restore(self) -> None:
-        """Rebuild the challenge table and the replay guard from the challenge journal."""
+        """Rebuild the challenge table, the replay guard and the failed audits per client
+        address (those within `limits.FAILURE_WINDOW`) from the challenge journal."""
         now = self._clock()
         skew_s = self.config.request_time_skew_ms / 1000
         for entry in self.challenge_log.load(_ms(now), self.config.effective_reveal_grace_ms):
@@ -281,6 +288,9 @@ class PocValidator:
             if forget_at > now:
                 self._limits.remember_request(entry.challenge.worker_address,
                                               entry.request_time_ms, forget_at)
+        # The failed audits per client address (SPEC 3 v1.1 "Abuse bounds"), oldest first.
+        for at, client_ips in self.challenge_log.restored_failures:
+            self._limits.record_failure(client_ips, at)
 
     def close(self) -> None:
         """Release the challenge journal (every record is already durable)."""
@@ -300,7 +310,8 @@ class PocValidator:
         SPEC 5), the request time (within `request_time_skew_ms` of now, and not a replay of
         a request that already got a challenge), the per-address rate limit, the
         failed-audit cooldown and the open-challenge bound. Raises RateLimited,
-        RequestRefused or CoolingDown. The challenge is journaled before it is returned.
+        RequestRefused or CoolingDown. The challenge is journaled before it is returned; if
+        the journal cannot be written it is dropped again and StorageUnavailable raised.
         """
         try:
             return self._issue(req, head_height, head_hash, client_ip)
@@ -343,7 +354,13 @@ class PocValidator:
             self._limits.remember_request(address, req.request_time_ms,
                                           now + 2 * cfg.request_time_skew_ms / 1000)
             self._counters.issued += 1
-        self.challenge_log.issued(entry)  # durable before the answer (SPEC 3 v1.1)
+        try:
+            self.challenge_log.issued(entry)  # durable before the answer (SPEC 3 v1.1)
+        except StorageUnavailable:
+            with self._lock:  # nobody got it: it must not count against the open bound
+                self._table.discard(entry)
+                self._counters.issued -= 1
+            raise
         return ChallengeResponse(
             challenge=challenge,
             chain_id=self.chain_id,
@@ -408,7 +425,8 @@ class PocValidator:
         the CSPRNG, and with them the plan: `m = policy.choose_m(...)` audited samples (the
         worker's history as of now) and, in `rows` mode, `min(n, audit_rows)` rows of each
         (`config.audit_mode`), so the miner can neither choose nor grind them. The
-        commitment and its plan are journaled before the signed answer is returned.
+        commitment and its plan are journaled before the signed answer is returned; if the
+        journal cannot be written the challenge goes back to issued (StorageUnavailable).
         """
         try:
             return self._commit(challenge_id, req)
@@ -441,7 +459,13 @@ class PocValidator:
                                  rate, peak, indices, plan)
             self._table.commit(entry, work)
             self._counters.committed += 1
-        self.challenge_log.committed(challenge_id, work)  # durable before the answer
+        try:
+            self.challenge_log.committed(challenge_id, work)  # durable before the answer
+        except StorageUnavailable:
+            with self._lock:  # nobody got the indices: the worker may commit again
+                self._table.uncommit(entry, work)
+                self._counters.committed -= 1
+            raise
         signature = sign(self.key, indices_signing_bytes(
             self.chain_id, challenge_id, req.merkle_root, req.loops, indices, plan))
         return CommitResponse(challenge_id=challenge_id, indices=list(indices), audit=plan,
@@ -461,7 +485,8 @@ class PocValidator:
         (MalformedReveal), the audit gate (AuditQueueFull), then inclusion, outputs and the
         plan's audit (AuditFailed: the round is burned and counted against the worker and
         the client addresses). A repeated, correctly signed reveal after acceptance returns
-        the same receipt and response. Every outcome is journaled before it is returned.
+        the same receipt and response. Every outcome is journaled before it is returned (if
+        the journal cannot be written: StorageUnavailable, the challenge stays committed).
         """
         try:
             outcome, label = self._reveal(challenge_id, req, client_ip)
@@ -525,9 +550,12 @@ class PocValidator:
         return outcome, "accepted"
 
     def _is_trusted(self, history: WorkerHistory, now: float) -> bool:
-        """The audit gate's priority rule: at least one accepted round and no recent failed
-        audit (`AuditPolicy.recent_failures`). Locked."""
-        return history.accepted > 0 and self.config.policy.recent_failures(history, now) == 0
+        """The audit gate's priority rule: at least `policy.trusted_after` accepted rounds
+        (the history that earns `trusted_m`: one cheap round must not buy the priority) and
+        no recent failed audit (`AuditPolicy.recent_failures`). Locked."""
+        policy = self.config.policy
+        return (history.accepted >= policy.trusted_after
+                and policy.recent_failures(history, now) == 0)
 
     def _audit(
         self, entry: ChallengeEntry, samples: list[RevealedSample], trusted: bool, now: float
@@ -587,8 +615,9 @@ class PocValidator:
         The journal append runs while the challenge is still `auditing` (concurrent reveals
         are refused), so no one is answered with an outcome a crash could take back; if it
         fails, the challenge goes back to committed and the error propagates."""
+        failure = None if outcome is not None else (now, (entry.client_ip, reveal_ip))
         try:
-            self.challenge_log.finished(entry.challenge.challenge_id, outcome)
+            self.challenge_log.finished(entry.challenge.challenge_id, outcome, failure)
         except BaseException:
             with self._lock:
                 self._table.release(entry)
@@ -597,6 +626,7 @@ class PocValidator:
         policy = self.config.policy
         with self._lock:
             self._table.finish(entry, outcome)
+            entry.failure = failure
             history = self._histories.get(address)
             if outcome is None:
                 self._counters.rejected += 1
@@ -627,6 +657,24 @@ class PocValidator:
         with self._lock:
             return self._table.open_count(address, _ms(self._clock()))
 
+    def largest_reveal(self, challenge_id: str) -> int | None:
+        """Bytes of the largest legal reveal of `challenge_id` as compact JSON
+        (`reveal_json_bound` of its loops, drawn samples and, in a row audit, the audited
+        samples' outputs), or None if no reveal of it can be accepted now (unknown, not
+        committed, being audited, rejected, past its deadline). An accepted challenge keeps
+        its size: a repeated reveal gets the same receipt. The HTTP app sizes the reveal
+        route's body limit with it, before reading the body."""
+        with self._lock:
+            try:
+                entry = self._table.for_reveal(challenge_id, _ms(self._clock()))
+            except ValidatorError:
+                return None
+            com, n = entry.commitment, entry.challenge.n
+        if com is None:
+            return None
+        outputs = len(com.plan.audited) if com.plan.mode == "rows" else 0
+        return reveal_json_bound(com.loops, len(com.indices), n, outputs)
+
     def expire(self) -> int:
         """Forget challenges past `expiry + reveal_grace_ms` and stale rate-limit state.
 
@@ -638,7 +686,7 @@ class PocValidator:
         with self._lock:
             dropped = self._table.drop_expired(_ms(now))
             self._limits.prune(now)
-        self.challenge_log.forget(dropped)
+        self.challenge_log.forget(dropped, now)
         return len(dropped)
 
     def stats(self) -> dict[str, int]:
@@ -660,6 +708,29 @@ class PocValidator:
                 "open": self._table.open_total(_ms(self._clock())),
                 "workers": len(self._histories),
             }
+
+
+#: JSON characters of one revealed sample besides its index digits, path and output, at most:
+#: the keys and punctuation (with `json.dumps`'s default ", " / ": " separators), the quoted
+#: "0x" leaf and a `null` output, rounded up.
+_SAMPLE_FIXED = 160
+#: JSON characters of one audit path hash at most: quoted "0x" hex, comma and space.
+_PATH_HASH = 70
+#: JSON characters of the reveal around its samples at most: keys, the signature's hex.
+_REVEAL_FIXED = 256
+
+
+def reveal_json_bound(loops: int, s: int, n: int, outputs: int) -> int:
+    """Most JSON characters of a legal reveal of `s` samples of a `loops`-leaf tree at size
+    `n`, `outputs` of them carrying a loop output (SPEC 3 v1.1; no insignificant whitespace
+    beyond `json.dumps`'s separators: the caller adds slack).
+
+    Every sample is counted with the longest index (`loops - 1`) and a full audit path
+    (`ceil(log2(loops))` hashes, the tree's depth); an output is `8n` bytes as quoted "0x"
+    hex, `16n + 4` characters in place of `null`."""
+    depth = max(loops - 1, 0).bit_length()
+    per_sample = _SAMPLE_FIXED + len(str(max(loops - 1, 0))) + _PATH_HASH * depth
+    return _REVEAL_FIXED + s * per_sample + outputs * (16 * n + 4)
 
 
 def _ms(seconds: float) -> int:

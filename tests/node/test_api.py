@@ -13,8 +13,10 @@ import copy
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,10 +38,17 @@ from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
 from hashcloud.crypto.signatures import sign
 from hashcloud.engine.mining import Engine
-from hashcloud.engine.rows import loop_output
-from hashcloud.node.app import MAX_BODY, reveal_body_limit
+from hashcloud.engine.rows import loop_output, row_digests_of
+from hashcloud.node.app import (
+    MAX_BODY,
+    REVEAL_SLACK,
+    THREAD_MARGIN,
+    reveal_body_limit,
+    worker_threads,
+)
 from hashcloud.node.config import ValidatorConfig
 from hashcloud.node.service import NodeService
+from hashcloud.node.validator import reveal_json_bound
 from hashcloud.poc.challenge import challenge_request_bytes, commit_message
 from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.proof import Sample
@@ -277,6 +286,12 @@ def test_reveal_after_acceptance_returns_the_same_receipt(api: TestClient, servi
     # Only for a reveal the worker signed (SPEC 3 v1.1).
     forged = reveal_body(ch, samples, work.merkle_root, service.chain_id, key=OTHER_KEY)
     assert "not signed" in assert_refused(api.post(url, json=forged), 403)["detail"]
+    assert_refused(api.post("/v1/challenges/" + "cd" * 16 + "/reveal", json=body), 404)
+    # One audited round: the repeats, the forgery and the unknown id are no rounds.
+    metrics = api.get("/metrics").text.splitlines()
+    assert 'hc_rounds_total{outcome="accepted"} 1.0' in metrics
+    assert 'hc_rounds_total{outcome="rejected"} 0.0' in metrics
+    assert 'hc_reveals_total{outcome="repeated"} 1.0' in metrics
 
 
 # ------------------------------------------------------------------ PoC refusals
@@ -333,7 +348,9 @@ def test_tampered_reveal_is_refused_and_recorded(api: TestClient, service: NodeS
     body = assert_refused(api.post(url, json=honest), 409)
     assert "rejected" in body["detail"]
     metrics = api.get("/metrics").text
-    assert 'hc_rounds_total{outcome="rejected"} 2.0' in metrics
+    # One audited round, one failure: the refused second reveal is no round.
+    assert 'hc_rounds_total{outcome="rejected"} 1.0' in metrics
+    assert 'hc_rounds_total{outcome="accepted"} 0.0' in metrics
     assert 'hc_reveals_total{outcome="failed"} 1.0' in metrics
     assert 'hc_reveals_total{outcome="used"} 1.0' in metrics
 
@@ -342,7 +359,8 @@ def test_tampered_reveal_is_refused_and_recorded(api: TestClient, service: NodeS
                                     "missing_output"])
 def test_malformed_reveal_leaves_the_challenge_open(api: TestClient, service: NodeService,
                                                     engine: Engine, tamper: str) -> None:
-    """SPEC 3 v1.1: a signed reveal of the wrong shape is 422 and burns nothing."""
+    """SPEC 3 v1.1: a signed reveal of the wrong shape is 400 (not 422, a failed audit) and
+    burns nothing."""
     ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
     bad = copy.deepcopy(samples)
     if tamper == "wrong_indices":
@@ -361,12 +379,16 @@ def test_malformed_reveal_leaves_the_challenge_open(api: TestClient, service: No
         expect = "needs its output"
     url = f"/v1/challenges/{ch['challenge_id']}/reveal"
     body = assert_refused(api.post(url, json=reveal_body(ch, bad, work.merkle_root,
-                                                          service.chain_id)), 422)
+                                                          service.chain_id)), 400)
     assert expect in body["detail"]
     assert service.validator.history(WORKER_KEY.public_key.address).failed == 0
     honest = api.post(url, json=reveal_body(ch, samples, work.merkle_root, service.chain_id))
     assert honest.status_code == 200 and honest.json()["accepted"] is True
-    assert 'hc_reveals_total{outcome="malformed"} 1.0' in api.get("/metrics").text
+    metrics = api.get("/metrics").text.splitlines()
+    assert 'hc_reveals_total{outcome="malformed"} 1.0' in metrics
+    # Only the audit is a round: the malformed reveal counts in no round outcome.
+    assert 'hc_rounds_total{outcome="accepted"} 1.0' in metrics
+    assert 'hc_rounds_total{outcome="rejected"} 0.0' in metrics
 
 
 def test_consistent_tree_of_garbage_leaves_fails_recomputation(
@@ -574,9 +596,9 @@ POST_ROUTES = ["/v1/challenges", "/v1/challenges/{cid}/commit",
 
 
 def limit_of(route: str, service: NodeService) -> int:
-    """The body limit of `route`: the reveal's is sized to the largest legal reveal."""
-    cfg = service.validator.config
-    return reveal_body_limit(cfg.max_n, cfg.s_max) if route.endswith("reveal") else MAX_BODY
+    """The body limit of `route` for an unknown challenge: MAX_BODY everywhere (a reveal's
+    limit is sized per committed challenge)."""
+    return MAX_BODY
 
 
 @pytest.mark.parametrize("route", POST_ROUTES)
@@ -614,11 +636,17 @@ def test_reveal_limit_fits_the_largest_legal_reveal() -> None:
     assert reveal_body_limit(n, s_max) < 2 * len(body) and reveal_body_limit(64, 10) < 2 * MAX_BODY
 
 
-def test_reveal_between_the_limits_is_parsed(api: TestClient) -> None:
-    body = b"{}" + b" " * (2 * MAX_BODY)
-    resp = api.post("/v1/challenges/" + "ab" * 16 + "/reveal", content=body,
+def test_reveal_between_the_limits_is_parsed_for_a_committed_challenge(
+        api: TestClient, service: NodeService, engine: Engine) -> None:
+    ch, _, _ = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    body = b"{}" + b" " * (MAX_BODY + 1000)
+    resp = api.post(f"/v1/challenges/{ch['challenge_id']}/reveal", content=body,
                     headers={"content-type": "application/json"})
     assert_refused(resp, 422)  # read and validated, not refused for its size
+    # The same body to an unknown challenge is never read (its reveal is refused anyway).
+    resp = api.post("/v1/challenges/" + "ab" * 16 + "/reveal", content=body,
+                    headers={"content-type": "application/json"})
+    assert_refused(resp, 413)
 
 
 def test_body_at_the_limit_is_parsed(api: TestClient) -> None:
@@ -632,6 +660,191 @@ def test_bad_content_length_is_refused(api: TestClient, value: str) -> None:
     resp = api.post("/v1/transactions", content=b"{}",
                     headers={"content-type": "application/json", "content-length": value})
     assert 400 <= resp.status_code < 500
+
+
+# ------------------------------------------------- reveal abuse: paths, sizes, threads
+
+
+def test_third_party_cannot_alter_a_path_in_the_workers_signed_reveal(
+        api: TestClient, service: NodeService, engine: Engine) -> None:
+    """The reveal signature covers each sample's audit path: a copy of the worker's signed
+    reveal with one path hash changed, sent first, is 403 and burns nothing; the worker's own
+    reveal is accepted afterwards."""
+    ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    url = f"/v1/challenges/{ch['challenge_id']}/reveal"
+    honest = reveal_body(ch, samples, work.merkle_root, service.chain_id)
+    stolen = copy.deepcopy(honest)
+    stolen["samples"][2]["proof"][1] = flip_hex(stolen["samples"][2]["proof"][1])
+    body = assert_refused(api.post(url, json=stolen), 403)
+    assert "not signed" in body["detail"]
+    address = WORKER_KEY.public_key.address
+    history = service.validator.history(address)
+    assert history.failed == 0 and history.failure_times == ()
+    assert service.validator.open_challenges(address) == 1  # still committed, still open
+    resp = api.post(url, json=honest)
+    assert resp.status_code == 200 and resp.json()["accepted"] is True, resp.text
+    metrics = api.get("/metrics").text.splitlines()
+    assert 'hc_reveals_total{outcome="unauthorized"} 1.0' in metrics
+    assert 'hc_rounds_total{outcome="rejected"} 0.0' in metrics
+
+
+def test_reveal_limit_is_sized_per_challenge(api: TestClient, service: NodeService,
+                                             engine: Engine) -> None:
+    """An honest reveal padded to exactly its challenge's limit (largest legal reveal +
+    REVEAL_SLACK) is read and accepted; one byte more is 413 and leaves the round open."""
+    ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    cid = ch["challenge_id"]
+    largest = service.validator.largest_reveal(cid)
+    assert largest is not None
+    limit = largest + REVEAL_SLACK
+    assert MAX_BODY < limit < 2 * MAX_BODY  # n = 64, 10 samples: far below the 18 MiB cap
+    honest = json.dumps(reveal_body(ch, samples, work.merkle_root, service.chain_id)).encode()
+    assert len(honest) <= largest
+    padded = honest[:-1] + b" " * (limit - len(honest)) + b"}"
+    assert len(padded) == limit
+    url = f"/v1/challenges/{cid}/reveal"
+    headers = {"content-type": "application/json"}
+    assert_refused(api.post(url, content=padded[:-1] + b" }", headers=headers), 413)
+    resp = api.post(url, content=padded, headers=headers)
+    assert resp.status_code == 200 and resp.json()["accepted"] is True, resp.text
+    # Accepted: a repeated reveal (same receipt) still fits.
+    assert service.validator.largest_reveal(cid) == largest
+    assert api.post(url, content=padded, headers=headers).status_code == 200
+    # Unknown and uncommitted challenges get the default limit.
+    assert service.validator.largest_reveal("ab" * 16) is None
+    fresh = issue(api, WORKER_KEY, service.chain_id)["challenge_id"]
+    assert service.validator.largest_reveal(fresh) is None
+
+
+def test_oversized_reveal_to_an_unknown_challenge_is_refused_before_parsing(
+        api: TestClient) -> None:
+    """Any id gets at most MAX_BODY unless it names a committed challenge: a 17.5 MB body
+    (what used to be parsed on the event loop) is 413, not 422, and never read."""
+    body = b"[" + b"0," * (17_500_000 // 2) + b"0]"  # valid JSON, wrong shape
+    resp = api.post("/v1/challenges/" + "ef" * 16 + "/reveal", content=body,
+                    headers={"content-type": "application/json"})
+    assert "larger than" in assert_refused(resp, 413)["detail"]
+
+
+@pytest.mark.parametrize("loops", [1, 2, 31, 32, 33, 1000, 2**40])
+def test_reveal_bound_covers_the_largest_reveal_shape(loops: int) -> None:
+    """`reveal_json_bound` against the worst case of each shape: the longest index, a full
+    audit path on every sample, an output on every audited one (`json.dumps` spacing)."""
+    n, s = 64, min(loops, 12)
+    depth = (loops - 1).bit_length()
+    for outputs in (0, min(3, s), s):
+        samples = [{"index": loops - 1, "leaf": "0x" + "ab" * 32,
+                    "proof": ["0x" + "cd" * 32] * depth,
+                    "output": "0x" + "ef" * (8 * n) if j < outputs else None}
+                   for j in range(s)]
+        body = json.dumps({"samples": samples, "signature": "01" * 64}).encode()
+        bound = reveal_json_bound(loops, s, n, outputs)
+        assert len(body) <= bound < len(body) + 64 * s + 512
+
+
+@pytest.mark.timeout(120)
+def test_blocked_audits_leave_threads_for_a_challenge_request(node_dir: NodeDir,
+                                                             engine: Engine) -> None:
+    """45 audit places (above anyio's 40 default threads), every one taken by a reveal
+    blocked in its audit or waiting for the slot: a challenge request is still answered,
+    because the app sizes the thread pool to slots + queue + THREAD_MARGIN."""
+    slots, queue = 1, 44
+    release = threading.Event()
+
+    def blocking_rows(seed: str, index: int, n: int, rows: list[int]) -> list[int]:
+        release.wait(60)
+        return row_digests_of(seed, index, n, rows)
+
+    config = ValidatorConfig(audit_slots=slots, audit_queue=queue, audit_reserved=0,
+                             max_open_per_worker=slots + queue + 1)
+    svc = NodeService(node_dir.files, config, row_fn=blocking_rows)
+    assert worker_threads(config) == slots + queue + THREAD_MARGIN
+    answers: list[int] = []
+    answered_while_blocked: list[int] = []
+    try:
+        with open_client(svc) as client:
+            reveals = []
+            for _ in range(slots + queue):
+                ch, work, samples = committed_round(client, WORKER_KEY, svc.chain_id, engine,
+                                                    loops=12)
+                reveals.append((f"/v1/challenges/{ch['challenge_id']}/reveal",
+                                reveal_body(ch, samples, work.merkle_root, svc.chain_id)))
+
+            def post(url: str, body: dict) -> None:
+                answers.append(client.post(url, json=body).status_code)
+
+            threads = [threading.Thread(target=post, args=r, daemon=True) for r in reveals]
+            got: list[int] = []
+            asker = threading.Thread(daemon=True, target=lambda: got.append(client.post(
+                "/v1/challenges", json=challenge_body(OTHER_KEY, svc.chain_id)).status_code))
+            try:
+                for t in threads:
+                    t.start()
+                gate = svc.validator.audit_gate
+                deadline = time.monotonic() + 20
+                while gate.pending < slots + queue or gate.waiting < queue:
+                    assert time.monotonic() < deadline, (gate.pending, gate.waiting)
+                    time.sleep(0.01)
+                asker.start()
+                asker.join(15)
+                answered_while_blocked = list(got)
+            finally:
+                release.set()  # before the client's portal stops: it waits for them
+                for t in threads:
+                    t.join(60)
+                if asker.is_alive() or got:
+                    asker.join(15)
+    finally:
+        release.set()
+        svc.close()
+    assert answered_while_blocked == [200]
+    assert answers == [200] * (slots + queue)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (disk full)")
+def test_unwritable_journal_is_503_and_undone(node_dir: NodeDir, engine: Engine) -> None:
+    """A challenge journal the disk refuses (ENOSPC: /dev/full) answers 503, undoes the
+    issue (the open bound is untouched) and the commitment (back to issued), and the log
+    recovers on the next write; after a restart the round is the one the miner was told."""
+    svc = NodeService(node_dir.files)
+    log = svc.validator.challenge_log._log
+    address = WORKER_KEY.public_key.address
+    try:
+        with open_client(svc) as client:
+            real = log._fh
+            log._fh = open("/dev/full", "ab")  # noqa: SIM115 - closed by the log
+            resp = client.post("/v1/challenges", json=challenge_body(WORKER_KEY, svc.chain_id))
+            real.close()
+            assert resp.status_code == 503, resp.text
+            assert "journal" in resp.json()["detail"]
+            assert svc.validator.open_challenges(address) == 0
+            ch = issue(client, WORKER_KEY, svc.chain_id)  # the log reopened its own file
+            cid = ch["challenge_id"]
+            work = run_loops(engine, ch["seed"], 0, max_loops=REVEAL_LOOPS)
+            real = log._fh
+            log._fh = open("/dev/full", "ab")  # noqa: SIM115 - closed by the log
+            resp = client.post(f"/v1/challenges/{cid}/commit",
+                               json=commit_body(WORKER_KEY, cid, work))
+            real.close()
+            assert resp.status_code == 503 and "retry" in resp.json()["detail"]
+            assert svc.validator.largest_reveal(cid) is None  # back to issued
+            resp = client.post(f"/v1/challenges/{cid}/commit",
+                               json=commit_body(WORKER_KEY, cid, work))
+            assert resp.status_code == 200, resp.text
+            answer = resp.json()
+    finally:
+        svc.close()
+    again = NodeService(node_dir.files)
+    try:
+        with open_client(again) as client:
+            samples = [s.model_dump(mode="json")
+                       for s in make_samples(work.tree, work.leaves, answer["indices"],
+                                             plan_outputs(ch, answer))]
+            resp = client.post(f"/v1/challenges/{cid}/reveal",
+                               json=reveal_body(ch, samples, work.merkle_root, again.chain_id))
+            assert resp.status_code == 200 and resp.json()["accepted"] is True, resp.text
+    finally:
+        again.close()
 
 
 # --------------------------------------------------------- malformed input: never a 500

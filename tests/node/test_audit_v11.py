@@ -12,8 +12,11 @@ of the validator on its challenge journal; the BLAS and proxy-header settings of
 from __future__ import annotations
 
 import hashlib
+import math
+import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,13 +30,14 @@ from hashcloud.errors import (
     RateLimited,
     RequestRefused,
     RevealUnauthorized,
+    StorageUnavailable,
 )
 from hashcloud.node import server as server_module
 from hashcloud.node.config import ValidatorConfig
 from hashcloud.node.limits import AuditGate, AuditQueueFull
 from hashcloud.node.validator import REVEAL_OUTCOMES, reveal_outcome
 from hashcloud.params import DEFAULT_AUDIT_ROWS
-from hashcloud.poc.audit_policy import DEFAULT_POLICY
+from hashcloud.poc.audit_policy import DEFAULT_POLICY, AuditPolicy
 from hashcloud.types import to_phex
 from tests.node.conftest import (
     HEAD_HASH,
@@ -152,17 +156,28 @@ def test_row_audit_catches_a_wrong_output_that_hashes_to_its_leaf(tmp_path, cloc
     assert v.stats()["rejected"] == 1
 
 
-def test_row_audit_misses_rows_it_does_not_draw(tmp_path, clock):
-    """The other side of SPEC 3's `C(rho n, k) / C(n, k)`: with k = 1 row per sample, a
-    single wrong row is only caught when drawn; the plan says which rows were checked."""
-    v = make_validator(tmp_path, clock, ValidatorConfig(audit_rows=1))
-    ch, tree, leaves, outputs, com = wrong_output_round(v, clock)
+class ForcedRows(random.Random):
+    """A seeded rng whose row draws are forced: `sample(range(n), k)` is rows 0..k-1 (the
+    sample indices and the audited subset stay random)."""
+
+    def sample(self, population, k, **kwargs):
+        if isinstance(population, range):
+            return list(population)[:k]
+        return super().sample(population, k, **kwargs)
+
+
+@pytest.mark.parametrize("bad_row", [7, 0])
+def test_row_audit_catches_exactly_the_rows_it_draws(tmp_path, clock, bad_row):
+    """The other side of SPEC 3's `C(rho n, k) / C(n, k)`: with k = 1 row per sample (forced
+    to row 0), a single wrong row in every loop is caught only when it is the drawn row."""
+    v = make_validator(tmp_path, clock, ValidatorConfig(audit_rows=1), rng=ForcedRows(3))
+    ch, tree, leaves, outputs, com = wrong_output_round(v, clock, bad_row=bad_row)
+    assert com.audit.rows == [[0]] * len(com.audit.audited)
     req = reveal_request(ch, tree, leaves, com.indices, com.audit, outputs=outputs)
-    drawn = {r for rows in com.audit.rows for r in rows}
-    if 7 in drawn:
-        with pytest.raises(AuditFailed, match="row 7"):
+    if bad_row == 0:
+        with pytest.raises(AuditFailed, match="row 0 digest does not match"):
             v.reveal(ch.challenge_id, req)
-    else:
+    else:  # row 7 is wrong in every loop, never drawn: missed
         assert v.reveal(ch.challenge_id, req)[1].accepted
 
 
@@ -313,14 +328,23 @@ def test_gate_gives_a_freed_slot_to_a_trusted_waiter_first():
 
 
 def test_full_queue_still_admits_a_worker_with_a_clean_history(tmp_path, clock, engine):
-    """The validator's rule: accepted > 0 and no recent failure is trusted; with the
-    unknown workers' places taken, a trusted reveal is admitted and an unknown one is 429
-    with its challenge left committed."""
-    v = make_validator(tmp_path, clock, ValidatorConfig(audit_slots=1, audit_queue=1,
-                                                        audit_reserved=1,
-                                                        max_open_per_worker=10))
-    ch, work, com = committed_challenge(v, clock, engine)  # WORKER_KEY earns a history
+    """The validator's rule: `policy.trusted_after` accepted rounds and no recent failure
+    is trusted (one cheap round is not enough); with the unknown workers' places taken, a
+    trusted reveal is admitted and an unknown one is 429 with its challenge left
+    committed."""
+    v = make_validator(tmp_path, clock, ValidatorConfig(
+        audit_slots=1, audit_queue=1, audit_reserved=1, max_open_per_worker=10,
+        policy=AuditPolicy(trusted_after=2)))
+    ch, work, com = committed_challenge(v, clock, engine)  # one round: not yet trusted
     assert v.reveal(ch.challenge_id, honest_reveal(ch, work, com))[1].accepted
+    v.audit_gate.admit()
+    try:
+        ch, work, com = committed_challenge(v, clock, engine)
+        with pytest.raises(AuditQueueFull):
+            v.reveal(ch.challenge_id, honest_reveal(ch, work, com))
+    finally:
+        v.audit_gate.release()
+    assert v.reveal(ch.challenge_id, honest_reveal(ch, work, com))[1].accepted  # round two
     v.audit_gate.admit()  # one unknown audit running: the unknown places are used up
     try:
         ch2, work2, com2 = committed_challenge(v, clock, engine, OTHER_KEY)  # unknown worker
@@ -334,9 +358,9 @@ def test_full_queue_still_admits_a_worker_with_a_clean_history(tmp_path, clock, 
 
 
 def test_a_recent_failure_loses_the_priority(tmp_path, clock, engine):
-    v = make_validator(tmp_path, clock, ValidatorConfig(audit_slots=1, audit_queue=1,
-                                                        audit_reserved=1,
-                                                        max_open_per_worker=10))
+    v = make_validator(tmp_path, clock, ValidatorConfig(
+        audit_slots=1, audit_queue=1, audit_reserved=1, max_open_per_worker=10,
+        policy=AuditPolicy(trusted_after=1)))
     ch, work, com = committed_challenge(v, clock, engine)
     assert v.reveal(ch.challenge_id, honest_reveal(ch, work, com))[1].accepted
     ch, _, _, bad = failing_reveal(v, clock, engine, WORKER_KEY)
@@ -430,3 +454,123 @@ def test_run_node_limits_blas_to_one_thread(monkeypatch, service):
         sock.close()
     assert calls == [{"limits": 1, "user_api": "blas"}]
     assert seen[0].proxy_headers is True and seen[0].forwarded_allow_ips == ["10.1.2.3"]
+
+
+# ------------------------------------------------ failed audits per address, restarted
+
+
+def test_failed_audits_per_address_survive_restarts(tmp_path, clock, engine):
+    """The `rejected` record names both client addresses: the per-address failure window
+    is rebuilt on restart, even once the challenges themselves expired and were compacted
+    away, and only for failures still within the window."""
+    cfg = ValidatorConfig(ip_failures_per_hour=2, challenge_ttl_ms=60_000)
+    v = make_validator(tmp_path, clock, cfg)
+    asked_from = "192.0.2.50"
+    for secret in (0xD1, 0xD2):
+        ch, _, _, bad = failing_reveal(v, clock, engine, PrivateKey(secret), asked_from)
+        with pytest.raises(AuditFailed):
+            v.reveal(ch.challenge_id, bad, OTHER_IP)
+    clock.advance(5 * 60)  # past expiry + grace: dropped and compacted away
+    v.challenge_log.compact_min = 1
+    assert v.expire() == 2 and v.challenge_log.records == 2  # the two `rejected` records
+    v.close()
+    for _ in range(2):  # restart twice: the first restart's rewrite keeps them too
+        again = make_validator(tmp_path, clock, cfg)
+        for ip in (OTHER_IP, asked_from):
+            with pytest.raises(RateLimited, match=f"failed audits from IP {ip}"):
+                issue(again, clock, PrivateKey(0xD3), ip=ip)
+        again.close()
+    clock.advance(3600)  # the failures leave the window
+    last = make_validator(tmp_path, clock, cfg)
+    assert last.challenge_log.records == 0
+    assert issue(last, clock, PrivateKey(0xD3), ip=OTHER_IP)
+    last.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (disk full)")
+def test_unwritable_outcome_leaves_the_round_committed(tmp_path, clock, engine):
+    """A failed audit whose `rejected` record cannot be written (ENOSPC) burns nothing and
+    counts against nobody: StorageUnavailable, the challenge stays committed."""
+    v = make_validator(tmp_path, clock)
+    ch, _, _, bad = failing_reveal(v, clock, engine, WORKER_KEY)
+    log = v.challenge_log._log
+    real, log._fh = log._fh, open("/dev/full", "ab")  # noqa: SIM115 - closed by the log
+    with pytest.raises(StorageUnavailable, match="journal"):
+        v.reveal(ch.challenge_id, bad, OTHER_IP)
+    real.close()
+    assert v.history(WORKER_KEY.public_key.address).failed == 0
+    assert v.stats()["rejected"] == 0
+    assert v.open_challenges(WORKER_KEY.public_key.address) == 1
+    with pytest.raises(AuditFailed):  # the journal works again: now it is durable
+        v.reveal(ch.challenge_id, bad, OTHER_IP)
+    v.close()
+
+
+# ------------------------------------------------------ honest rounds, row detection
+
+
+def test_honest_rounds_are_never_rejected(tmp_path, clock, engine):
+    """40 seeded honest rounds in `rows` mode with the default k: all accepted."""
+    v = make_validator(tmp_path, clock, rng=random.Random(2024))
+    sizes = random.Random(7)
+    for _ in range(40):
+        ch = issue(v, clock).challenge
+        work = mine(engine, ch.seed, sizes.randrange(10, 80))
+        clock.advance(5)
+        com = v.commit(ch.challenge_id, commit_request(WORKER_KEY, ch.challenge_id, ch.seed,
+                                                       loops=work.loops,
+                                                       merkle_root=work.merkle_root))
+        assert com.audit.mode == "rows"
+        assert all(len(rows) == min(N, DEFAULT_AUDIT_ROWS) for rows in com.audit.rows)
+        assert v.reveal(ch.challenge_id, honest_reveal(ch, work, com))[1].accepted
+    stats = v.stats()
+    assert stats["accepted"] == 40 and stats["rejected"] == 0
+
+
+ROW_K = 4
+ROW_M = 2
+WRONG_ROWS = 6  # of n = 64 in every loop: rho = 58 / 64
+DETECTION_ROUNDS = 300
+DETECTION_LOOPS = 10  # s = 10 samples
+
+
+def test_row_detection_rate_matches_spec(tmp_path, clock):
+    """SPEC 3 v1.1 row audit, round level: a miner whose every loop has a fraction rho of
+    correct row digests (the leaf is the hash of that output, a valid tree) survives a
+    round with probability `(C(rho n, k) / C(n, k))^m`. Over DETECTION_ROUNDS seeded rounds
+    (n = 64, k = 4, m = 2 fixed: no adaptation) the rejection rate must lie within 4
+    standard errors of `1 - (C(58, 4) / C(64, 4))^2` (about 0.554 +- 0.029 each way)."""
+    policy = AuditPolicy(base_m=ROW_M, trusted_m=ROW_M, per_failure_m=0,
+                         audit_all_after=10**6, cooldown_after=10**6)
+    v = make_validator(tmp_path, clock, ValidatorConfig(audit_rows=ROW_K, policy=policy,
+                                                        ip_failures_per_hour=10**6),
+                       rng=random.Random(99))
+    miner = random.Random(5)
+    rejected = 0
+    for _ in range(DETECTION_ROUNDS):
+        ch = issue(v, clock).challenge
+        outputs = {}
+        for i in range(DETECTION_LOOPS):
+            out = bytearray(loop_output(ch.seed, i, N))
+            for row in miner.sample(range(N), WRONG_ROWS):
+                out[8 * row] ^= 0x01
+            outputs[i] = bytes(out)
+        leaves = [leaf_hash(loop_seed(ch.seed, i), outputs[i]) for i in range(DETECTION_LOOPS)]
+        tree = MerkleTree(leaves)
+        clock.advance(5)
+        com = v.commit(ch.challenge_id, commit_request(
+            WORKER_KEY, ch.challenge_id, ch.seed, loops=DETECTION_LOOPS,
+            merkle_root=to_phex(tree.root)))
+        assert len(com.audit.audited) == ROW_M
+        assert all(len(rows) == ROW_K for rows in com.audit.rows)
+        req = reveal_request(ch, tree, leaves, com.indices, com.audit, outputs=outputs)
+        try:
+            v.reveal(ch.challenge_id, req)
+        except AuditFailed as exc:
+            assert "digest does not match" in str(exc)
+            rejected += 1
+    survive = math.comb(N - WRONG_ROWS, ROW_K) / math.comb(N, ROW_K)
+    expected = 1 - survive**ROW_M
+    se = math.sqrt(expected * (1 - expected) / DETECTION_ROUNDS)
+    rate = rejected / DETECTION_ROUNDS
+    assert abs(rate - expected) <= 4 * se, (rate, expected, se)

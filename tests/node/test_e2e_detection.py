@@ -46,8 +46,11 @@ def dishonest_work(engine: Engine, seed: str, rng: random.Random) -> RoundWork:
 @pytest.mark.timeout(240)
 def test_forged_rounds_are_caught_at_the_predicted_rate(tmp_path):
     nd = make_node_dir(tmp_path / "node")
-    # Every dishonest worker comes from 127.0.0.1: lift the per-IP failure limit.
-    node = start_node(nd.path, tmp_path / "home", extra_args=("--ip-failures", "1000"))
+    # Every dishonest worker comes from 127.0.0.1: lift the per-IP failure limit. Whole
+    # leaves are recomputed (`full`, SPEC 3's leaf-level P_detect): in `rows` mode the miner
+    # would have to reveal outputs of its garbage leaves, which it cannot make up.
+    node = start_node(nd.path, tmp_path / "home",
+                      extra_args=("--ip-failures", "1000", "--audit-mode", "full"))
     rng = random.Random(20261121)
     predicted: list[float] = []
     caught = 0

@@ -33,6 +33,7 @@ from hashcloud.errors import (
     RequestRefused,
     RevealRefused,
     RevealUnauthorized,
+    StorageUnavailable,
     ValidatorError,
 )
 from hashcloud.node.app import http_status
@@ -363,7 +364,7 @@ def test_malformed_reveal_leaves_the_challenge_open(validator, clock, engine, sh
         req = reveal_request(ch, work.tree, work.leaves, indices, plan)
     with pytest.raises(MalformedReveal) as exc:
         validator.reveal(ch.challenge_id, req)
-    assert http_status(exc.value) == 422
+    assert http_status(exc.value) == 400  # not 422: the round is still open
     hist = validator.history(WORKER_KEY.public_key.address)
     assert hist.failed == 0
     stats = validator.stats()
@@ -537,6 +538,7 @@ def test_error_classes_map_to_http_statuses():
             AuditFailed,
             MalformedReveal,
             RevealUnauthorized,
+            StorageUnavailable,
         )
     } == {
         "ChallengeNotFound": 404,
@@ -548,8 +550,9 @@ def test_error_classes_map_to_http_statuses():
         "CommitRefused": 422,
         "RevealRefused": 422,
         "AuditFailed": 422,
-        "MalformedReveal": 422,
+        "MalformedReveal": 400,
         "RevealUnauthorized": 403,
+        "StorageUnavailable": 503,
     }
     assert issubclass(ValidatorError, Exception)
 
