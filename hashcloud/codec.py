@@ -43,8 +43,15 @@ AMOUNT_BYTES = 12
 
 
 def encode_canonical(obj: Any) -> bytes:
-    """Return the canonical msgpack bytes of `obj` (arrays, ints, str, bytes, None)."""
-    return msgpack.packb(obj, use_bin_type=True)
+    """Return the canonical msgpack bytes of `obj` (arrays, ints, str, bytes, None).
+
+    A value msgpack cannot carry (an integer outside [-2**63, 2**64), an unknown type) is a
+    DecodeError naming it, never a bare OverflowError/TypeError: such values arrive from
+    untrusted proof files and HTTP bodies."""
+    try:
+        return msgpack.packb(obj, use_bin_type=True)
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise DecodeError(f"value cannot be encoded canonically: {exc}") from None
 
 
 def _check_types(obj: Any) -> None:

@@ -34,3 +34,7 @@ the revealed outputs) or `full` (recompute whole leaves, as in v1)."""
 
 DEFAULT_AUDIT_ROWS = 16
 """Default `k`, the rows recomputed per audited sample (SPEC 3 v1.1: `k = min(n, 16)`)."""
+
+MAX_LOOPS = 2**40
+"""Most loops one commitment may claim (far above any real round; keeps every index and count
+inside what the canonical encoding and the JSON edges carry exactly)."""

@@ -93,3 +93,13 @@ def test_amount_range(bad):
 def test_amount_wrong_width_rejected(raw):
     with pytest.raises(DecodeError):
         decode_amount(raw)
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, [2**70], {1, 2}])
+def test_values_the_encoding_cannot_carry_are_decode_errors(value):
+    """Untrusted numbers beyond msgpack's range (or foreign types) are a DecodeError naming
+    the problem, never a bare OverflowError/TypeError that would become a 500."""
+    from hashcloud.errors import DecodeError
+
+    with pytest.raises(DecodeError, match="cannot be encoded"):
+        encode_canonical(value)

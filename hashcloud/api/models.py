@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from hashcloud.chain.block import BlockHeader
-from hashcloud.params import MAX_S_MAX
+from hashcloud.params import MAX_LOOPS, MAX_S_MAX
 from hashcloud.poc.challenge import Challenge
 from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.proof import DeviceInfo, Sample
@@ -69,7 +69,7 @@ class CommitRequest(_Strict):
     """`POST /v1/challenges/{id}/commit`: `{loops, compute_time, merkle_root, device}` signed
     by the worker (`device_signature` over the SPEC 4 commit message, `0x` hex forms)."""
 
-    loops: int = Field(ge=1, le=2**40)
+    loops: int = Field(ge=1, le=MAX_LOOPS)
     compute_time: float = Field(gt=0, le=86_400, allow_inf_nan=False)
     merkle_root: PHash32
     device: DeviceModel

@@ -240,6 +240,9 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
             except HashCloudError as exc:
                 log.error("block production failed: %s", exc)
                 continue
+            except Exception:  # never let the producer die silently: log, retry next period
+                log.exception("block production failed")
+                continue
             if block is not None:
                 feed.publish(service.head_info().model_dump())
 

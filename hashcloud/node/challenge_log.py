@@ -399,7 +399,11 @@ class ChallengeLog:
                     return True
                 return False
 
-            dropped = self._log.compact(keep)
+            try:
+                dropped = self._log.compact(keep)
+            except OSError as exc:  # the old file stays whole; compaction is retried later
+                logger.warning("challenge journal compaction failed: %s", exc)
+                return 0
             with self._lock:
                 self._dead -= dead
                 self._kept = {cid: at for cid, at in self._kept.items() if cid not in stale}

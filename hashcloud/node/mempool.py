@@ -84,6 +84,20 @@ class Mempool:
         self._dropped.pop(txid, None)
         return txid
 
+    def withdraw(self, txid: str, reason: str) -> bool:
+        """Take `txid` back out of the pool (it could not be made durable), with whatever
+        depended on it (later nonces of its sender); False if it is no longer pending."""
+        if txid not in self._entries:
+            return False
+        others = OrderedDict((k, e) for k, e in self._entries.items() if k != txid)
+        kept, pending, dropped = self._replay(self._head_state, others)
+        self._set_entries(kept)
+        self._pending = pending
+        self._remember_drop(txid, reason)
+        for k, why in dropped:
+            self._remember_drop(k, why)
+        return True
+
     def _add_by_eviction(self, txid: str, tx: Transaction) -> None:
         """Make room by evicting the cheapest sender tail, all or nothing: the pool changes
         only if `tx` is valid on the pool without the victim (and whatever depended on it),

@@ -39,7 +39,13 @@ from hashcloud.chain.ledger import Ledger
 from hashcloud.chain.state import get_account
 from hashcloud.chain.tx import Transaction, decode_tx, encode_tx, tx_id
 from hashcloud.engine.rows import loop_leaf, row_digests_of
-from hashcloud.errors import DuplicateTransaction, HashCloudError, InvalidTransaction, NotFound
+from hashcloud.errors import (
+    DuplicateTransaction,
+    HashCloudError,
+    InvalidTransaction,
+    NotFound,
+    StorageUnavailable,
+)
 from hashcloud.node.config import DEFAULT_VALIDATOR_CONFIG, NodeFiles, ValidatorConfig
 from hashcloud.node.journal import TxJournal
 from hashcloud.node.mempool import Mempool
@@ -233,8 +239,23 @@ class NodeService:
         # Durable before acknowledged, but fsynced outside the node lock (group commit).
         # A block or rewrite racing in between is harmless: replay skips included and
         # duplicate entries.
-        self.journal.append(encode_tx(tx))
+        try:
+            self.journal.append(encode_tx(tx))
+        except OSError as exc:
+            with self.lock:
+                # Never report failure for something kept: a block may have included it.
+                if not self.mempool.withdraw(txid, "not acknowledged: the journal write "
+                                                   "failed") and self._is_included(txid):
+                    return txid
+                self.metrics.mempool.set(len(self.mempool))
+            raise StorageUnavailable(
+                f"the node cannot make the transaction durable ({exc.strerror or exc}); "
+                "it was not accepted, retry later") from None
         return txid
+
+    def _is_included(self, txid: str) -> bool:
+        """Whether `txid` is in a block of the chain."""
+        return self.ledger.find_tx(txid) is not None
 
     def produce_block(self, now_ms: int | None = None) -> Block | None:
         """Make the next block if transactions are pending (no empty-block flood)."""
@@ -245,7 +266,11 @@ class NodeService:
                                               self.key, now_ms)
             included = [tx_id(t) for t in built.block.transactions]
             self.mempool.on_new_head(self.ledger.state, included)
-            self.journal.rewrite(encode_tx(c) for c in self.mempool.candidates())
+            try:
+                self.journal.rewrite(encode_tx(c) for c in self.mempool.candidates())
+            except OSError as exc:  # the block is stored; the old journal still replays
+                log.error("mempool journal rewrite after block %d failed: %s",
+                          built.block.header.height, exc)
             self.metrics.blocks.inc()
             self.metrics.height.set(self.ledger.height)
             self.metrics.mempool.set(len(self.mempool))

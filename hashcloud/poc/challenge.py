@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from hashcloud.codec import encode_canonical
 from hashcloud.crypto.hashing import sha256
@@ -20,7 +20,7 @@ from hashcloud.crypto.keys import PrivateKey, PublicKey
 from hashcloud.crypto.signatures import domain_tag, sign, verify
 from hashcloud.errors import AuditError, InvalidSignature
 from hashcloud.poc.plan import AuditPlan
-from hashcloud.types import AddressStr, Hex32, HexId16, MatrixSize, Signature, to_phex
+from hashcloud.types import U64, AddressStr, Hex32, HexId16, MatrixSize, Signature, to_phex
 
 
 class Challenge(BaseModel):
@@ -33,9 +33,9 @@ class Challenge(BaseModel):
     seed: Hex32
     n: MatrixSize
     worker_address: AddressStr
-    issued_height: int = Field(ge=0)
+    issued_height: U64
     block_hash: Hex32
-    expiry: int = Field(ge=0)
+    expiry: U64
     token: Signature
 
 

@@ -15,12 +15,12 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from random import Random
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hashcloud.errors import ProofError
-from hashcloud.params import DEFAULT_AUDIT_ROWS
+from hashcloud.params import DEFAULT_AUDIT_ROWS, MAX_LOOPS, MAX_N, MAX_S_MAX
 
 __all__ = [
     "AuditMode",
@@ -48,8 +48,9 @@ class AuditPlan(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
     mode: AuditMode
-    audited: list[int] = Field(min_length=1, max_length=4096)
-    rows: list[list[int]] = Field(max_length=4096)
+    audited: list[Annotated[int, Field(ge=0, lt=MAX_LOOPS)]] = Field(
+        min_length=1, max_length=MAX_S_MAX)
+    rows: list[list[Annotated[int, Field(ge=0, lt=MAX_N)]]] = Field(max_length=MAX_S_MAX)
 
     @model_validator(mode="after")
     def _check_shape(self) -> AuditPlan:

@@ -19,11 +19,12 @@ from pydantic import (
 )
 
 from hashcloud.errors import ProofError, UnreadableInput
-from hashcloud.params import MAX_N, MAX_S_MAX
+from hashcloud.params import MAX_LOOPS, MAX_N, MAX_S_MAX
 from hashcloud.poc.audit import Commitment, RevealedSample
 from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.sampling import DEFAULT_S_MAX
 from hashcloud.types import (
+    U64,
     AddressStr,
     ChainId,
     Hex32,
@@ -50,7 +51,7 @@ class Sample(BaseModel):
 
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, lt=MAX_LOOPS)
     leaf: PHash32
     proof: list[PHash32] = Field(max_length=MAX_PATH_LEN)
     output: PBytes | None = Field(default=None, max_length=8 * MAX_N)
@@ -85,9 +86,9 @@ class ChallengeInfo(BaseModel):
 
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
-    issued_height: int = Field(ge=0)
+    issued_height: U64
     block_hash: Hex32
-    expiry: int = Field(ge=0)
+    expiry: U64
 
 
 class ProofFile(BaseModel):
@@ -107,10 +108,10 @@ class ProofFile(BaseModel):
     seed: Seed
     n: MatrixSize
     worker_address: AddressStr
-    loops: int = Field(ge=1, le=2**40)
+    loops: int = Field(ge=1, le=MAX_LOOPS)
     compute_time: float = Field(ge=0, le=MAX_COMPUTE_TIME, allow_inf_nan=False)
     merkle_root: PHash32
-    samples: list[Sample] = Field(min_length=1)
+    samples: list[Sample] = Field(min_length=1, max_length=MAX_S_MAX)
     public_key: PPublicKeyBytes
     device_signature: PSignature
     device: DeviceInfo

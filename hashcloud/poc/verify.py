@@ -104,6 +104,14 @@ def _check_inclusion(proof: ProofFile) -> str:
 
 def _check_outputs(proof: ProofFile) -> str:
     with_output = [smp for smp in proof.revealed() if smp.output is not None]
+    missing = [smp.index for smp in proof.samples if smp.output is None and (
+        proof.offline  # v1.1 offline proofs carry every output (v1 ones none: not checked)
+        or (proof.audit is not None and proof.audit.mode == "rows"
+            and smp.index in proof.audit.audited))]
+    if missing:
+        raise ProofError(f"index {missing[0]}: the sample has no output (SPEC 3 v1.1: "
+                         + ("offline proofs carry every output)" if proof.offline
+                            else "audited samples of a row audit carry their output)"))
     bad = [smp.index for smp in with_output if len(smp.output or b"") != 8 * proof.n]
     if bad:
         raise ProofError(f"index {bad[0]}: output must be {8 * proof.n} bytes")
@@ -246,7 +254,8 @@ def verify_proof(
     report.add("commitment", commitment)
     indices_ok = report.add("sample indices", lambda: _check_indices(proof))
     report.add("inclusion proofs", lambda: _check_inclusion(proof))
-    if any(smp.output is not None for smp in proof.samples):
+    if any(smp.output is not None for smp in proof.samples) or (
+            proof.audit is not None and proof.audit.mode == "rows"):
         report.add("outputs", lambda: _check_outputs(proof))
     _node_checks(proof, report)
     indices = [smp.index for smp in proof.samples]

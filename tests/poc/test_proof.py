@@ -278,3 +278,23 @@ def test_an_engine_that_disagrees_with_the_cpu_output_is_an_engine_error():
     bad[3] = bytes(32)
     with pytest.raises(EngineError, match="loop 3: the committed leaf"):
         sample_outputs(work.seed, 64, [1, 3], leaves=bad)
+
+
+def test_v11_output_rules(proof_obj):
+    """SPEC 3 v1.1: an offline proof that carries outputs carries every one (a v1 proof with
+    none is still checked by whole leaves); oversized or out-of-range numbers are invalid, not
+    a crash."""
+    stripped = {**proof_obj, "samples": [{**proof_obj["samples"][0], "output": None},
+                                         *proof_obj["samples"][1:]]}
+    report = verify_proof(parse_proof(stripped))
+    assert any(e.startswith("outputs: index ") and "offline proofs carry every output" in e
+               for e in report.errors), report.errors
+    v1 = {**proof_obj, "samples": [{**s, "output": None} for s in proof_obj["samples"]]}
+    assert verify_proof(parse_proof(v1)).valid
+    for field, value in (("index", 2**70), ("index", 2**40)):
+        bad = {**proof_obj, "samples": [{**proof_obj["samples"][0], field: value},
+                                        *proof_obj["samples"][1:]]}
+        with pytest.raises(ProofError, match="samples.0.index"):
+            parse_proof(bad)
+    with pytest.raises(ProofError, match="samples"):
+        parse_proof({**proof_obj, "samples": proof_obj["samples"] * 30})
