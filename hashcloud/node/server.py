@@ -26,7 +26,7 @@ from pathlib import Path
 import uvicorn
 from threadpoolctl import threadpool_limits
 
-from hashcloud.errors import NodeError
+from hashcloud.errors import InvalidOption, NodeError
 from hashcloud.node.app import create_app
 from hashcloud.node.config import (
     DEFAULT_VALIDATOR_CONFIG,
@@ -42,10 +42,17 @@ log = logging.getLogger(__name__)
 
 
 def open_or_init(data_dir: Path) -> tuple[NodeFiles, bool]:
-    """Load `data_dir`, initialising it first if it has no genesis; (files, created)."""
-    if is_initialised(data_dir):
-        return load_data_dir(data_dir), False
-    return init_data_dir(data_dir), True
+    """Load `data_dir`, initialising it first if it has no genesis; (files, created).
+
+    A data dir that cannot be created or read (a path under /proc, no permission) is an
+    InvalidOption naming it (CLI exit 2, SPEC 7 "unreadable input")."""
+    try:
+        if is_initialised(data_dir):
+            return load_data_dir(data_dir), False
+        return init_data_dir(data_dir), True
+    except OSError as exc:
+        raise InvalidOption(
+            f"data dir {data_dir} cannot be used: {exc.strerror or exc}") from None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

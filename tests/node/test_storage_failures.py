@@ -57,3 +57,17 @@ def test_reveal_index_beyond_the_encoding_is_refused_not_500(api: TestClient) ->
             "signature": "11" * 64}
     resp = api.post(f"/v1/challenges/{'ab' * 16}/reveal", json=body)
     assert 400 <= resp.status_code < 500, resp.text
+
+
+def test_node_start_on_an_unusable_data_dir_is_a_usage_error(tmp_path: Path) -> None:
+    """SPEC 7: unreadable input is exit 2 with one line, never a traceback."""
+    from typer.testing import CliRunner
+
+    from hashcloud.cli.main import app
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = CliRunner().invoke(app, ["--home", str(tmp_path / "h"), "node", "start",
+                                      "--data-dir", str(blocker / "node"), "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert "cannot be used" in result.output and "Traceback" not in result.output
