@@ -11,11 +11,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleBuilder, MerkleTree
 from hashcloud.crypto.signatures import sign
+from hashcloud.engine.device import cpu_core_count
 from hashcloud.engine.gemm import leaf_hash, loop_seed
 from hashcloud.engine.mining import Engine
 from hashcloud.engine.rows import loop_output
@@ -119,14 +121,24 @@ def make_samples(
 
 def sample_outputs(seed: str, n: int, indices: Iterable[int],
                    output_fn: OutputFn = loop_output,
-                   leaves: Sequence[bytes] | None = None) -> dict[int, bytes]:
+                   leaves: Sequence[bytes] | None = None,
+                   workers: int | None = None) -> dict[int, bytes]:
     """The loop outputs of `indices`, recomputed (SPEC 1.8): a round keeps only 32-byte
-    leaves, so the few outputs an audit asks for are computed again (m loops of work).
+    leaves, so the few outputs an audit asks for are computed again (m loops of work; every
+    sample of an offline proof). Loops run on `workers` threads (default: one per core, each
+    with a single-threaded BLAS), so s outputs at n=4096 cost s/cores loop times.
 
     With the round's `leaves`, each output is checked against its committed leaf first, so
     a disagreement between the mining engine and this CPU path (a device fault) is an
     EngineError here rather than a failed audit at the node."""
-    outputs = {i: output_fn(seed, i, n) for i in indices}
+    wanted = list(indices)
+    threads = max(1, min(len(wanted), workers or cpu_core_count()))
+    if threads == 1:
+        outputs = {i: output_fn(seed, i, n) for i in wanted}
+    else:
+        with ThreadPoolExecutor(threads, "hc-output") as pool:
+            computed = list(pool.map(lambda i: output_fn(seed, i, n), wanted))
+        outputs = dict(zip(wanted, computed, strict=True))
     if leaves is not None:
         for i, output in outputs.items():
             if leaf_hash(loop_seed(seed, i), output) != leaves[i]:

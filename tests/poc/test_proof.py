@@ -298,3 +298,14 @@ def test_v11_output_rules(proof_obj):
             parse_proof(bad)
     with pytest.raises(ProofError, match="samples"):
         parse_proof({**proof_obj, "samples": proof_obj["samples"] * 30})
+
+
+def test_sample_outputs_on_several_threads_equal_one_thread():
+    from hashcloud.engine.rows import loop_output
+    from hashcloud.poc.round import sample_outputs
+
+    indices = [0, 3, 5, 7, 11]
+    one = sample_outputs("cd" * 32, 64, indices, workers=1)
+    many = sample_outputs("cd" * 32, 64, indices, workers=4)
+    assert list(many) == indices and many == one
+    assert one[5] == loop_output("cd" * 32, 5, 64)
