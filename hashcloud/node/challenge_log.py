@@ -224,7 +224,9 @@ def _apply(entries: dict[str, ChallengeEntry], record: _Record) -> None:
     if entry is None:
         return
     if isinstance(record, _Committed):
-        if entry.state is ChallengeState.ISSUED:
+        # The last commitment wins while no outcome follows: a commit whose record reached the
+        # disk but whose fsync failed was undone in memory and may have been made again.
+        if entry.state in (ChallengeState.ISSUED, ChallengeState.COMMITTED):
             entry.commitment = CommittedWork(record.loops, record.compute_time,
                                              record.merkle_root, record.device, record.rate,
                                              record.peak, tuple(record.indices), record.plan)

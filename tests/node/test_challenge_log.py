@@ -161,3 +161,20 @@ def test_concurrent_appends_are_all_durable(tmp_path, clock):
     assert not errors
     entries = ChallengeLog(tmp_path).load(int(clock() * 1000), 600_000)
     assert len(entries) == len(keys)
+
+
+def test_the_last_commitment_wins_on_replay(tmp_path, clock, engine):
+    """A commit undone after its fsync failed may leave its record on disk; the worker then
+    commits again. Replay must restore the second commitment, whose indices the worker holds."""
+    import dataclasses
+
+    v = make_validator(tmp_path, clock)
+    ch, work, com = committed_challenge(v, clock, engine)
+    first = v._table.lookup(ch.challenge_id).commitment
+    assert first is not None and len(first.indices) > 1
+    second = dataclasses.replace(first, indices=tuple(reversed(first.indices)))
+    v.challenge_log.committed(ch.challenge_id, second)
+    v.close()
+    entries = ChallengeLog(tmp_path).load(int(clock() * 1000), 600_000)
+    assert entries[0].state is ChallengeState.COMMITTED
+    assert entries[0].commitment.indices == second.indices != first.indices
