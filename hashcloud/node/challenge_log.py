@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from hashcloud.api.models import DeviceModel, RevealResponse
 from hashcloud.crypto.keys import PublicKey
-from hashcloud.errors import HashCloudError, StorageUnavailable
+from hashcloud.errors import HashCloudError
 from hashcloud.node.challenges import (
     ChallengeEntry,
     ChallengeState,
@@ -349,13 +349,7 @@ class ChallengeLog:
 
     def _append(self, body: bytes) -> None:
         """Append and fsync one record; count it. StorageUnavailable if the disk refuses."""
-        try:
-            self._log.append(body)
-        except OSError as exc:
-            logger.error("challenge journal %s: write failed: %s", self.path, exc)
-            raise StorageUnavailable(
-                f"the node cannot make its challenge journal durable ({exc.strerror or exc}); "
-                "nothing was changed, retry later") from exc
+        self._log.append(body)
         with self._lock:
             self._records += 1
 

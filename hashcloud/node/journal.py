@@ -39,8 +39,7 @@ from hashcloud.fsutil import FrameScan, atomic_replace, frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JOURNAL_MAGIC", "MAX_RECORD", "AppendLog", "LogContents", "StorageUnavailable",
-           "TxJournal"]
+__all__ = ["JOURNAL_MAGIC", "MAX_RECORD", "AppendLog", "LogContents", "TxJournal"]
 
 JOURNAL_MAGIC = b"HCTJ"
 """Record magic of the current format (a legacy record can never start with it: its
@@ -89,9 +88,20 @@ class AppendLog:
 
         Group commit: concurrent appenders write under a short lock, then one fsync covers
         every record written before it started, so N waiting requests cost one fsync.
-        A failed write (disk full, I/O error) raises OSError and leaves no partial record
-        behind (`_drop_partial`); a failed fsync raises OSError with the record possibly on
-        disk."""
+        A failed write (disk full, I/O error) leaves no partial record behind
+        (`_drop_partial`); a failed fsync may leave the record on disk. Either way the caller
+        gets StorageUnavailable (answered 503): it must undo what the record was to make
+        durable, and nothing it acknowledged is lost."""
+        try:
+            self._append(data)
+        except OSError as exc:
+            log.error("%s: write to %s failed: %s", self.name, self.path, exc)
+            raise StorageUnavailable(
+                f"the node cannot make its {self.name} durable ({exc.strerror or exc}); "
+                "nothing was changed, retry later") from exc
+
+    def _append(self, data: bytes) -> None:
+        """`append` itself, raising OSError."""
         record = self._record(data)
         with self._lock:
             size = self.path.stat().st_size if self.path.exists() else 0

@@ -241,7 +241,7 @@ class NodeService:
         # duplicate entries.
         try:
             self.journal.append(encode_tx(tx))
-        except OSError as exc:
+        except StorageUnavailable as exc:
             with self.lock:
                 # Never report failure for something kept: a block may have included it.
                 if not self.mempool.withdraw(txid, "not acknowledged: the journal write "
@@ -249,8 +249,7 @@ class NodeService:
                     return txid
                 self.metrics.mempool.set(len(self.mempool))
             raise StorageUnavailable(
-                f"the node cannot make the transaction durable ({exc.strerror or exc}); "
-                "it was not accepted, retry later") from None
+                f"{exc}: the transaction was not accepted") from None
         return txid
 
     def _is_included(self, txid: str) -> bool:
