@@ -186,11 +186,6 @@ MatrixSize = Annotated[int, Field(ge=MIN_N, le=MAX_N, multiple_of=N_STEP)]
 """A matrix size n of SPEC 1 in a record (same rule as `validate_n`)."""
 
 
-def from_phex(text: str) -> bytes:
-    """Bytes of a `0x` hex string already validated by one of the aliases above."""
-    return bytes.fromhex(text[2:])
-
-
 def to_phex(data: bytes) -> str:
     """`0x` + lower-case hex (proof-file form)."""
     return "0x" + data.hex()

@@ -215,13 +215,6 @@ class ChallengeTable:
             raise ChallengeExpired(f"reveal deadline of challenge {cid} passed")
         entry.state = ChallengeState.AUDITING
 
-    def begin_reveal(self, challenge_id: str, now_ms: int) -> ChallengeEntry:
-        """`for_reveal` then, unless the challenge is already accepted, `claim`."""
-        entry = self.for_reveal(challenge_id, now_ms)
-        if entry.state is not ChallengeState.ACCEPTED:
-            self.claim(entry, now_ms)
-        return entry
-
     @staticmethod
     def release(entry: ChallengeEntry) -> None:
         """auditing -> committed: the audit did not run to a verdict through no fault of the

@@ -71,12 +71,6 @@ class AuditPlan(BaseModel):
                 raise ValueError("each audited sample needs distinct non-negative rows")
         return self
 
-    def rows_of(self, index: int) -> list[int] | None:
-        """The rows drawn for sample `index` (None if it is not audited or mode is full)."""
-        if self.mode == "full" or index not in self.audited:
-            return None
-        return self.rows[self.audited.index(index)]
-
     def check_fits(self, indices: Sequence[int], n: int) -> None:
         """Raise ProofError unless every audited index is one of `indices` and every row
         lies in `[0, n)` (what a plan must satisfy for a round of these samples)."""

@@ -130,10 +130,6 @@ class ProofFile(BaseModel):
             raise ValueError(f"version must be the integer {PROOF_VERSION}")
         return value
 
-    def commit_bytes(self) -> bytes:
-        """The SPEC 4 commit message covered by `device_signature`."""
-        return self.commitment().message()
-
     def commitment(self) -> Commitment:
         """The commitment this proof makes, in the audit's bytes form (SPEC 3, 4)."""
         return Commitment(self.challenge_id, self.seed, self.n, self.worker_address,

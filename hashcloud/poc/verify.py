@@ -20,6 +20,7 @@ from hashcloud.errors import HashCloudError, ProofError
 from hashcloud.params import DEFAULT_AUDIT_ROWS
 from hashcloud.poc.audit import (
     LeafFn,
+    RevealedSample,
     RowFn,
     audit_samples,
     check_commitment,
@@ -97,13 +98,13 @@ def _check_indices(proof: ProofFile) -> str:
     return f"{s} indices, one per stratum"
 
 
-def _check_inclusion(proof: ProofFile) -> str:
-    check_inclusion(proof.revealed(), proof.merkle_root, proof.loops)
+def _check_inclusion(proof: ProofFile, samples: Sequence[RevealedSample]) -> str:
+    check_inclusion(samples, proof.merkle_root, proof.loops)
     return f"{len(proof.samples)} inclusion proofs verify against the root"
 
 
-def _check_outputs(proof: ProofFile) -> str:
-    with_output = [smp for smp in proof.revealed() if smp.output is not None]
+def _check_outputs(proof: ProofFile, samples: Sequence[RevealedSample]) -> str:
+    with_output = [smp for smp in samples if smp.output is not None]
     missing = [smp.index for smp in proof.samples if smp.output is None and (
         proof.offline  # v1.1 offline proofs carry every output (v1 ones none: not checked)
         or (proof.audit is not None and proof.audit.mode == "rows"
@@ -137,9 +138,8 @@ def verifier_plan(proof: ProofFile, which: Sequence[int], *, rows: int | None, f
     return whole, AuditPlan(mode="rows", audited=by_rows, rows=drawn)
 
 
-def _recompute(proof: ProofFile, whole: Sequence[int], plan: AuditPlan | None,
-               leaf_fn: LeafFn, row_fn: RowFn) -> str:
-    samples = proof.revealed()
+def _recompute(proof: ProofFile, samples: Sequence[RevealedSample], whole: Sequence[int],
+               plan: AuditPlan | None, leaf_fn: LeafFn, row_fn: RowFn) -> str:
     position = {smp.index: j for j, smp in enumerate(samples)}
     recompute_leaves(proof.seed, proof.n, samples, [position[i] for i in whole], leaf_fn)
     done = [f"{len(whole)} leaves recomputed and equal"] if whole or plan is None else []
@@ -253,10 +253,11 @@ def verify_proof(
 
     report.add("commitment", commitment)
     indices_ok = report.add("sample indices", lambda: _check_indices(proof))
-    report.add("inclusion proofs", lambda: _check_inclusion(proof))
+    samples = proof.revealed()  # the audit's bytes form, built once
+    report.add("inclusion proofs", lambda: _check_inclusion(proof, samples))
     if any(smp.output is not None for smp in proof.samples) or (
             proof.audit is not None and proof.audit.mode == "rows"):
-        report.add("outputs", lambda: _check_outputs(proof))
+        report.add("outputs", lambda: _check_outputs(proof, samples))
     _node_checks(proof, report)
     indices = [smp.index for smp in proof.samples]
     if indices_ok or len(set(indices)) == len(indices):
@@ -264,7 +265,8 @@ def verify_proof(
         which = sorted(rng.sample(indices, k)) if k < len(indices) else sorted(indices)
         report.recomputed = which
         whole, plan = verifier_plan(proof, which, rows=rows, full=full, rng=rng)
-        report.add("recomputation", lambda: _recompute(proof, whole, plan, leaf_fn, row_fn))
+        report.add("recomputation",
+                   lambda: _recompute(proof, samples, whole, plan, leaf_fn, row_fn))
         s = len(indices)
         report.p_detect_one_forged = p_detect(s, 1, k) if s else 0.0
         report.p_detect_10pct_forged = p_detect(s, max(1, math.ceil(0.1 * s)), k) if s else 0.0

@@ -37,7 +37,7 @@ def test_commit_response_carries_the_signed_audit_plan():
             "audit": {"mode": "rows", "audited": [5], "rows": [[0, 9]]},
             "indices_signature": "0x" + "22" * 64}
     resp = CommitResponse.model_validate(body)
-    assert resp.audit.rows_of(5) == [0, 9]
+    assert resp.audit.rows[resp.audit.audited.index(5)] == [0, 9]
     with pytest.raises(ValidationError):
         CommitResponse.model_validate({**body, "audit": {"mode": "rows", "audited": [5],
                                                         "rows": []}})

@@ -66,6 +66,14 @@ def outcome() -> tuple:
 # ------------------------------------------------------------------- the table alone
 
 
+def begin_reveal(table: ChallengeTable, challenge_id: str, now_ms: int) -> ChallengeEntry:
+    """What the validator does on a reveal: `for_reveal`, then `claim` unless accepted."""
+    entry = table.for_reveal(challenge_id, now_ms)
+    if entry.state is not ChallengeState.ACCEPTED:
+        table.claim(entry, now_ms)
+    return entry
+
+
 def test_transitions_issue_commit_reveal_accept():
     table = ChallengeTable(GRACE_MS)
     e = entry("01" * 16)
@@ -74,12 +82,12 @@ def test_transitions_issue_commit_reveal_accept():
     assert table.for_commit("01" * 16, NOW_MS) is e
     table.commit(e, committed_work())
     assert e.state is ChallengeState.COMMITTED and e.commitment == committed_work()
-    assert table.begin_reveal("01" * 16, NOW_MS) is e and e.state is ChallengeState.AUDITING
+    assert begin_reveal(table, "01" * 16, NOW_MS) is e and e.state is ChallengeState.AUDITING
     result = outcome()
     table.finish(e, result)
     assert e.state is ChallengeState.ACCEPTED
     # An accepted challenge is handed back unchanged: the caller answers with its outcome.
-    again = table.begin_reveal("01" * 16, NOW_MS + TTL_MS + GRACE_MS + 1)
+    again = begin_reveal(table, "01" * 16, NOW_MS + TTL_MS + GRACE_MS + 1)
     assert again is e and again.outcome is result and e.state is ChallengeState.ACCEPTED
 
 
@@ -88,11 +96,11 @@ def test_rejected_challenge_is_used_up():
     e = entry("02" * 16)
     table.add(e)
     table.commit(table.for_commit("02" * 16, NOW_MS), committed_work())
-    table.begin_reveal("02" * 16, NOW_MS)
+    begin_reveal(table, "02" * 16, NOW_MS)
     table.finish(e, None)
     assert e.state is ChallengeState.REJECTED
     for call in (lambda: table.for_commit("02" * 16, NOW_MS),
-                 lambda: table.begin_reveal("02" * 16, NOW_MS)):
+                 lambda: begin_reveal(table, "02" * 16, NOW_MS)):
         with pytest.raises(ChallengeUsed, match="rejected and is used up"):
             call()
 
@@ -102,11 +110,11 @@ def test_release_returns_an_audit_to_committed():
     e = entry("03" * 16)
     table.add(e)
     table.commit(e, committed_work())
-    table.begin_reveal("03" * 16, NOW_MS)
+    begin_reveal(table, "03" * 16, NOW_MS)
     with pytest.raises(ChallengeUsed, match="being audited"):
-        table.begin_reveal("03" * 16, NOW_MS)
+        begin_reveal(table, "03" * 16, NOW_MS)
     table.release(e)
-    assert table.begin_reveal("03" * 16, NOW_MS) is e
+    assert begin_reveal(table, "03" * 16, NOW_MS) is e
 
 
 def test_wrong_state_refusals_name_the_state():
@@ -114,7 +122,7 @@ def test_wrong_state_refusals_name_the_state():
     e = entry("04" * 16)
     table.add(e)
     with pytest.raises(ChallengeUsed, match="cannot reveal: .* is not committed yet"):
-        table.begin_reveal("04" * 16, NOW_MS)
+        begin_reveal(table, "04" * 16, NOW_MS)
     table.commit(e, committed_work())
     with pytest.raises(ChallengeUsed, match="cannot commit: .* is already committed"):
         table.for_commit("04" * 16, NOW_MS)
@@ -140,8 +148,8 @@ def test_commit_before_expiry_reveal_before_expiry_plus_grace():
         table.for_commit("06" * 16, expiry)
     table.commit(table.for_commit("06" * 16, expiry - 1), committed_work())
     with pytest.raises(ChallengeExpired, match="reveal deadline"):
-        table.begin_reveal("06" * 16, expiry + GRACE_MS)
-    assert table.begin_reveal("06" * 16, expiry + GRACE_MS - 1) is e
+        begin_reveal(table, "06" * 16, expiry + GRACE_MS)
+    assert begin_reveal(table, "06" * 16, expiry + GRACE_MS - 1) is e
 
 
 def test_open_counts_and_next_expiry():
@@ -169,7 +177,7 @@ def test_expire_drops_in_issue_order_and_keeps_running_audits():
     for e in (old, auditing, young):
         table.add(e)
     table.commit(auditing, committed_work())
-    table.begin_reveal("0b" * 16, NOW_MS)
+    begin_reveal(table, "0b" * 16, NOW_MS)
     deadline = NOW_MS + 1 + TTL_MS + GRACE_MS
     assert table.expire(deadline - 2) == 0
     assert table.expire(deadline) == 1  # `old` only: the running audit stays

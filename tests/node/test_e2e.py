@@ -25,7 +25,6 @@ from hashcloud.chain.tx import TX_FIELDS, Transaction, make_transfer, tx_id, tx_
 from hashcloud.client.http import NodeClient
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.poc.receipt import decode_receipt
-from hashcloud.types import from_phex
 from tests.node.conftest import (
     CLAIM_FEE,
     OTHER_KEY,
@@ -99,7 +98,7 @@ def test_cli_round_is_accepted_included_and_rewarded(mined) -> None:
     assert isinstance(out["tx_id"], str) and len(out["tx_id"]) == 64
     assert isinstance(out["height"], int) and out["height"] >= 1
     proof = json.loads(Path(out["proof_path"]).read_text())
-    receipt = decode_receipt(from_phex(proof["receipt"]))
+    receipt = decode_receipt(bytes.fromhex(proof["receipt"][2:]))
     assert (receipt.task_id, receipt.loops, receipt.n) == (proof["challenge_id"], out["loops"],
                                                            64)
     genesis = load_genesis(nd.path / "genesis.json")
