@@ -81,7 +81,8 @@ from hashcloud.errors import (
 )
 from hashcloud.node.config import ValidatorConfig
 from hashcloud.node.service import NodeService
-from hashcloud.poc.proof import MAX_PATH_LEN
+from hashcloud.node.validator import reveal_json_bound
+from hashcloud.params import MAX_LOOPS
 from hashcloud.types import AddressStr, Hex32, describe_errors
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,6 @@ or two): the reveal route's limit for a committed challenge."""
 
 THREAD_MARGIN = 40
 """Worker threads kept for the other routes beyond the audit places (anyio's own default)."""
-
-#: JSON characters of one revealed sample besides its output, at most: keys, an index of up
-#: to 13 digits (loops <= 2^40), the "0x" leaf and `MAX_PATH_LEN` "0x" path hashes (68 each
-#: with quotes and a comma), rounded up.
-_SAMPLE_JSON = 128 + 70 * MAX_PATH_LEN
 
 #: The reveal route (its challenge id is group 1): its body limit is sized per challenge.
 _REVEAL_PATH = re.compile(r"^/v1/challenges/([^/]+)/reveal$")
@@ -121,9 +117,10 @@ def reveal_body_limit(max_n: int, s_max: int) -> int:
     output of each audited one: `8n` bytes as "0x" hex, 16n + 4 JSON characters (64 KiB at
     n = 4096). The adaptive policy may audit every sample (`m = s`), and an output is allowed
     on any sample, so every sample is counted with an output: 256 samples at n = 4096 come
-    to about 18 MiB. Anything larger cannot be a legal reveal."""
+    to about 17 MiB. Anything larger cannot be a legal reveal. The bound is the validator's
+    own `reveal_json_bound` at its worst case (a tree of `MAX_LOOPS` leaves)."""
     samples = min(s_max, MAX_SAMPLES)
-    return MAX_BODY + samples * (_SAMPLE_JSON + 16 * max_n + 4)
+    return MAX_BODY + reveal_json_bound(MAX_LOOPS, samples, max_n, samples)
 
 HTTP_STATUS: tuple[tuple[type[HashCloudError], int], ...] = (
     (NotFound, 404),
