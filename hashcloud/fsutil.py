@@ -26,6 +26,7 @@ This module is a bottom layer: it imports nothing from hashcloud but `hashcloud.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import struct
@@ -46,7 +47,22 @@ __all__ = [
     "frame_size",
     "fsync_dir",
     "read_frame_at",
+    "read_rebuildable",
 ]
+
+
+def read_rebuildable(path: Path | str, *, missing: str, unreadable: str,
+                     logger: logging.Logger) -> bytes | None:
+    """The bytes of a file the caller can rebuild (an index, a snapshot), or None: a missing
+    file logs `missing` at INFO, an unreadable one `unreadable` (with the reason) at WARNING.
+    The caller then rebuilds from its source of truth; it never fails on such a file."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        logger.info("%s", missing)
+    except OSError as exc:
+        logger.warning("%s (%s)", unreadable, exc.strerror or exc)
+    return None
 
 
 def fsync_dir(path: Path | str) -> None:

@@ -274,3 +274,19 @@ def test_property_any_flipped_byte_is_corruption(
     with pytest.raises(FrameCorrupt) as info:
         scan(bytes(full))
     assert info.value.offset <= pos
+
+
+def test_read_rebuildable_reads_or_logs(tmp_path, caplog):
+    import logging
+
+    from hashcloud.fsutil import read_rebuildable
+
+    log = logging.getLogger("hashcloud.test")
+    (tmp_path / "f").write_bytes(b"data")
+    assert read_rebuildable(tmp_path / "f", missing="m", unreadable="u", logger=log) == b"data"
+    with caplog.at_level(logging.INFO, logger="hashcloud.test"):
+        assert read_rebuildable(tmp_path / "no", missing="gone; rebuilding",
+                                unreadable="u", logger=log) is None
+        assert read_rebuildable(tmp_path, missing="m", unreadable="cannot read it",
+                                logger=log) is None  # a directory: IsADirectoryError
+    assert "gone; rebuilding" in caplog.text and "cannot read it (" in caplog.text

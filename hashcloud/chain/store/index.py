@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hashcloud.chain.store.blocklog import LOG_HEADER
-from hashcloud.fsutil import atomic_replace
+from hashcloud.fsutil import atomic_replace, read_rebuildable
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +66,9 @@ def read_index(path: Path) -> list[IndexEntry] | None:
     the caller then rebuilds it whole. A damaged, partial or inconsistent entry ends the
     prefix (logged at WARNING); the caller re-derives what follows from the log.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        logger.info("block index missing; building it from the log")
-        return None
-    except OSError as exc:
-        logger.warning("block index unreadable (%s); rebuilding", exc.strerror)
+    data = read_rebuildable(path, missing="block index missing; building it from the log",
+                            unreadable="block index unreadable; rebuilding", logger=logger)
+    if data is None:
         return None
     if len(data) < _HEAD.size:
         logger.warning("block index truncated; rebuilding")

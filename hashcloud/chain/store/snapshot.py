@@ -18,7 +18,7 @@ import msgpack
 
 from hashcloud.chain.store.blocklog import FORMAT_VERSION, HASH_LEN
 from hashcloud.errors import StoreError
-from hashcloud.fsutil import atomic_replace
+from hashcloud.fsutil import atomic_replace, read_rebuildable
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +81,9 @@ def read_snapshot(path: Path) -> Snapshot | None:
 
     Whether it matches the block log is the store's check (it knows the hashes).
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        logger.info("no state snapshot; state will be rebuilt by replay")
-        return None
-    except OSError as exc:
-        logger.warning("state snapshot unreadable (%s); ignoring it", exc.strerror)
+    data = read_rebuildable(path, missing="no state snapshot; state will be rebuilt by replay",
+                            unreadable="state snapshot unreadable; ignoring it", logger=logger)
+    if data is None:
         return None
     parsed = parse_snapshot(data)
     if parsed is None:
