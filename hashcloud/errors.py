@@ -48,6 +48,11 @@ class InvalidOption(InputError):
     """An option value that cannot be used: a malformed node URL, bad genesis options."""
 
 
+class InvalidAmount(InputError):
+    """An amount a user typed that is not a valid number of HC or base units (SPEC 6 v1.1
+    units): negative, too many decimals, not a decimal number, or 2**96 base units or more."""
+
+
 class DecodeError(HashCloudError):
     """Bytes or text that are not a canonical encoding of the expected record."""
 
@@ -87,6 +92,11 @@ class InvalidAddress(CryptoError):
 
 class KeystoreError(HashCloudError):
     """Key file problems: missing, already existing, unreadable or wrong passphrase."""
+
+
+class KeyFileExposed(KeystoreError):
+    """A key file that group or others may access, or that another user owns: refused
+    before it is read, as ssh refuses an unprotected private key (POSIX only)."""
 
 
 # ---------------------------------------------------------------------------- engine
@@ -255,6 +265,11 @@ class StoreLocked(StoreError):
     """Another process holds the chain store's writer lock."""
 
 
+class StoreRolledBack(StoreError):
+    """The chain store is missing or behind what this node once acknowledged (its watermark
+    or its journal): refused unless the operator accepts the rollback (SPEC 6 storage)."""
+
+
 class ChainAuditFailed(ChainError):
     """`audit_chain` found a problem; the message names the first one (and its height)."""
 
@@ -290,3 +305,13 @@ class NodeRejected(NodeError):
         super().__init__(f"node refused ({status}): {detail}")
         self.status = status
         self.detail = detail
+
+
+class ProducerUnavailable(NodeError):
+    """A follower cannot relay a request: its producer is unreachable, answered 5xx, or was
+    refused by the follower (SPEC 7 v1.1 followers); answered 503 with the reason."""
+
+
+class FollowRefused(ChainError):
+    """A follower's producer served an invalid or conflicting block, or another genesis: the
+    follower stops following and keeps the blocks it already accepted (SPEC 6, 7 v1.1)."""

@@ -157,6 +157,10 @@ TaskId = HexId16
 ChainId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,32}$")]
 """A chain id: 1-32 characters of `a-z`, `0-9` and `-` (it appears in domain tags)."""
 
+GenesisPrefix = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+"""The first 16 hex digits of a genesis block hash: with the chain id, the chain a domain
+tag names (SPEC 5 v1.1, `crypto.signatures.ChainDomain`)."""
+
 Amount = Annotated[int, Field(ge=0, lt=MAX_AMOUNT)]
 """An amount of base units in [0, 2**96)."""
 

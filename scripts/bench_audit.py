@@ -56,7 +56,7 @@ from hashcloud.api.models import (
 )
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
-from hashcloud.crypto.signatures import clear_verification_cache, sign
+from hashcloud.crypto.signatures import ChainDomain, clear_verification_cache, sign
 from hashcloud.engine.gemm import leaf_hash, loop_seed
 from hashcloud.engine.mining import Engine
 from hashcloud.engine.rows import loop_leaf
@@ -83,7 +83,7 @@ TARGETS = {2048: 0.40, 4096: 0.20}
 GARBAGE_TARGET_S = 0.2
 GARBAGE_TARGET_N = 4096
 
-CHAIN = "hc-bench"
+CHAIN = ChainDomain("hc-bench", "be7c" * 4)
 NODE_KEY = PrivateKey(0xC0FFEE)
 HEAD_HEIGHT = 7
 HEAD_HASH = "ab" * 32

@@ -16,20 +16,26 @@ from pathlib import Path
 
 from hashcloud.chain.audit import audit_chain
 from hashcloud.chain.block import block_hash, encode_block
-from hashcloud.chain.genesis import Genesis, genesis_block, genesis_hash, genesis_state
+from hashcloud.chain.genesis import (
+    Genesis,
+    chain_domain,
+    genesis_block,
+    genesis_hash,
+    genesis_state,
+)
 from hashcloud.chain.store import ChainStore
 from hashcloud.chain.transition import apply_block, build_block
 from hashcloud.chain.tx import make_transfer
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.signatures import clear_verification_cache
 
-CHAIN = "bench"
+CHAIN_ID = "bench"
 
 
 def make_genesis(senders: list[PrivateKey], authority: PrivateKey) -> Genesis:
     """A chain where every sender holds plenty of coins."""
     return Genesis(
-        chain_id=CHAIN, timestamp=0,
+        chain_id=CHAIN_ID, timestamp=0,
         allocations={k.public_key.address: 10**20 for k in senders},
         authorities=(authority.public_key.hex(),), validators=(),
     )
@@ -51,7 +57,7 @@ def bench_block_application(block_txs: int, rounds: int) -> None:
         for i in range(block_txs):
             s = i % len(senders)
             txs.append(make_transfer(senders[s], recipients[(i + r) % len(recipients)],
-                                     1 + i, nonces[s], 1000, CHAIN))
+                                     1 + i, nonces[s], 1000, domain=chain_domain(genesis)))
             nonces[s] += 1
         built = build_block(state, parent, txs, genesis, authority, parent.timestamp + 2000)
         assert not built.rejected
@@ -83,7 +89,8 @@ def bench_audit(n_blocks: int) -> None:
             records = [(0, bytes.fromhex(block_hash(gblock.header)), encode_block(gblock))]
             state, parent = genesis_state(genesis), gblock.header
             for height in range(1, n_blocks):
-                tx = make_transfer(sender, recipient, 1, height - 1, 1000, CHAIN)
+                tx = make_transfer(sender, recipient, 1, height - 1, 1000,
+                                   domain=chain_domain(genesis))
                 built = build_block(state, parent, [tx], genesis, authority,
                                     parent.timestamp + 2000)
                 state, parent = built.state, built.block.header

@@ -12,8 +12,15 @@ import hashlib
 import os
 import resource
 import time
+import tracemalloc
 
-from hashcloud.crypto.merkle import MerkleBuilder, MerkleTree, merkle_root, verify_inclusion
+from hashcloud.crypto.merkle import (
+    CompactMerkleBuilder,
+    MerkleBuilder,
+    MerkleTree,
+    merkle_root,
+    verify_inclusion,
+)
 
 
 def _cpu_seconds() -> float:
@@ -58,6 +65,27 @@ def main() -> None:
     print(f"stream  {args.leaves} leaves in batches of 256: {t1 - t0:.3f} s spread over the "
           f"round ({(t1 - t0) / args.leaves * 1e6:.2f} us/leaf), finish {1e3 * (t2 - t1):.3f} ms")
 
+    # What a round holds per loop (issue 10: <= ~40 B): the miner's compact builder (flat
+    # leaves + levels above 32-leaf chunks) vs a list of leaves + a full builder.
+    for label, make in (("compact", _round_compact), ("list+full", _round_full)):
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        t0 = time.perf_counter()
+        kept = make(leaves)
+        took = time.perf_counter() - t0
+        held = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        assert kept[0].root == tree.root
+        print(f"memory  {label:9s} {held / args.leaves:6.1f} bytes/loop held "
+              f"({took / args.leaves * 1e6:.2f} us/leaf to build)")
+    compact = _round_compact(leaves)[0]
+    picks = range(0, args.leaves, max(1, args.leaves // args.samples))
+    t0 = time.perf_counter()
+    for i in picks:
+        compact.audit_path(i)
+    per = (time.perf_counter() - t0) / len(picks)
+    print(f"path    compact tree {per * 1e6:.1f} us each (32-leaf chunk rehashed)")
+
     step = max(1, args.leaves // args.samples)
     indices = list(range(0, args.leaves, step))[: args.samples]
     start = time.perf_counter()
@@ -71,6 +99,25 @@ def main() -> None:
     per_verify = (time.perf_counter() - start) / len(indices)
     print(f"verify  {per_verify * 1e6:.1f} us each")
     print(f"root    0x{tree.root.hex()}")
+
+
+def _round_compact(leaves: list[bytes]) -> tuple:
+    """The miner's storage: leaves copied flat (fresh bytes, as the engine returns them)."""
+    builder = CompactMerkleBuilder()
+    for i in range(0, len(leaves), 256):
+        builder.extend([bytes(bytearray(d)) for d in leaves[i : i + 256]])
+    return (builder.finish(),)
+
+
+def _round_full(leaves: list[bytes]) -> tuple:
+    """The former storage: a list of fresh leaf objects plus every tree level."""
+    kept: list[bytes] = []
+    builder = MerkleBuilder()
+    for i in range(0, len(leaves), 256):
+        batch = [bytes(bytearray(d)) for d in leaves[i : i + 256]]
+        kept.extend(batch)
+        builder.extend(batch)
+    return builder.finish(), kept
 
 
 if __name__ == "__main__":

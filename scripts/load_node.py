@@ -19,9 +19,10 @@ What it does, by itself (all traffic on 127.0.0.1, every loop bounded in count a
    - accepted rounds/s: accepted rounds / phase wall time (from "go" until the last miner
      finished its last round; a round started before the deadline is completed);
    - rejected: rounds the node refused (commit refused or reveal not accepted), by reason;
-   - rate limited: challenge requests answered 429 (the validator's per-IP limit is 240/min and
-     per-address 60/min over a 60 s sliding window; the miner backs off 1 s). These are policy,
-     not failures, but when non-zero the rounds/s figure measures the limiter, not the node;
+   - rate limited: challenge requests answered 429 (by default the validator's per-IP limit is
+     240/min and per-address 60/min over a 60 s sliding window; the miner backs off 1 s). These
+     are policy, not failures, but when non-zero the rounds/s figure measures the limiter, not
+     the node: raise them with `--ip-rate` / `--worker-rate` or `--no-limits`;
    - commit / reveal latency p50/p99 (ms): client-side wall time around `NodeClient.commit` /
      `NodeClient.reveal` (no client retries: retries=0), so it includes the HTTP round trip and
      any CPU-scheduling delay of the 2-core box, which is shared with the miners' own compute;
@@ -56,11 +57,20 @@ Reading latencies: on loopback every HTTP call should take a few ms; a floor of 
 every call (GETs included) is the Nagle / delayed-ACK stall of a server socket without
 TCP_NODELAY, not node work (compare with the node-side means from /metrics).
 
+Rate limits of the node (issue 12: the load test must not only measure the limiter): the
+challenge limits keep the node's policy unless `--ip-rate`, `--worker-rate` or `--max-open`
+set them; the per-IP write limits (transactions, reveals; issue 11) are lifted by default
+(`--tx-rate` / `--reveal-rate` 1,000,000 per minute), so the figures stay comparable with
+runs before those limits existed; `--no-limits` lifts every limit. The values passed are in
+the JSON output (`node_limits`).
+
 Output: a compact table, then one JSON line with every figure (also written to `--json-out`).
 A line starting with FAIL is printed (and the exit status is 1) if any error occurred.
 
 Usage: python scripts/load_node.py [--miners 8] [--seconds 20] [--round-seconds 0.5] [--n 128]
        [--transfers 2000] [--senders 64] [--block-time 1.0] [--json-out FILE]
+       [--ip-rate N] [--worker-rate N] [--max-open N] [--tx-rate N] [--reveal-rate N]
+       [--no-limits]
 """
 
 from __future__ import annotations
@@ -94,6 +104,7 @@ from hashcloud.chain.tx import (
 )
 from hashcloud.client.http import NodeClient
 from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.signatures import ChainDomain
 from hashcloud.errors import HashCloudError, NodeError, NodeRejected
 from hashcloud.node.config import init_data_dir
 
@@ -442,26 +453,26 @@ def phase_a(node: NodeProcess, miner_keys: list[PrivateKey], args: argparse.Name
 # ----------------------------------------------------------------------------- phase B
 
 
-def sign_sender_txs(key_hex: str, chain_id: str, recipients: list[str], count: int,
+def sign_sender_txs(key_hex: str, domain: ChainDomain, recipients: list[str], count: int,
                     salt: int) -> list[tuple[str, dict]]:
     """`count` transfers from one sender, nonces 0..count-1: [(tx_id, json)]."""
     key = PrivateKey.from_hex(key_hex)
     out = []
     for nonce in range(count):
         tx = make_transfer(key, recipients[(salt + nonce) % len(recipients)], 1 + nonce, nonce,
-                           chain_id=chain_id)
+                           domain=domain)
         out.append((tx_id(tx), tx_to_json(tx)))
     return out
 
 
-def presign(senders: list[PrivateKey], chain_id: str, total: int, workers: int
+def presign(senders: list[PrivateKey], domain: ChainDomain, total: int, workers: int
             ) -> list[list[tuple[str, dict]]]:
     """Transfer j goes to sender j % K with the next nonce; signed in a process pool."""
     k = len(senders)
     counts = [total // k + (1 if i < total % k else 0) for i in range(k)]
     recipients = [PrivateKey.generate().public_key.address for _ in range(16)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futs = [pool.submit(sign_sender_txs, s.hex(), chain_id, recipients, c, i)
+        futs = [pool.submit(sign_sender_txs, s.hex(), domain, recipients, c, i)
                 for i, (s, c) in enumerate(zip(senders, counts, strict=True))]
         return [f.result(timeout=600) for f in futs]
 
@@ -578,7 +589,7 @@ def phase_b(node: NodeProcess, senders: list[PrivateKey], args: argparse.Namespa
     with NodeClient(node.url, retries=2) as client:
         info = client.info()
     t_sign = time.perf_counter()
-    per_sender = presign(senders, info.chain_id, args.transfers, workers=2)
+    per_sender = presign(senders, info.chain_domain(), args.transfers, workers=2)
     sign_s = time.perf_counter() - t_sign
     total = sum(len(x) for x in per_sender)
     run = TransferRun(per_sender)
@@ -678,6 +689,25 @@ def print_table(res: dict[str, Any]) -> None:
         print(f"{name:<{width}}  {value}")
 
 
+#: A per-minute limit no benchmark reaches: the limit lifted.
+UNLIMITED = 1_000_000
+
+_LIMIT_OPTIONS = (("ip_rate", "--ip-rate"), ("worker_rate", "--worker-rate"),
+                  ("max_open", "--max-open"), ("tx_rate", "--tx-rate"),
+                  ("reveal_rate", "--reveal-rate"))
+
+
+def node_limit_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The `node start` options setting the rate limits asked for (`--no-limits`: all of
+    them at `UNLIMITED`; an option left unset keeps the node's policy)."""
+    out: list[str] = []
+    for attr, option in _LIMIT_OPTIONS:
+        value = UNLIMITED if args.no_limits else getattr(args, attr)
+        if value is not None:
+            out += [option, str(value)]
+    return tuple(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -697,10 +727,25 @@ def main(argv: list[str] | None = None) -> int:
                    help="the node's audit mode (SPEC 3 v1.1)")
     p.add_argument("--audit-rows", type=int, default=16, help="rows per audited sample")
     p.add_argument("--json-out", type=Path, help="also write the JSON result here")
+    p.add_argument("--ip-rate", type=int, help="node: challenge requests/min per IP "
+                   "(default: the node's policy)")
+    p.add_argument("--worker-rate", type=int, help="node: challenge requests/min per worker "
+                   "(default: the node's policy)")
+    p.add_argument("--max-open", type=int, help="node: open challenges per worker "
+                   "(default: the node's policy)")
+    p.add_argument("--tx-rate", type=int, default=UNLIMITED,
+                   help="node: POST /v1/transactions per minute per IP (default: lifted)")
+    p.add_argument("--reveal-rate", type=int, default=UNLIMITED,
+                   help="node: reveals per minute per IP (default: lifted)")
+    p.add_argument("--no-limits", action="store_true",
+                   help="lift every rate limit of the node (the options above are ignored)")
     args = p.parse_args(argv)
     if min(args.miners, args.senders, args.submitters) < 1 or args.seconds <= 0 \
             or args.round_seconds <= 0 or args.block_time < 0.05 or args.transfers < 0:
         p.error("counts must be >= 1, durations > 0, --block-time >= 0.05")
+    limits = node_limit_args(args)
+    if any(int(v) < 1 for v in limits[1::2]):
+        p.error("rate limits must be >= 1")
     if args.transfers > 64 * args.senders:
         print(f"note: {args.transfers} transfers over {args.senders} senders exceeds the "
               "64-pending per-sender limit; submitters will back off on 429", flush=True)
@@ -717,7 +762,9 @@ def main(argv: list[str] | None = None) -> int:
         files = init_data_dir(data_dir, allocations=alloc,
                               block_time_ms=int(args.block_time * 1000))
         node = NodeProcess(home, data_dir, args.block_time,
-                           ("--audit-mode", args.audit_mode, "--audit-rows", str(args.audit_rows)))
+                           ("--audit-mode", args.audit_mode, "--audit-rows", str(args.audit_rows),
+                            *limits))
+        results["node_limits"] = dict(zip(limits[::2], map(int, limits[1::2]), strict=True))
         print(f"node pid {node.pid} at {node.url} chain={files.genesis.chain_id}", flush=True)
         try:
             print(f"phase A: {args.miners} miners x {args.seconds:g} s, rounds of "

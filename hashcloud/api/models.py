@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from hashcloud.chain.block import BlockHeader
+from hashcloud.crypto.signatures import ChainDomain
 from hashcloud.params import MAX_LOOPS, MAX_S_MAX
 from hashcloud.poc.challenge import Challenge
 from hashcloud.poc.plan import AuditPlan
@@ -74,6 +75,9 @@ class CommitRequest(_Strict):
     merkle_root: PHash32
     device: DeviceModel
     device_signature: PSignature
+    payout_address: AddressStr | None = None
+    """SPEC 6 v1.1: who the work is credited to, covered by `device_signature` (None: the
+    worker address)."""
 
 
 class CommitResponse(_Strict):
@@ -109,6 +113,13 @@ class RevealResponse(_Strict):
     audited: int
     samples: int
     reward_estimate: int
+    """SPEC 6 v1.1: the expected payout (base units) of this work at its epoch's close, were
+    no more work to join: `floor(projected pool * W / (epoch work + W))`. An estimate only:
+    the claim mints nothing and the epoch's pool is split by all of its work."""
+    work: int = 0
+    """Work `W = loops * n^3` the claim records for the payout address."""
+    payout_address: AddressStr | None = None
+    """Who the chain credits the work to (the receipt's payout address)."""
 
 
 class TxSubmitResponse(_Strict):
@@ -152,6 +163,15 @@ class AccountInfo(_Strict):
     address: AddressStr
     balance: int
     nonce: int
+    epoch: int = 0
+    """SPEC 6 v1.1: the open epoch, and this payout address's work in it (paid at its close),
+    the claim fees deferred to that payout and the estimated net payout."""
+    pending_work: int = 0
+    pending_fees: int = 0
+    estimated_payout: int = 0
+    lifetime_work: int = 0
+    """SPEC 6 v1.1 worker record: audited work and accepted claims signed by this address."""
+    accepted_claims: int = 0
 
 
 class HeadInfo(_Strict):
@@ -162,14 +182,86 @@ class HeadInfo(_Strict):
     timestamp: int
 
 
+class FollowInfo(_Strict):
+    """A follower's view of its producer in `GET /v1/info` (SPEC 7 v1.1 followers): `state`
+    is `syncing`, `following`, `disconnected` or `refused` (then `reason` says why and the
+    follower no longer follows), `producer_height` the producer's last known head."""
+
+    producer: str
+    state: str
+    producer_height: int | None = None
+    imported: int = 0
+    head_feed: bool = False
+    reason: str | None = None
+
+
 class NodeInfo(_Strict):
-    """`GET /v1/info`."""
+    """`GET /v1/info`. `role` is `producer` (makes blocks) or `follower` (then `follow`)."""
 
     chain_id: str
     genesis_hash: str
+    genesis_block_hash: Hex32
     node_public_key: PublicKeyBytes
     node_address: str
     head: HeadInfo
     block_time_ms: int
     mempool_size: int
     version: str
+    role: str = "producer"
+    validator: bool = True
+    follow: FollowInfo | None = None
+
+    def chain_domain(self) -> ChainDomain:
+        """The node's signing domain (SPEC 5 v1.1): chain id + genesis block hash prefix.
+        Raises ValueError when the node reports a malformed chain id."""
+        return ChainDomain.of(self.chain_id, self.genesis_block_hash)
+
+
+class BlockRecord(_Strict):
+    """One stored block in a range: its height, hash and canonical encoding (hex of the chain
+    store payload, SPEC 6), so a follower re-validates exactly the producer's bytes."""
+
+    height: int = Field(ge=0)
+    hash: Hex32
+    data: str
+
+
+class BlockRange(_Strict):
+    """`GET /v1/blocks?from=H&limit=N`: consecutive blocks from height H (at most N, bounded
+    in count and bytes by the node) and the node's head."""
+
+    blocks: list[BlockRecord]
+    head: HeadInfo
+
+
+class TxBatchRequest(_Strict):
+    """`POST /v1/transactions/batch`: signed transactions (JSON objects as for
+    `POST /v1/transactions`), admitted in order."""
+
+    transactions: list[dict[str, Any]] = Field(min_length=1)
+
+
+class TxBatchResult(_Strict):
+    """The outcome of one transaction of a batch: `pending` with its id, or `rejected` with
+    the HTTP status a single submission would have got and the reason."""
+
+    status: str
+    tx_id: Hex32 | None = None
+    code: int | None = None
+    detail: str | None = None
+
+
+class TxBatchResponse(_Strict):
+    """`POST /v1/transactions/batch` answer: one result per transaction, in order."""
+
+    results: list[TxBatchResult]
+    accepted: int
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the node (4xx, 503): `{"detail": "<what is wrong>"}`. A schema
+    violation (422) names the fields in the one string too (`types.describe_errors`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    detail: str

@@ -4,8 +4,12 @@
 `ChainAuditFailed`: the store's checksums and genesis binding, that block 0 is this genesis's
 block (`ledger.check_genesis_block`, the check `Ledger.open` makes), every later block
 through `ledger.replay` (the very loop the ledger opens with: hash, link, signature, roots
-and transition by `apply_block`), the supply invariant at every height, and that the state
-snapshot, if any, equals the replayed state at its height.
+and transition by `apply_block`), the supply counters at every height (`ledger.check_supply`
+and `emitted` equal to the schedule's subsidies so far), and that the state snapshot, if any,
+equals the replayed state at its height. At every epoch boundary (genesis and the first block
+of each epoch, which pays the previous one) it sums the balances themselves and checks
+SPEC 6 v1.1's invariant: total supply == genesis allocations + scheduled subsidies of the
+closed epochs - the pool carried out of them.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hashcloud.chain.block import BlockHeader, block_hash
+from hashcloud.chain.epoch import epoch_of, is_epoch_start, scheduled_subsidy, subsidy
 from hashcloud.chain.genesis import Genesis, genesis_hash, genesis_state
 from hashcloud.chain.ledger import check_genesis_block, check_supply, replay
-from hashcloud.chain.state import State, encode_state, state_root
+from hashcloud.chain.state import State, balances_total, encode_state, state_root
 from hashcloud.chain.store import ChainStore
 from hashcloud.errors import ChainAuditFailed, InvalidBlock, StoreError
 
@@ -34,7 +39,14 @@ class AuditReport:
     state_root: str
     total_supply: int
     minted: int
+    """Coins paid out of epoch pools so far (`total_supply - genesis allocations`)."""
     snapshot_height: int | None
+    emitted: int = 0
+    """Scheduled subsidies of every block so far (paid out, carried or in the open pool)."""
+    pool: int = 0
+    """The open epoch's pool (carried remainder + its subsidies so far)."""
+    epochs_closed: int = 0
+    """Epoch closes at which the supply invariant was checked against the balances."""
 
 
 def _open_store(data_dir: Path | str, genesis: Genesis) -> ChainStore:
@@ -69,11 +81,32 @@ def audit_chain(data_dir: Path | str, genesis: Genesis) -> AuditReport:
         snapshot = store.read_snapshot()
         initial_supply = genesis_state(genesis).total_supply
 
+        scheduled = 0  # subsidies of blocks 1..height, from the schedule itself
+        boundaries = 0
+
         def check(height: int, state: State) -> None:
             """The per-height checks replay itself does not make."""
+            nonlocal scheduled, boundaries
+            scheduled += subsidy(height, genesis.subsidy0, genesis.halving_interval)
             problem = check_supply(state, initial_supply)
+            if problem is None and state.totals.emitted != scheduled:
+                problem = (f"emitted {state.totals.emitted} is not the schedule's "
+                           f"{scheduled}")
             if problem:
                 raise InvalidBlock(f"supply invariant broken after block {height}: {problem}")
+            if height == 0 or is_epoch_start(height, genesis.epoch_length):
+                closed = 0 if height == 0 else epoch_of(height, genesis.epoch_length)
+                closed_subsidies = scheduled_subsidy(
+                    1, closed * genesis.epoch_length, genesis.subsidy0,
+                    genesis.halving_interval)
+                expected = initial_supply + closed_subsidies - state.totals.carried
+                total = balances_total(state)
+                if total != expected or total != state.total_supply:
+                    raise InvalidBlock(
+                        f"supply invariant broken at the start of epoch {closed}: balances "
+                        f"{total} != allocations {initial_supply} + subsidies of closed "
+                        f"epochs {closed_subsidies} - carried {state.totals.carried}")
+                boundaries += closed > 0
             if (snapshot is not None and snapshot[0] == height
                     and snapshot[2] != encode_state(state)):
                 raise InvalidBlock(f"state snapshot at height {height} differs from replay")
@@ -100,6 +133,9 @@ def audit_chain(data_dir: Path | str, genesis: Genesis) -> AuditReport:
             head_hash=block_hash(parent),
             state_root=state_root(state),
             total_supply=state.total_supply,
-            minted=state.minted,
+            minted=state.total_supply - initial_supply,
             snapshot_height=None if snapshot is None else snapshot[0],
+            emitted=state.totals.emitted,
+            pool=state.totals.pool,
+            epochs_closed=boundaries,
         )

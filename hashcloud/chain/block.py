@@ -2,7 +2,8 @@
 
 - `header_hash_bytes(header)`: canonical msgpack array of every header field but the
   signature; `block_hash(header) = sha256(header_hash_bytes(header))`, hex.
-- The proposer signs `domain_tag("block", chain_id) || block_hash_bytes` (SPEC 5).
+- The proposer signs `domain_tag("block", domain) || block_hash_bytes` (SPEC 5 v1.1: the
+  domain names the chain id and its genesis block hash).
 - `tx_root`: RFC 6962 MTH (SPEC 2) of the 32-byte tx ids in block order; `sha256(b"")` for
   a block without transactions.
 - `compute_root`: MTH of `compute_result_hash(payload)` of the block's SUBMIT_RESULT
@@ -30,7 +31,7 @@ from hashcloud.codec import decode_canonical, encode_canonical, expect_array
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import merkle_root
-from hashcloud.crypto.signatures import domain_tag, sign
+from hashcloud.crypto.signatures import ChainDomain, domain_tag, sign
 from hashcloud.errors import DecodeError
 from hashcloud.types import U64, AddressStr, Hex32, SignatureHex, describe_validation_error
 
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 ZERO_HASH = "00" * 32
-"""`prev_hash` of the genesis block."""
+"""The all-zero 32-byte hash (hex)."""
 
 EMPTY_TX_ROOT = sha256(b"").hex()
 """`tx_root` of a block without transactions (`MTH({})`, SPEC 2)."""
@@ -105,14 +106,14 @@ def block_hash(header: BlockHeader) -> str:
     return sha256(header_hash_bytes(header)).hex()
 
 
-def block_signing_bytes(header: BlockHeader, chain_id: str) -> bytes:
-    """What the proposer signs: `domain_tag("block", chain_id) || block hash bytes`."""
-    return domain_tag("block", chain_id) + bytes.fromhex(block_hash(header))
+def block_signing_bytes(header: BlockHeader, domain: ChainDomain) -> bytes:
+    """What the proposer signs: `domain_tag("block", domain) || block hash bytes`."""
+    return domain_tag("block", domain) + bytes.fromhex(block_hash(header))
 
 
-def sign_header(header: BlockHeader, key: PrivateKey, chain_id: str) -> BlockHeader:
+def sign_header(header: BlockHeader, key: PrivateKey, domain: ChainDomain) -> BlockHeader:
     """Return `header` signed by the proposer `key` (its `proposer` field is not changed)."""
-    signature = sign(key, block_signing_bytes(header, chain_id))
+    signature = sign(key, block_signing_bytes(header, domain))
     return header.model_copy(update={"signature": signature.hex()})
 
 

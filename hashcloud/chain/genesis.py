@@ -2,9 +2,13 @@
 
 A `Genesis` fixes the chain id (part of every domain tag), the initial allocations, the
 proposer keys (`authorities`, proof-of-authority block production), the PoC validator keys
-whose receipts the chain pays (`validators`), and the reward rate: a SUBMIT_RESULT earns
-`loops * n**3 * reward_numerator // reward_denominator` base units, i.e. by default one base
-unit per multiply-add of audited work.
+whose receipts the chain pays (`validators`), and the emission schedule (SPEC 6 v1.1):
+`subsidy0` base units per block, halved every `halving_interval` blocks, pooled per epoch of
+`epoch_length` blocks and paid out pro rata to audited work (`chain.epoch`).
+
+v1 genesis files (immediate rewards, `reward_numerator`/`reward_denominator`) are refused
+with a message saying so, not migrated: the schedule changes every state root, so a v1
+chain's blocks could not be replayed under it anyway. Start a new chain (`node init`).
 
 `genesis_hash(g)` is `sha256(encode_genesis(g))`; a chain store is bound to it.
 Genesis files are JSON (`write_genesis`/`load_genesis`), validated strictly on load.
@@ -19,8 +23,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hashcloud.chain.block import EMPTY_TX_ROOT, ZERO_HASH, Block, BlockHeader
-from hashcloud.chain.state import Account, State, state_root
+from hashcloud.chain.block import EMPTY_TX_ROOT, Block, BlockHeader, block_hash
+from hashcloud.chain.state import State, new_state, state_root
 from hashcloud.codec import (
     decode_amount,
     decode_canonical,
@@ -30,6 +34,7 @@ from hashcloud.codec import (
 )
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey, PublicKey
+from hashcloud.crypto.signatures import ChainDomain
 from hashcloud.errors import DecodeError, GenesisError, InvalidKey
 from hashcloud.fsutil import atomic_replace
 from hashcloud.types import (
@@ -47,6 +52,7 @@ __all__ = [
     "LOCAL_NODE_ALLOCATION",
     "Genesis",
     "authority_addresses",
+    "chain_domain",
     "decode_genesis",
     "encode_genesis",
     "genesis_block",
@@ -58,7 +64,12 @@ __all__ = [
 ]
 
 DEFAULT_CHAIN_ID = "hashcloud-local"
-GENESIS_FORMAT = 1
+GENESIS_FORMAT = 2
+"""2: SPEC 6 v1.1 (emission schedule); 1 was v1's immediate reward rate."""
+DEFAULT_SUBSIDY0 = 50 * 10**9
+DEFAULT_HALVING_INTERVAL = 1_051_200
+DEFAULT_EPOCH_LENGTH = 720
+_V1_FIELDS = ("reward_numerator", "reward_denominator")
 LOCAL_NODE_ALLOCATION = 10**15
 """Initial balance of the node key in `make_local_genesis` (for local transfers)."""
 
@@ -85,8 +96,9 @@ class Genesis(BaseModel):
     allocations: dict[AddressStr, Amount] = Field(default_factory=dict)
     authorities: tuple[PublicKeyHex, ...]
     validators: tuple[PublicKeyHex, ...] = ()
-    reward_numerator: U64 = 1
-    reward_denominator: Annotated[int, Field(ge=1, lt=2**64)] = 1
+    subsidy0: Annotated[int, Field(ge=0, lt=2**64)] = DEFAULT_SUBSIDY0
+    halving_interval: Annotated[int, Field(ge=1, lt=2**64)] = DEFAULT_HALVING_INTERVAL
+    epoch_length: Annotated[int, Field(ge=1, lt=2**32)] = DEFAULT_EPOCH_LENGTH
     block_time_ms: Annotated[int, Field(ge=1, lt=2**32)] = 2000
 
     @field_validator("authorities", "validators", mode="before")
@@ -129,11 +141,6 @@ def _addresses_of(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((PublicKey.from_hex(key).address, key) for key in keys)
 
 
-def reward_for(genesis: Genesis, loops: int, n: int) -> int:
-    """Compute reward of `loops` audited loops at size `n`: `loops*n**3*num//den` (SPEC 6)."""
-    return loops * n**3 * genesis.reward_numerator // genesis.reward_denominator
-
-
 def encode_genesis(genesis: Genesis) -> bytes:
     """Canonical msgpack of every genesis field (allocations as sorted pairs)."""
     return encode_canonical([
@@ -143,16 +150,20 @@ def encode_genesis(genesis: Genesis) -> bytes:
         [[address, encode_amount(amount)] for address, amount in genesis.allocations.items()],
         list(genesis.authorities),
         list(genesis.validators),
-        genesis.reward_numerator,
-        genesis.reward_denominator,
         genesis.block_time_ms,
+        genesis.subsidy0,
+        genesis.halving_interval,
+        genesis.epoch_length,
     ])
 
 
 def decode_genesis(data: bytes) -> Genesis:
     """Decode `encode_genesis` bytes strictly, raising DecodeError."""
-    fields = expect_array(decode_canonical(data), 9, "genesis")
-    fmt, chain_id, timestamp, raw_alloc, auth, vals, num, den, block_time = fields
+    fields = decode_canonical(data)
+    if isinstance(fields, list) and fields and fields[0] == 1:
+        raise DecodeError("genesis format 1 (v1 immediate rewards) is no longer supported")
+    fields = expect_array(fields, 10, "genesis")
+    fmt, chain_id, timestamp, raw_alloc, auth, vals, block_time, s0, halving, epoch = fields
     if fmt != GENESIS_FORMAT:
         raise DecodeError(f"unknown genesis format {fmt!r}")
     if not all(isinstance(x, list) for x in (raw_alloc, auth, vals)):
@@ -168,9 +179,10 @@ def decode_genesis(data: bytes) -> Genesis:
             allocations={a: decode_amount(v, "allocation") for a, v in pairs},
             authorities=tuple(auth),
             validators=tuple(vals),
-            reward_numerator=num,
-            reward_denominator=den,
             block_time_ms=block_time,
+            subsidy0=s0,
+            halving_interval=halving,
+            epoch_length=epoch,
         )
     except ValidationError as exc:
         raise DecodeError(f"invalid genesis: {describe_validation_error(exc)}") from None
@@ -182,16 +194,18 @@ def genesis_hash(genesis: Genesis) -> str:
 
 
 def genesis_state(genesis: Genesis) -> State:
-    """The state before block 1: the allocations, nothing minted."""
-    accounts = {a: Account(v, 0) for a, v in genesis.allocations.items() if v}
-    return State(accounts, set(), sum(genesis.allocations.values()), 0)
+    """The state before block 1: the allocations, epoch 0 open with an empty pool."""
+    return new_state(genesis.allocations)
 
 
 def genesis_block(genesis: Genesis) -> Block:
-    """The deterministic height-0 block: zero prev_hash, no proposer, txs or signature."""
+    """The deterministic height-0 block: no proposer, txs or signature; its `prev_hash` is
+    `genesis_hash(genesis)` (nothing precedes it), so the genesis block hash, and with it the
+    SPEC 5 v1.1 signing domain `g`, commits to every genesis field (authorities, validators,
+    the emission schedule), not only to the timestamp and the allocations' state root."""
     header = BlockHeader(
         height=0,
-        prev_hash=ZERO_HASH,
+        prev_hash=genesis_hash(genesis),
         timestamp=genesis.timestamp,
         proposer="",
         tx_root=EMPTY_TX_ROOT,
@@ -200,6 +214,24 @@ def genesis_block(genesis: Genesis) -> Block:
         signature="",
     )
     return Block(header=header, transactions=())
+
+
+_DOMAINS: dict[int, tuple[Genesis, ChainDomain]] = {}
+
+
+def chain_domain(genesis: Genesis) -> ChainDomain:
+    """The signing domain of the chain `genesis` founds (SPEC 5 v1.1): its chain id and the
+    first 16 hex digits of its genesis block hash. Memoised per genesis object (the
+    transition asks for every signature it checks); the cache holds the genesis itself, so
+    an id is never reused while its entry lives."""
+    hit = _DOMAINS.get(id(genesis))
+    if hit is not None and hit[0] is genesis:
+        return hit[1]
+    domain = ChainDomain.of(genesis.chain_id, block_hash(genesis_block(genesis).header))
+    if len(_DOMAINS) >= 64:
+        _DOMAINS.clear()
+    _DOMAINS[id(genesis)] = (genesis, domain)
+    return domain
 
 
 def genesis_to_json(genesis: Genesis) -> dict[str, Any]:
@@ -226,9 +258,16 @@ def load_genesis(path: Path | str) -> Genesis:
     except (OSError, UnicodeDecodeError) as exc:
         raise GenesisError(f"genesis file {path} is unreadable: {exc}") from None
     try:
-        json.loads(text)
+        raw = json.loads(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise GenesisError(f"genesis file {path} is not valid JSON: {exc}") from None
+    if isinstance(raw, dict) and any(name in raw for name in _V1_FIELDS):
+        raise GenesisError(
+            f"genesis file {path} is a v1 genesis (immediate rewards: reward_numerator/"
+            "reward_denominator); SPEC 6 v1.1 chains pay by an emission schedule "
+            "(subsidy0, halving_interval, epoch_length) and a v1 chain cannot be replayed "
+            "under it: create a new chain with `hashcloud node init`"
+        )
     try:
         return Genesis.model_validate_json(text)
     except ValidationError as exc:
@@ -242,6 +281,9 @@ def make_local_genesis(
     extra_alloc: dict[str, int] | None = None,
     chain_id: str = DEFAULT_CHAIN_ID,
     timestamp: int = 0,
+    subsidy0: int = DEFAULT_SUBSIDY0,
+    halving_interval: int = DEFAULT_HALVING_INTERVAL,
+    epoch_length: int = DEFAULT_EPOCH_LENGTH,
 ) -> Genesis:
     """A single-node chain: `node_key` is the sole authority and sole PoC validator.
 
@@ -258,4 +300,7 @@ def make_local_genesis(
         allocations=allocations,
         authorities=(public_key.hex(),),
         validators=(public_key.hex(),),
+        subsidy0=subsidy0,
+        halving_interval=halving_interval,
+        epoch_length=epoch_length,
     )

@@ -10,13 +10,19 @@ Transaction rules, in checking order:
 1. gas: `gas_price >= 1000`, `gas_limit` equals the type's gas, `fee == gas_limit *
    gas_price`;
 2. keys: `public_key` is a curve point whose address is `from_address`;
-3. signature over `tx_signing_bytes(tx, genesis.chain_id)` (low-S, SPEC 5); a signature made
-   for another chain id does not verify here;
+3. signature over `tx_signing_bytes(tx, chain_domain(genesis))` (low-S, SPEC 5 v1.1); a
+   signature made for another chain id or another genesis does not verify here;
 4. nonce equals the account's next nonce;
 5. TRANSFER: balance covers `amount + fee`;
 6. SUBMIT_RESULT: payload worker is the sender, payload signature by the sender, receipt
    decodes, names this chain, is signed by a genesis PoC validator, matches task id, worker,
-   result hash and loops, its task was never rewarded, and `reward >= fee`.
+   result hash and loops, and its task was never claimed.
+
+Emission (SPEC 6 v1.1, `chain.epoch`): a block first closes the previous epoch if it is the
+first block of a new one (`close_epoch` pays the pool pro rata to work, deferred claim fees
+to this block's proposer), then adds its own subsidy to the open pool, then applies its
+transactions. A SUBMIT_RESULT mints nothing: it records `W = loops * n^3` for the receipt's
+payout address, and its fee is deferred to that payout.
 """
 
 from __future__ import annotations
@@ -35,16 +41,19 @@ from hashcloud.chain.block import (
     sign_header,
     tx_root,
 )
-from hashcloud.chain.genesis import Genesis, authority_addresses, reward_for
+from hashcloud.chain.epoch import claim_work, epoch_of, is_epoch_start, subsidy
+from hashcloud.chain.genesis import Genesis, authority_addresses, chain_domain
 from hashcloud.chain.state import (
     State,
+    add_subsidy,
+    close_epoch,
     credit,
     debit,
     get_account,
     increment_nonce,
     is_task_rewarded,
     mark_task_rewarded,
-    mint,
+    record_work,
     state_root,
 )
 from hashcloud.chain.tx import (
@@ -59,7 +68,7 @@ from hashcloud.chain.tx import (
     tx_signing_bytes,
 )
 from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.crypto.signatures import check_signature_encoding, verify
+from hashcloud.crypto.signatures import ChainDomain, check_signature_encoding, verify
 from hashcloud.errors import (
     AuditError,
     DecodeError,
@@ -74,7 +83,6 @@ from hashcloud.errors import (
     InvalidTransaction,
     InvalidTxSignature,
     NonceMismatch,
-    RewardBelowFee,
     TaskAlreadyRewarded,
 )
 from hashcloud.poc.audit import check_receipt
@@ -87,6 +95,7 @@ __all__ = [
     "BuiltBlock",
     "apply_block",
     "apply_transaction",
+    "begin_block",
     "build_block",
     "validate_transaction",
 ]
@@ -135,7 +144,7 @@ def _sender_key(tx: Transaction) -> PublicKey:
 
 
 def _check_signature(public_key: PublicKey, message: bytes, signature_hex: str,
-                     what: str, chain_id: str) -> None:
+                     what: str, domain: ChainDomain) -> None:
     """Verify a domain-tagged signature, naming the chain when it does not verify."""
     signature = bytes.fromhex(signature_hex)
     try:
@@ -146,7 +155,7 @@ def _check_signature(public_key: PublicKey, message: bytes, signature_hex: str,
         verify(public_key, message, signature)
     except InvalidSignature:
         raise InvalidTxSignature(
-            f"{what} signature does not verify for chain {chain_id}"
+            f"{what} signature does not verify for chain {domain} (chain id/genesis)"
         ) from None
 
 
@@ -170,7 +179,7 @@ def _check_receipt(result: ComputeResult, genesis: Genesis) -> Receipt:
         return check_receipt(
             receipt,
             genesis.validators,
-            chain_id=genesis.chain_id,
+            domain=chain_domain(genesis),
             task_id=result.task_id,
             worker_address=result.worker_address,
             merkle_root=bytes.fromhex(result.result_hash),
@@ -180,36 +189,47 @@ def _check_receipt(result: ComputeResult, genesis: Genesis) -> Receipt:
         raise InvalidComputeResult(str(exc)) from None
 
 
+class _Claim(NamedTuple):
+    """What a valid SUBMIT_RESULT records: `work` for `payout_address` (SPEC 6 v1.1)."""
+
+    payout_address: str
+    work: int
+
+
 def _check_compute_result(state: State, tx: Transaction, public_key: PublicKey,
-                          genesis: Genesis) -> int:
-    """All SUBMIT_RESULT rules (SPEC 6); return the reward to mint."""
+                          genesis: Genesis) -> _Claim:
+    """All SUBMIT_RESULT rules (SPEC 6); return the work to record and for whom."""
     result = tx.payload
     if result is None or tx.to_address is not None or tx.amount != 0:
         raise InvalidComputeResult("SUBMIT_RESULT needs a payload, no to_address, amount 0")
     if result.worker_address != tx.from_address:
         raise InvalidComputeResult("payload worker_address is not the sender")
-    _check_signature(public_key, compute_result_signing_bytes(result, genesis.chain_id),
-                     result.signature, "compute result", genesis.chain_id)
+    domain = chain_domain(genesis)
+    _check_signature(public_key, compute_result_signing_bytes(result, domain),
+                     result.signature, "compute result", domain)
     receipt = _check_receipt(result, genesis)
     if is_task_rewarded(state, result.task_id):
         raise TaskAlreadyRewarded(f"task {result.task_id} was already rewarded")
-    reward = reward_for(genesis, receipt.loops, receipt.n)
-    if reward < tx.fee:
-        raise RewardBelowFee(f"reward {reward} is below the fee {tx.fee}")
-    if state.total_supply + reward >= MAX_AMOUNT:
-        raise InvalidComputeResult(f"reward {reward} would push the supply past 2**96")
-    return reward
+    return _Claim(receipt.payout_address, claim_work(receipt.loops, receipt.n))
 
 
 def validate_transaction(state: State, tx: Transaction, genesis: Genesis) -> int:
     """Raise an InvalidTransaction subclass unless `tx` applies to `state` (SPEC 6).
 
-    Returns the reward a valid SUBMIT_RESULT mints (0 for a TRANSFER); never mutates.
+    Returns the work `loops * n^3` a valid SUBMIT_RESULT records (0 for a TRANSFER); never
+    mutates.
     """
+    claim = _validate(state, tx, genesis)
+    return 0 if claim is None else claim.work
+
+
+def _validate(state: State, tx: Transaction, genesis: Genesis) -> _Claim | None:
+    """`validate_transaction`, returning the claim of a SUBMIT_RESULT (None for a TRANSFER)."""
     _check_gas(tx)
     public_key = _sender_key(tx)
-    _check_signature(public_key, tx_signing_bytes(tx, genesis.chain_id), tx.signature,
-                     "transaction", genesis.chain_id)
+    domain = chain_domain(genesis)
+    _check_signature(public_key, tx_signing_bytes(tx, domain), tx.signature,
+                     "transaction", domain)
     _check_nonce(state, tx)
     if tx.tx_type == TRANSFER:
         if tx.to_address is None or tx.payload is not None:
@@ -219,7 +239,7 @@ def validate_transaction(state: State, tx: Transaction, genesis: Genesis) -> int
             raise InsufficientBalance(
                 f"insufficient balance: {balance} < amount + fee = {tx.amount + tx.fee}"
             )
-        return 0
+        return None
     if tx.tx_type == SUBMIT_RESULT:
         return _check_compute_result(state, tx, public_key, genesis)
     raise InvalidTransaction(f"unknown transaction type {tx.tx_type!r}")  # pragma: no cover
@@ -228,19 +248,20 @@ def validate_transaction(state: State, tx: Transaction, genesis: Genesis) -> int
 def apply_transaction(state: State, tx: Transaction, genesis: Genesis, proposer: str) -> None:
     """Validate `tx`, then apply it to `state`, paying its fee to `proposer` (SPEC 6).
 
-    TRANSFER: sender pays amount + fee, recipient gets amount. SUBMIT_RESULT: the reward is
-    minted to the worker, the task is marked paid, then the worker pays the fee. Either way
-    the sender's nonce advances. `state` is untouched when validation fails.
+    TRANSFER: sender pays amount + fee (to `proposer`), recipient gets amount. SUBMIT_RESULT
+    (SPEC 6 v1.1): the task is marked claimed and its work recorded for the payout address
+    in the open epoch, with the fee deferred to that epoch's payout (paid then to the
+    proposer of the paying block). Either way the sender's nonce advances. `state` is
+    untouched when validation fails.
     """
-    reward = validate_transaction(state, tx, genesis)
-    if tx.tx_type == TRANSFER:
+    claim = _validate(state, tx, genesis)
+    if claim is None:
         debit(state, tx.from_address, tx.amount + tx.fee)
         credit(state, tx.to_address, tx.amount)  # type: ignore[arg-type]
+        credit(state, proposer, tx.fee)
     else:
-        mint(state, tx.from_address, reward)
+        record_work(state, claim.payout_address, tx.from_address, claim.work, tx.fee)
         mark_task_rewarded(state, tx.payload.task_id)  # type: ignore[union-attr]
-        debit(state, tx.from_address, tx.fee)
-    credit(state, proposer, tx.fee)
     increment_nonce(state, tx.from_address)
 
 
@@ -265,11 +286,28 @@ def _check_header(header: BlockHeader, parent: BlockHeader, genesis: Genesis,
         raise InvalidBlock(f"proposer {header.proposer!r} is not a genesis authority")
     if not header.signature:
         raise InvalidBlock("block is not signed")
+    domain = chain_domain(genesis)
     try:
         verify(_key_and_address(authorities[header.proposer])[0],
-               block_signing_bytes(header, genesis.chain_id), bytes.fromhex(header.signature))
+               block_signing_bytes(header, domain), bytes.fromhex(header.signature))
     except InvalidSignature as exc:
-        raise InvalidBlock(f"block signature is invalid: {exc}") from None
+        # Names the domain: a block signed for another genesis (or before SPEC 5 v1.1).
+        raise InvalidBlock(f"block signature is invalid for chain {domain}: {exc}") from None
+
+
+def begin_block(state: State, height: int, proposer: str, genesis: Genesis) -> None:
+    """The emission step that opens block `height`, before its transactions (SPEC 6 v1.1):
+    the first block of an epoch pays the previous epoch's pool (its fees to `proposer`),
+    then every block adds its scheduled subsidy to the open epoch's pool."""
+    epoch = epoch_of(height, genesis.epoch_length)
+    try:
+        if is_epoch_start(height, genesis.epoch_length) and epoch > 0:
+            if state.totals.epoch != epoch - 1:
+                raise InvalidBlock(f"state is in epoch {state.totals.epoch}, not {epoch - 1}")
+            close_epoch(state, proposer)
+        add_subsidy(state, subsidy(height, genesis.subsidy0, genesis.halving_interval))
+    except InvalidTransaction as exc:  # a balance or the supply would pass 2**96
+        raise InvalidBlock(f"epoch payout or subsidy of block {height} fails: {exc}") from None
 
 
 def apply_block(state: State, block: Block, parent_header: BlockHeader, genesis: Genesis,
@@ -293,6 +331,7 @@ def apply_block(state: State, block: Block, parent_header: BlockHeader, genesis:
     if header.compute_root != compute_root(block.transactions):
         raise InvalidBlock("compute_root does not match the block's compute results")
     new_state = state.copy()
+    begin_block(new_state, header.height, header.proposer, genesis)
     for index, (tx, txid) in enumerate(zip(block.transactions, ids, strict=True)):
         try:
             apply_transaction(new_state, tx, genesis, header.proposer)
@@ -322,9 +361,10 @@ class _Selection:
 
 
 def _select_transactions(state: State, candidates: list[Transaction], genesis: Genesis,
-                         proposer: str) -> _Selection:
+                         proposer: str, height: int) -> _Selection:
     """Apply candidates in order to a copy, keeping those that validate."""
     working = state.copy()
+    begin_block(working, height, proposer, genesis)
     chosen: list[Transaction] = []
     ids: list[str] = []
     seen: set[str] = set()
@@ -360,7 +400,8 @@ def build_block(state: State, parent_header: BlockHeader, candidate_txs: list[Tr
     if proposer not in authority_addresses(genesis):
         raise InvalidBlock(f"{proposer} is not a genesis authority and cannot propose")
     now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-    selection = _select_transactions(state, list(candidate_txs), genesis, proposer)
+    selection = _select_transactions(state, list(candidate_txs), genesis, proposer,
+                                     parent_header.height + 1)
     header = BlockHeader(
         height=parent_header.height + 1,
         prev_hash=block_hash(parent_header),
@@ -371,7 +412,7 @@ def build_block(state: State, parent_header: BlockHeader, candidate_txs: list[Tr
         compute_root=compute_root(selection.transactions),
         signature="",
     )
-    block = Block(header=sign_header(header, proposer_key, genesis.chain_id),
+    block = Block(header=sign_header(header, proposer_key, chain_domain(genesis)),
                   transactions=selection.transactions)
     new_state = apply_block(state, block, parent_header, genesis, now_ms=None)
     return BuiltBlock(block, new_state, selection.rejected)

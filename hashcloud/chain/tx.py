@@ -6,7 +6,7 @@ whether it is *valid against the state* is decided by `transition.validate_trans
 
 Three byte forms, each a canonical msgpack array (never string concatenation):
 
-- `tx_signing_bytes(tx, chain_id)`: `[domain_tag("tx", chain_id), tx_type, from, to, amount,
+- `tx_signing_bytes(tx, domain)`: `[domain_tag("tx", domain), tx_type, from, to, amount,
   fee, nonce, gas_price, gas_limit, payload fields | None, public_key]`, what the sender
   signs;
 - `encode_tx(tx)`: every field including the signature, what blocks carry;
@@ -31,7 +31,7 @@ from hashcloud.codec import (
 )
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.crypto.signatures import domain_tag, sign
+from hashcloud.crypto.signatures import ChainDomain, domain_tag, sign
 from hashcloud.errors import DecodeError
 from hashcloud.poc.receipt import Receipt, encode_receipt
 from hashcloud.types import (
@@ -149,11 +149,11 @@ TX_FIELDS: tuple[str, ...] = tuple(Transaction.model_fields)
 # ------------------------------------------------------------------ ComputeResult forms
 
 
-def compute_result_signing_bytes(result: ComputeResult, chain_id: str) -> bytes:
-    """What the worker signs: `[tag("result", chain), task_id, worker, hash, proof, nonce]`."""
+def compute_result_signing_bytes(result: ComputeResult, domain: ChainDomain) -> bytes:
+    """What the worker signs: `[tag("result", domain), task_id, worker, hash, proof, nonce]`."""
     return encode_canonical(
         [
-            domain_tag("result", chain_id),
+            domain_tag("result", domain),
             result.task_id,
             result.worker_address,
             result.result_hash,
@@ -174,7 +174,7 @@ def _compute_result_to_obj(result: ComputeResult) -> list:
 
 
 def sign_compute_result(
-    key: PrivateKey, receipt: Receipt, chain_id: str
+    key: PrivateKey, receipt: Receipt, domain: ChainDomain
 ) -> ComputeResult:
     """The worker's signed ComputeResult claiming the work a receipt attests (SPEC 6)."""
     draft = ComputeResult(
@@ -185,7 +185,7 @@ def sign_compute_result(
         nonce=receipt.loops,
         signature=_UNSIGNED,
     )
-    signature = sign(key, compute_result_signing_bytes(draft, chain_id))
+    signature = sign(key, compute_result_signing_bytes(draft, domain))
     return draft.model_copy(update={"signature": signature.hex()})
 
 
@@ -208,9 +208,10 @@ def _common_fields(tx: Transaction) -> list:
     ]
 
 
-def tx_signing_bytes(tx: Transaction, chain_id: str) -> bytes:
-    """What the sender signs: tag `hc/tx/v1/<chain_id>`, then every field but the signature."""
-    return encode_canonical([domain_tag("tx", chain_id), *_common_fields(tx)])
+def tx_signing_bytes(tx: Transaction, domain: ChainDomain) -> bytes:
+    """What the sender signs: tag `hc/tx/v1/<chain_id>/<g>` (SPEC 5 v1.1), then every field
+    but the signature."""
+    return encode_canonical([domain_tag("tx", domain), *_common_fields(tx)])
 
 
 def tx_to_obj(tx: Transaction) -> list:
@@ -271,7 +272,7 @@ def tx_from_json(obj: Any) -> Transaction:
 
 def sign_transaction(
     key: PrivateKey,
-    chain_id: str,
+    domain: ChainDomain,
     *,
     tx_type: str,
     to_address: str | None,
@@ -297,7 +298,7 @@ def sign_transaction(
         public_key=key.public_key.hex(),
         signature=_UNSIGNED,
     )
-    signature = sign(key, tx_signing_bytes(draft, chain_id))
+    signature = sign(key, tx_signing_bytes(draft, domain))
     return draft.model_copy(update={"signature": signature.hex()})
 
 
@@ -307,11 +308,12 @@ def make_transfer(
     amount: int,
     nonce: int,
     gas_price: int = MIN_GAS_PRICE,
-    chain_id: str = "hashcloud-local",
+    *,
+    domain: ChainDomain,
 ) -> Transaction:
-    """A signed TRANSFER of `amount` from `key`'s address to `to`."""
+    """A signed TRANSFER of `amount` from `key`'s address to `to` on the chain `domain`."""
     return sign_transaction(
-        key, chain_id, tx_type=TRANSFER, to_address=to, amount=amount, nonce=nonce,
+        key, domain, tx_type=TRANSFER, to_address=to, amount=amount, nonce=nonce,
         gas_price=gas_price,
     )
 
@@ -321,11 +323,12 @@ def make_submit_result(
     receipt: Receipt,
     nonce: int,
     gas_price: int = MIN_GAS_PRICE,
-    chain_id: str = "hashcloud-local",
+    *,
+    domain: ChainDomain,
 ) -> Transaction:
     """A signed SUBMIT_RESULT claiming the reward for the work `receipt` attests."""
-    payload = sign_compute_result(key, receipt, chain_id)
+    payload = sign_compute_result(key, receipt, domain)
     return sign_transaction(
-        key, chain_id, tx_type=SUBMIT_RESULT, to_address=None, amount=0, nonce=nonce,
+        key, domain, tx_type=SUBMIT_RESULT, to_address=None, amount=0, nonce=nonce,
         gas_price=gas_price, payload=payload,
     )

@@ -1,4 +1,4 @@
-"""`hashcloud balance`, `inspect-block`, `submit` and `audit` (SPEC 7).
+"""`hashcloud balance`, `epoch`, `inspect-block`, `submit` and `audit` (SPEC 7).
 
 The chain, proof and node modules are imported inside each command, so that building the app
 (e.g. for `hashcloud --help`) does not load pydantic models, NumPy or the HTTP stack.
@@ -41,29 +41,96 @@ def balance(
     address: Annotated[str | None, typer.Argument(help="Address (default: local key).")] = None,
     node: NodeOpt = None,
     data_dir: DataDirOpt = None,
+    key_name: Annotated[str | None, typer.Option(
+        "--key", help="Show the address of this key in the home.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Balance and nonce of an address."""
+    """Balance (in HC; --json: base units) and nonce of an address."""
+    from hashcloud.chain.rewards import account_rewards
     from hashcloud.cli.chain_source import open_source
-    from hashcloud.types import validate_address
+    from hashcloud.cli.wallet import address_argument
+    from hashcloud.units import format_hc
 
     st = state(ctx)
-    if address is None:
-        address = load_key(st).public_key.address
-    else:
-        if address == address.upper():
-            address = address.lower()  # BIP-173 allows all-upper input; records use lower
-        try:
-            validate_address(address)
-        except HashCloudError as exc:
-            raise UsageError(str(exc)) from None
+    address = address_argument(st, address, key_name)
     with open_source(st, node, data_dir) as src:
         acct = src.account(address)
+        if "pending_work" not in acct:  # a data dir: the node's API adds these itself
+            acct.update(_local_chain(src, lambda g, s, h: account_rewards(g, s, h, address)))
     if json_:
         print_json(acct)
     else:
-        out.print(f"{acct['address']}: balance [bold]{acct['balance']:,}[/], "
+        out.print(f"{acct['address']}: balance [bold]{format_hc(acct['balance'])}[/], "
                   f"nonce {acct['nonce']}")
+        if acct["pending_work"]:  # SPEC 6 v1.1: work waits for its epoch's close
+            out.print(f"  epoch {acct['epoch']}: pending work {acct['pending_work']:,}, "
+                      f"estimated payout ~{format_hc(acct['estimated_payout'])} "
+                      f"(after {format_hc(acct['pending_fees'])} deferred fees)")
+
+
+def _local_chain(src, view):  # noqa: ANN001, ANN202 - ChainSource and a view function
+    """`view(genesis, state, height)` over a data-dir ChainSource's head (its genesis state
+    when only the genesis exists)."""
+    from hashcloud.chain.genesis import genesis_state
+
+    if src.ledger is not None:
+        return view(src.ledger.genesis, src.ledger.state, src.ledger.height)
+    return view(src.genesis, genesis_state(src.genesis), 0)
+
+
+@cli_command
+def epoch(
+    ctx: typer.Context,
+    number: Annotated[int | None, typer.Argument(
+        min=0, help="Epoch number (SPEC 6 v1.1; default: the open one).")] = None,
+    node: NodeOpt = None,
+    data_dir: DataDirOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """An epoch's reward pool (SPEC 6 v1.1): pool, total work and payouts per address once
+    closed; pending work and estimated payouts while open (in HC; --json: base units)."""
+    from hashcloud.chain.rewards import epoch_view
+    from hashcloud.cli.chain_source import open_source
+
+    with open_source(state(ctx), node, data_dir) as src:
+        if src.client is not None:
+            path = "/v1/epoch" if number is None else f"/v1/epochs/{number}"
+            view = src.client._request("GET", path)  # a plain JSON read, like `history`
+        else:
+            view = _local_chain(src, lambda g, s, h: epoch_view(g, s, h, number))
+    if json_:
+        print_json(view)
+    else:
+        _print_epoch(view)
+
+
+def _print_epoch(view: dict) -> None:
+    """The human form of an epoch view."""
+    from hashcloud.units import format_hc
+
+    head = (f"epoch {view['epoch']} (blocks {view['first_height']}..{view['last_height']}) "
+            f"{view['status']}: pool {format_hc(view['pool'])}")
+    if view["status"] == "open":
+        head += (f" so far, ~{format_hc(view['projected_pool'])} at its end "
+                 f"({format_hc(view['carried_in'])} carried in)")
+    else:
+        head += f", {format_hc(view['carried'])} carried on"
+    out.print(head + f"; total work {view['total_work']:,}")
+    rows = view["payouts"] if view["status"] == "closed" else view["pending"]
+    if not rows:
+        out.print("no work in this epoch" + (" yet" if view["status"] == "open" else ""))
+        return
+    closed = view["status"] == "closed"
+    table = Table(box=None)
+    for col in ("address", "work", "share", "payout" if closed else "estimated payout",
+                "fees"):
+        table.add_column(col, justify="left" if col == "address" else "right")
+    total = view["total_work"] or 1
+    for row in rows:
+        amount = row["net"] if closed else row["estimated_payout"]
+        table.add_row(row["address"], f"{row['work']:,}", f"{100 * row['work'] / total:.2f}%",
+                      format_hc(amount), format_hc(row["fees"]))
+    out.print(table)
 
 
 @cli_command
@@ -74,8 +141,9 @@ def inspect_block(
     data_dir: DataDirOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Show a block's header and transactions."""
+    """Show a block's header and transactions (amounts in HC; --json: base units)."""
     from hashcloud.cli.chain_source import open_source
+    from hashcloud.units import format_hc
 
     st = state(ctx)
     if not (ref == "latest" or (ref.isascii() and ref.isdigit()) or
@@ -93,11 +161,11 @@ def inspect_block(
     for k in ("height", "timestamp", "proposer", "prev_hash", "tx_root", "state_root",
               "compute_root", "signature"):
         grid.add_row(k, str(h.get(k, "")) or "-")
-    out.print(Panel(grid, title=f"block {h['height']}  {blk['hash']}"))
+    out.print(Panel(grid, title=f"block {h['height']}  {blk['hash']}", expand=False))
     table = Table("tx_id", "type", "from", "to", "amount", "fee", "nonce")
     for tx in blk["transactions"]:
         table.add_row(tx["tx_id"][:16] + "…", tx["tx_type"], tx["from_address"],
-                      tx["to_address"] or "-", f"{tx['amount']:,}", f"{tx['fee']:,}",
+                      tx["to_address"] or "-", format_hc(tx["amount"]), format_hc(tx["fee"]),
                       str(tx["nonce"]))
     out.print(table if blk["transactions"] else "[dim]no transactions[/]")
 
@@ -135,8 +203,11 @@ def submit(
         print_json({"tx_id": txid, "height": height, "address": acct.address,
                     "balance": acct.balance, "node": url})
     else:
+        from hashcloud.units import format_hc
+
         where = f"included in block {height}" if height is not None else "pending"
-        out.print(f"claim {txid} {where}; balance of {acct.address}: {acct.balance:,}")
+        out.print(f"claim {txid} {where}; balance of {acct.address}: "
+                  f"{format_hc(acct.balance)}")
 
 
 @cli_command
@@ -182,7 +253,9 @@ def audit(
                     "audited": k, "recomputed": report.recomputed,
                     "p_detect": [{"forged": x, "p_detect": p} for x, p in table_rows]})
     else:
-        table = Table(title=f"audit of {proof_path}: {k} of {s} samples recomputed")
+        # The title is a line of its own: as a table title it wraps to the narrow table.
+        out.print(f"audit of {escape(str(proof_path))}: {k} of {s} samples recomputed")
+        table = Table()
         table.add_column("forged samples X", justify="right")
         table.add_column("P_detect = 1 - C(s-X,m)/C(s,m)", justify="right")
         for x, p in table_rows:
@@ -203,12 +276,23 @@ def load_data_dir(data_dir: Path) -> NodeFiles:
     return load(data_dir)
 
 
+def _check_watermark(files: NodeFiles) -> None:
+    """A store behind what its node acknowledged fails the audit (`node.recovery`)."""
+    from hashcloud.errors import ChainAuditFailed
+    from hashcloud.node.recovery import watermark_problem
+
+    problem = watermark_problem(files)
+    if problem is not None:
+        raise ChainAuditFailed(problem)
+
+
 def _audit_chain(data_dir: Path, json_: bool) -> None:
     from hashcloud.chain.audit import audit_chain
 
     files = load_data_dir(data_dir)
     try:
         rep = audit_chain(files.chain_dir, files.genesis)
+        _check_watermark(files)
     except HashCloudError as exc:
         if json_:
             print_json({"valid": False, "errors": [str(exc)]})
@@ -218,10 +302,13 @@ def _audit_chain(data_dir: Path, json_: bool) -> None:
     result = {"valid": True, "errors": [], "height": rep.height, "blocks": rep.blocks,
               "transactions": rep.transactions, "head_hash": rep.head_hash,
               "state_root": rep.state_root, "total_supply": rep.total_supply,
-              "minted": rep.minted}
+              "minted": rep.minted, "emitted": rep.emitted, "pool": rep.pool,
+              "epochs_closed": rep.epochs_closed}
     if json_:
         print_json(result)
     else:
         out.print(f"[bold green]chain OK[/]: {rep.blocks} blocks to height {rep.height}, "
                   f"{rep.transactions} transactions, supply {rep.total_supply:,} "
-                  f"(minted {rep.minted:,}); head {rep.head_hash}")
+                  f"(paid out of epoch pools {rep.minted:,}; open pool {rep.pool:,}; "
+                  f"supply invariant held at {rep.epochs_closed} epoch closes); "
+                  f"head {rep.head_hash}")

@@ -141,6 +141,19 @@ def load_key(st: CliState, name: str = DEFAULT_KEY_NAME) -> PrivateKey:
     return ks.load(name)
 
 
+def node_key_passphrase(data_dir: Path) -> str | None:
+    """The passphrase of the node key in `data_dir` (`$HASHCLOUD_PASSPHRASE` or a prompt)
+    when that key file is encrypted, else None; a key file others may read is refused here,
+    before any prompt."""
+    from hashcloud.crypto.keystore import Keystore
+    from hashcloud.node.config import NODE_KEY_NAME
+
+    ks = Keystore(data_dir)
+    if ks.exists(NODE_KEY_NAME) and ks.is_encrypted(NODE_KEY_NAME):
+        return passphrase_from_env_or_prompt(NODE_KEY_NAME)
+    return None
+
+
 def load_or_create_key(st: CliState, name: str = DEFAULT_KEY_NAME) -> tuple[PrivateKey, bool]:
     """Load key `name`, creating a plaintext 0600 key if there is none; (key, created)."""
     ks = st.keystore

@@ -6,10 +6,29 @@ Miners expect hashrate-style figures over 10 s / 60 s / 15 min windows; `RateMet
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 
+from rich.console import Console
 from rich.table import Table
+
+PIPE_WIDTH = 10_000
+"""Console width when the output is not a terminal: wide enough that no line a command prints
+(an address, a proof path, a table row) is ever wrapped, so `hashcloud balance ADDR | awk`
+sees whole lines. An explicit `$COLUMNS` still wins."""
+
+
+def fit_width(console: Console) -> None:
+    """Stop `console` wrapping at rich's default 80 columns when it writes to a pipe or file.
+
+    rich sizes a console that is not a terminal from `$COLUMNS` or, failing that, 80 columns
+    (or the size of whichever std stream is a terminal), which cuts long lines of piped output.
+    A terminal keeps its own width; so does an explicit `$COLUMNS`."""
+    if console.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+        console.width = None  # type: ignore[assignment]  # back to the terminal's own size
+    else:
+        console.width = PIPE_WIDTH
 
 
 class RateMeter:
@@ -63,3 +82,11 @@ def round_table(
         t.add_row("rounds", f"[green]{accepted} accepted[/] / [red]{rejected} rejected[/]")
         t.add_row("rewards", f"{rewards:,}")
     return t
+
+
+def speed_line(phase: str, elapsed: float, loops: int, n: int, meter: RateMeter) -> str:
+    """One plain progress line (no markup, no redraw) for output that is not a terminal:
+    `round 3: 10.0 s, 412 loops, 41.2 loops/s (10s 40.9), 21.61 GFLOP/s, n=1024`."""
+    overall = loops / elapsed if elapsed > 0 else 0.0
+    return (f"{phase}: {elapsed:.1f} s, {loops} loops, {overall:,.1f} loops/s "
+            f"(10s {meter.rate(10):,.1f}), {gflops(overall, n):,.2f} GFLOP/s, n={n}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hashcloud.cli.common import check_engine_options, cli_command, out, print_json
@@ -19,25 +20,30 @@ from hashcloud.params import DEFAULT_N
 def selftest(
     n: Annotated[int, typer.Option(help="Matrix size for the loops checked.")] = 64,
     loops: Annotated[int, typer.Option(min=1, help="Loops per backend.")] = 4,
+    backend: Annotated[str, typer.Option(
+        help="auto (every usable backend) | numpy | cupy (fails if it cannot run)")] = "auto",
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Run a few loops on every available backend; compare with NumPy and the vectors."""
+    """Run a few loops on the backends; compare with NumPy and the golden vectors."""
     from hashcloud.engine.selftest import run_selftest
 
-    check_engine_options(n)
-    results = run_selftest(n=n, loops=loops)
+    check_engine_options(n, backend)
+    results = run_selftest(n=n, loops=loops, backend=backend)
     rows = [{"backend": r.backend, "device": r.device, "reason": r.reason, "ok": r.ok,
-             "checks": r.checks, "failures": list(r.failures), "seconds": r.seconds}
+             "skipped": r.skipped, "checks": r.checks, "failures": list(r.failures),
+             "seconds": r.seconds}
             for r in results]
     ok = bool(rows) and all(r["ok"] for r in rows)
     if json_:
         print_json({"ok": ok, "backends": rows})
     else:
-        table = Table("backend", "device", "checks", "result", "failures")
+        table = Table("backend", "device", "checks", "result", "details")
         for r in rows:
-            table.add_row(r["backend"], r["device"], str(r["checks"]),
-                          "[green]ok[/]" if r["ok"] else "[red]FAIL[/]",
-                          "; ".join(r["failures"]))
+            result = ("[yellow]skipped[/]" if r["skipped"]
+                      else "[green]ok[/]" if r["ok"] else "[red]FAIL[/]")
+            details = r["reason"] if r["skipped"] or r["ok"] else "; ".join(r["failures"])
+            table.add_row(r["backend"], escape(r["device"]), str(r["checks"]), result,
+                          escape(details))
         out.print(table)
     if not ok:
         raise typer.Exit(1)

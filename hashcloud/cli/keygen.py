@@ -6,6 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hashcloud.cli.common import cli_command, out, passphrase_from_env_or_prompt, print_json, state
@@ -70,9 +71,12 @@ def keys_list(
                               "path": str(k.path), "encrypted": k.encrypted,
                               "error": k.error} for k in keys]})
         return
-    table = Table("name", "encrypted", "path")
+    # The address never wraps; a long path folds onto more lines instead of being cut.
+    table = Table("name", "encrypted")
     table.add_column("address", no_wrap=True)
+    table.add_column("path", overflow="fold")
     for k in keys:
-        table.add_row(k.name, "yes" if k.encrypted else "no", str(k.path),
-                      k.address if k.error is None else f"[red]damaged: {k.error}[/]")
+        table.add_row(k.name, "yes" if k.encrypted else "no",
+                      k.address if k.error is None else f"[red]unusable: {escape(k.error)}[/]",
+                      escape(str(k.path)))
     out.print(table if keys else "no keys yet: run `hashcloud keygen`")

@@ -14,11 +14,12 @@ from typing import Annotated
 import typer
 
 from hashcloud import __version__
-from hashcloud.cli import chain_cmds, engine_cmds, node_cmd
+from hashcloud.cli import chain_cmds, engine_cmds, node_cmd, wallet
 from hashcloud.cli import keygen as keygen_cmd
 from hashcloud.cli import mine as mine_cmd
 from hashcloud.cli import verify as verify_cmd
-from hashcloud.cli.common import CliState, default_home
+from hashcloud.cli.common import CliState, default_home, err, out
+from hashcloud.cli.display import fit_width
 
 app = typer.Typer(
     name="hashcloud",
@@ -50,6 +51,8 @@ def main_callback(
     ] = False,
 ) -> None:
     """HashCloud command line."""
+    fit_width(out)  # piped output is never wrapped at 80 columns
+    fit_width(err)
     ctx.obj = CliState(home=(home.expanduser() if home else default_home()))
 
 
@@ -62,7 +65,11 @@ app.command("bench")(engine_cmds.bench)
 app.command("submit")(chain_cmds.submit)
 app.command("audit")(chain_cmds.audit)
 app.command("balance")(chain_cmds.balance)
+app.command("epoch")(chain_cmds.epoch)
 app.command("inspect-block")(chain_cmds.inspect_block)
+app.command("send")(wallet.send)
+app.command("tx")(wallet.tx)
+app.command("history")(wallet.history)
 app.add_typer(node_cmd.node_app, name="node")
 
 

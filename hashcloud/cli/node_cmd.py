@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from hashcloud.cli.common import cli_command, err, out, print_json, state
+from hashcloud.cli.common import cli_command, err, node_key_passphrase, out, print_json, state
 from hashcloud.errors import UsageError
 from hashcloud.params import AUDIT_MODES, DEFAULT_AUDIT_ROWS, MAX_N, MIN_N
 
@@ -41,19 +41,40 @@ def init(
     chain_id: Annotated[str | None, typer.Option(help="Chain id.")] = None,
     block_time: Annotated[float | None, typer.Option(min=0.05, help="Block time (s).")] = None,
     alloc: Annotated[list[str] | None, typer.Option(help="Genesis ADDRESS=AMOUNT.")] = None,
+    subsidy0: Annotated[int | None, typer.Option(
+        min=0, max=2**64 - 1, help="Base units each block adds to its epoch's pool.")] = None,
+    halving_interval: Annotated[int | None, typer.Option(
+        min=1, max=2**64 - 1, help="Blocks between subsidy halvings.")] = None,
+    epoch_length: Annotated[int | None, typer.Option(
+        min=1, max=2**32 - 1, help="Blocks per reward epoch (payout at each epoch's end).")
+    ] = None,
+    validator_key: Annotated[list[str] | None, typer.Option(
+        show_default=False,
+        help="Public key (hex) of a further PoC validator listed in genesis (repeatable): a "
+             "node holding it, e.g. a follower, audits rounds and signs receipts.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Write genesis and the node key into the data dir (single-node chain)."""
+    """Write genesis and the node key into the data dir (single-node chain); the emission
+    schedule (SPEC 6 v1.1) defaults to 50 HC per block, halving every 1,051,200 blocks, paid
+    per 720-block epoch."""
     from hashcloud.chain.genesis import genesis_hash
     from hashcloud.node.config import init_data_dir
 
     dd = data_dir or state(ctx).home / "node"
     files = init_data_dir(dd, chain_id=chain_id, allocations=_parse_alloc(alloc or []),
-                          block_time_ms=int(block_time * 1000) if block_time else None)
+                          block_time_ms=int(block_time * 1000) if block_time else None,
+                          schedule={"subsidy0": subsidy0, "halving_interval": halving_interval,
+                                    "epoch_length": epoch_length},
+                          passphrase=node_key_passphrase(dd),
+                          validators=validator_key or ())
     info = {"data_dir": str(dd), "chain_id": files.genesis.chain_id,
             "genesis_hash": genesis_hash(files.genesis),
             "node_address": files.key.public_key.address,
-            "node_public_key": files.key.public_key.hex()}
+            "node_public_key": files.key.public_key.hex(),
+            "subsidy0": files.genesis.subsidy0,
+            "halving_interval": files.genesis.halving_interval,
+            "epoch_length": files.genesis.epoch_length,
+            "validators": list(files.genesis.validators)}
     if json_:
         print_json(info)
     else:
@@ -97,7 +118,41 @@ def start(
     trusted_proxy: Annotated[list[str] | None, typer.Option(
         help="Address of a reverse proxy whose X-Forwarded-For names the client (repeatable; "
              "default: none, the client is the socket peer).")] = None,
+    tx_rate: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="POST /v1/transactions requests per minute per client IP (default: the node's "
+             "policy).")] = None,
+    reveal_rate: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="Reveals per minute per client IP (default: the node's policy).")] = None,
+    max_connections: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="Open connections overall (default and ceiling: what the open-file limit "
+             "allows).")] = None,
+    max_connections_per_ip: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="Open connections per client IP (default: the node's policy).")] = None,
+    header_timeout: Annotated[float | None, typer.Option(
+        min=0.1, show_default=False,
+        help="Seconds a client has to send a request header (default: the node's "
+             "policy).")] = None,
+    body_timeout: Annotated[float | None, typer.Option(
+        min=0.1, show_default=False,
+        help="Seconds a client has to send a request body, plus 1 s per 64 KiB "
+             "(default: the node's policy).")] = None,
+    accept_rollback: Annotated[bool, typer.Option(
+        "--accept-rollback",
+        help="Start even though the chain store is missing or behind the height this node "
+             "acknowledged (its watermark): the blocks after the store's head are given up "
+             "and the watermark is reset (logged at ERROR).")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    follow: Annotated[str | None, typer.Option(
+        show_default=False,
+        help="Run a follower of the producer at this URL: no block production, every block "
+             "re-validated, writes relayed (SPEC 7 v1.1).")] = None,
+    genesis_hash_: Annotated[str | None, typer.Option(
+        "--genesis-hash", show_default=False,
+        help="With --follow: refuse a producer whose genesis hash is not this one.")] = None,
 ) -> None:
     """Run the node (PoC validator + chain) until Ctrl-C / SIGTERM.
 
@@ -105,6 +160,7 @@ def start(
     # The defaults live in ValidatorConfig only: options left at None are not passed, and
     # the node package is imported here, when the command runs (never at CLI import).
     from hashcloud.node.config import ValidatorConfig
+    from hashcloud.node.edge import EdgeSettings, describe_limits, is_loopback_host, raise_fd_limit
     from hashcloud.node.server import bind_socket, open_or_init, run_node
     from hashcloud.node.service import NodeService
 
@@ -118,13 +174,31 @@ def start(
         "audit_mode": audit_mode, "audit_rows": audit_rows,
     }
     config = ValidatorConfig(**{k: v for k, v in options.items() if v is not None})
+    edge_options = {
+        "transactions_per_minute_per_ip": tx_rate, "reveals_per_minute_per_ip": reveal_rate,
+        "max_connections": max_connections, "max_connections_per_ip": max_connections_per_ip,
+        "header_timeout": header_timeout, "body_timeout": body_timeout,
+    }
+    edge = EdgeSettings(**{k: v for k, v in edge_options.items() if v is not None})
+    if not is_loopback_host(host):
+        cap = edge.connection_cap(raise_fd_limit())
+        err.print(f"[yellow]warning:[/] listening on {host}: the HTTP API is unauthenticated; "
+                  f"anyone who can reach this address can submit transactions and PoC "
+                  f"requests. Limits in force: {describe_limits(config, edge, cap)}.",
+                  soft_wrap=True)
     dd = data_dir or state(ctx).home / "node"
-    files, created = open_or_init(dd)
+    if genesis_hash_ is not None and follow is None:
+        raise UsageError("--genesis-hash needs --follow URL")
+    if follow is not None:
+        _start_follower(dd, follow, genesis_hash_, config, host, port, log_level,
+                        trusted_proxy or (), edge=edge)
+        return
+    files, created = open_or_init(dd, node_key_passphrase(dd))
     if created:
         err.print(f"initialised a new single-node chain in {dd}")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = NodeService(files, config)
+    service = NodeService(files, config, accept_rollback=accept_rollback)
     sock = bind_socket(host, port)
     bound = sock.getsockname()[1]
     display_host = f"[{host}]" if ":" in host else host
@@ -132,7 +206,69 @@ def start(
     print(f"hashcloud node listening on http://{display_host}:{bound} "
           f"chain={files.genesis.chain_id} height={service.ledger.height}", flush=True)
     run_node(service, sock, log_level=log_level, block_time=block_time,
-             trusted_proxies=trusted_proxy or ())
+             trusted_proxies=trusted_proxy or (), edge=edge)
+
+
+def _start_follower(dd: Path, url: str, pinned: str | None, config: object, host: str,
+                    port: int, log_level: str, trusted_proxies: list[str] | tuple[str, ...],
+                    edge: object) -> None:
+    """`node start --follow URL`: open (or initialise from the producer's genesis) the data
+    dir, say which genesis it follows, and serve with the sync loop instead of a producer."""
+    from hashcloud.chain.genesis import genesis_hash
+    from hashcloud.node.follower import FollowerService, check_url, follower_task, open_follower_dir
+    from hashcloud.node.server import bind_socket, run_node
+
+    if pinned is not None and not (len(pinned) == 64 and all(
+            c in "0123456789abcdefABCDEF" for c in pinned)):
+        raise UsageError("--genesis-hash takes 64 hex digits")
+    url = check_url(url)
+    files, created = open_follower_dir(dd, url, pinned, passphrase=node_key_passphrase(dd))
+    digest = genesis_hash(files.genesis)
+    err.print(f"{'initialised a follower' if created else 'following'} in {dd}: "
+              f"producer {url}, genesis {digest}"
+              + ("" if pinned else " (not pinned: pass --genesis-hash to check it)"))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per sync request
+    service = FollowerService(files, url, config)  # type: ignore[arg-type]
+    sock = bind_socket(host, port)
+    bound = sock.getsockname()[1]
+    display_host = f"[{host}]" if ":" in host else host
+    print(f"hashcloud node listening on http://{display_host}:{bound} "
+          f"chain={files.genesis.chain_id} height={service.ledger.height} follow={url} "
+          f"genesis={digest}", flush=True)
+    run_node(service, sock, log_level=log_level, trusted_proxies=trusted_proxies,
+             produce_blocks=False, tasks=[follower_task(service)],
+             edge=edge)  # type: ignore[arg-type]
+
+
+@node_app.command("reindex")
+@cli_command
+def reindex(
+    ctx: typer.Context,
+    data_dir: DataDirOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Rebuild the block index and the state snapshot from the block log, re-validating
+    every block (like bitcoind -reindex). The node must be stopped."""
+    from hashcloud.node.config import load_data_dir
+    from hashcloud.node.recovery import reindex as rebuild
+
+    dd = data_dir or state(ctx).home / "node"
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    rep = rebuild(load_data_dir(dd, node_key_passphrase(dd)))
+    info = {"data_dir": str(dd), "height": rep.height, "head_hash": rep.head_hash,
+            "snapshot_height": rep.snapshot_height, "behind_watermark": rep.rollback_problem}
+    if json_:
+        print_json(info)
+    else:
+        out.print(f"[bold green]reindexed[/] {dd}: {rep.height + 1} blocks re-validated to "
+                  f"height {rep.height} ({rep.head_hash}); index rewritten, state snapshot "
+                  f"at height {rep.snapshot_height}")
+    if rep.rollback_problem is not None:
+        err.print(f"[bold red]warning:[/] {rep.rollback_problem}; `node start` will refuse "
+                  "this store (see --accept-rollback)")
 
 
 @node_app.command("status")
@@ -152,3 +288,10 @@ def status(
         return
     out.print(f"[bold]{info.chain_id}[/] at {node}: height {info.head.height} "
               f"({info.head.hash}), mempool {info.mempool_size}, node {info.node_address}")
+    if info.follow is not None:  # a follower: where it stands with its producer
+        f = info.follow
+        out.print(f"follower of {f.producer}: {f.state}, producer height "
+                  f"{f.producer_height if f.producer_height is not None else '?'}, "
+                  f"{f.imported} blocks imported"
+                  + (", PoC validator" if info.validator else "")
+                  + (f" ({f.reason})" if f.reason else ""), markup=False)

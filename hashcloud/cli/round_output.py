@@ -7,6 +7,7 @@ imports the other.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from rich.live import Live
@@ -16,7 +17,7 @@ from hashcloud.cli.common import (
     CliState,
     err,
 )
-from hashcloud.cli.display import RateMeter, gflops, round_table
+from hashcloud.cli.display import RateMeter, gflops, round_table, speed_line
 from hashcloud.engine.mining import Engine
 from hashcloud.errors import HashCloudError, UsageError
 from hashcloud.fsutil import create_exclusive
@@ -37,7 +38,28 @@ def check_out_path(path: Path) -> Path:
     parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise UsageError(f"--out {path}: {parent} is not a directory")
+    _check_writable_dir(parent, f"--out {path}")
     return path
+
+
+def check_proof_dir(directory: Path) -> Path:
+    """Refuse, before any compute, a proof directory that cannot be written (exit 2)."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"proof directory {directory} is not a directory")
+    _check_writable_dir(directory, f"proof directory {directory}")
+    return directory
+
+
+def _check_writable_dir(directory: Path, what: str) -> None:
+    """Create `directory` if needed and prove a file can be made in it (a probe file, created
+    and removed: permission bits alone do not tell, e.g. for root or a read-only mount), so
+    a round's work is never lost to an unwritable proof path."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".hashcloud-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what} cannot be written: {exc.strerror or exc}") from None
 
 
 def write_proof(path: Path, proof: ProofFile) -> Path:
@@ -59,13 +81,28 @@ def default_proof_path(st: CliState, challenge_id: str) -> Path:
 
 
 def compute_round(engine: Engine, seed: str, duration: float, *, live: bool,
-                  phase: str = "computing", stats: dict | None = None) -> RoundWork:
-    """Run the loops of one round, with the live display unless `live` is False."""
+                  phase: str = "computing", stats: dict | None = None,
+                  print_every: float = 10.0) -> RoundWork:
+    """Run the loops of one round, with the live display unless `live` is False. When
+    stderr is not a terminal (a log file, journald) the live panel cannot redraw: a plain
+    speed line is printed every `print_every` seconds instead."""
     meter = RateMeter()
     stats = stats or {}
     if not live:
         return run_loops(engine, seed, duration)
     last = [0]
+    if not err.is_terminal:
+        next_line = [print_every]
+
+        def plain(loops: int, elapsed: float) -> None:
+            meter.add(loops - last[0])
+            last[0] = loops
+            if elapsed >= next_line[0]:
+                next_line[0] = elapsed + print_every
+                err.print(speed_line(phase, elapsed, loops, engine.n, meter), soft_wrap=True,
+                          markup=False, highlight=False)
+
+        return run_loops(engine, seed, duration, progress=plain)
 
     def panel(loops: int, elapsed: float) -> Table:
         return round_table(phase=phase, elapsed=elapsed, duration=duration, loops=loops,

@@ -7,8 +7,10 @@ Retry-After); `on_retry` is told about each retry so the CLI can say so.
 
 from __future__ import annotations
 
+import contextlib
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -38,12 +40,40 @@ M = TypeVar("M", bound=BaseModel)
 RetryFn = Callable[[str, int, float], None]
 """Called as `on_retry(reason, attempt, delay_seconds)` before each retry."""
 
+MAX_RETRY_DELAY = 30.0
+"""Longest wait between two attempts of one request (seconds)."""
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: `initial`, then doubling up to `cap` seconds,
+    each delay drawn in [delay/2, delay] so that miners cut off by the same outage do not
+    come back in lockstep. `reset` after a success."""
+
+    def __init__(self, initial: float = 1.0, cap: float = MAX_RETRY_DELAY,
+                 rng: random.Random | None = None) -> None:
+        if not 0 < initial <= cap:
+            raise InvalidOption(f"backoff needs 0 < initial ({initial}) <= cap ({cap})")
+        self.initial, self.cap = initial, cap
+        self.failures = 0
+        self.rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        """The wait before the next attempt (and count one more failure)."""
+        delay = min(self.cap, self.initial * 2 ** min(self.failures, 62))
+        self.failures += 1
+        return self.rng.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        """Back to `initial` after a success."""
+        self.failures = 0
+
 
 class NodeClient:
     """Typed calls to one node at `base_url`."""
 
     def __init__(self, base_url: str, *, timeout: float = 30.0, retries: int = 5,
-                 backoff: float = 0.5, on_retry: RetryFn | None = None) -> None:
+                 backoff: float = 0.5, on_retry: RetryFn | None = None,
+                 max_delay: float = MAX_RETRY_DELAY) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise InvalidOption(f"node URL must start with http:// or https://: {base_url!r}")
         try:
@@ -59,7 +89,21 @@ class NodeClient:
         self.retries = retries
         self.backoff = backoff
         self.on_retry = on_retry
+        self.max_delay = max_delay
+        self.retry_until: float | None = None  # see `retrying_until`
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    @contextlib.contextmanager
+    def retrying_until(self, deadline: float) -> Iterator[None]:
+        """Inside the block, a request that cannot reach the node (or gets 5xx / 429) keeps
+        being retried, at most `max_delay` apart, until unix time `deadline`, even past
+        `retries`: a miner's round rides out a node restart while its challenge is still
+        valid, instead of being abandoned after a few seconds."""
+        previous, self.retry_until = self.retry_until, deadline
+        try:
+            yield
+        finally:
+            self.retry_until = previous
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -92,12 +136,14 @@ class NodeClient:
                 else:
                     raise NodeRejected(resp.status_code, detail)
             attempt += 1
-            if attempt > self.retries:
+            wait = min(self.max_delay, delay if delay is not None
+                       else self.backoff * 2 ** min(attempt - 1, 62))
+            if attempt > self.retries and (self.retry_until is None
+                                           or time.time() + wait > self.retry_until):
                 raise NodeError(reason)
-            wait = delay if delay is not None else self.backoff * 2 ** (attempt - 1)
             if self.on_retry is not None:
                 self.on_retry(reason, attempt, wait)
-            time.sleep(min(wait, 30.0))
+            time.sleep(wait)
 
     def _get(self, model: type[M], method: str, path: str, json: Any = None) -> M:
         """Request and validate the answer as `model`; a wrong shape is a NodeError."""
@@ -141,6 +187,14 @@ class NodeClient:
     def next_nonce(self, address: str) -> int:
         """The nonce for a new transaction from `address`."""
         return self._get(NextNonce, "GET", f"/v1/accounts/{address}/next-nonce").nonce
+
+    def history(self, address: str, before: int | None = None, limit: int = 50) -> dict:
+        """`GET /v1/accounts/{address}/history`: one page, newest first (SPEC 7 v1.1)."""
+        params = f"?limit={limit}" + (f"&before={before}" if before is not None else "")
+        data = self._request("GET", f"/v1/accounts/{address}/history{params}")
+        if not (isinstance(data, dict) and isinstance(data.get("transactions"), list)):
+            raise NodeError(f"{self.base_url} sent an unexpected answer to the history query")
+        return data
 
     def block(self, ref: str) -> dict:
         """`GET /v1/blocks/{ref}` (SPEC 7 inspect-block JSON), shape-checked."""

@@ -9,13 +9,22 @@ concurrent writer.
 A key file is plaintext JSON by default (protected by 0600 only) or, with a passphrase,
 encrypted with scrypt (N=2^15, r=8, p=1) and AES-256-GCM from `cryptography`, the address
 being the authenticated associated data.
+
+Reading is as strict as writing: on POSIX a key file that group or others may access, or
+that another user owns, is refused before it is read (`check_key_file_access`, as ssh
+refuses an unprotected private key); the scrypt parameters a file names are bounded before
+anything is derived; every malformed file is a `KeystoreError` naming the file and the
+problem; a decryption failure is "wrong passphrase or damaged key file" (AES-GCM cannot
+tell the two apart); and the decrypted key must match the file's address and public key.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.errors import HashCloudError, KeystoreError
+from hashcloud.errors import HashCloudError, KeyFileExposed, KeystoreError
 from hashcloud.fsutil import create_exclusive
 from hashcloud.params import DEFAULT_KEY_NAME
 
@@ -35,6 +44,10 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 # `load` allocate gigabytes or spin for hours (scrypt memory is 128 * n * r bytes).
 _SCRYPT_MAX_N, _SCRYPT_MAX_R, _SCRYPT_MAX_P = 2**20, 16, 16
 _SCRYPT_MAX_MEMORY = 256 * 2**20
+_SCRYPT_MAX_WORK = 2**22  # n * r * p: 16 times the default's cost (time grows with it)
+_SALT_BYTES = (16, 64)
+_CIPHERTEXT_BYTES = 32 + 16  # the 32-byte secret and the GCM tag
+_POSIX_MODES = os.name == "posix"
 
 
 class _Damaged(ValueError):
@@ -61,6 +74,29 @@ def check_key_name(name: str) -> str:
             "and start with a letter or digit"
         )
     return name
+
+
+def check_key_file_access(path: Path) -> None:
+    """Refuse (KeyFileExposed) a key file that group or others may access or that another
+    user owns, as ssh refuses an unprotected private key; a no-op on platforms without
+    POSIX modes. The key is never read from such a file: fix it with `chmod 600` (and
+    `chown`), or move the key to a new file with `keygen --import -`."""
+    if not _POSIX_MODES:  # pragma: no cover - Windows has no POSIX modes
+        return
+    try:
+        info = path.stat()
+    except OSError:
+        return  # missing or unreadable: the read that follows says so
+    owner = os.geteuid()
+    if info.st_uid != owner:
+        raise KeyFileExposed(
+            f"key file {path} is owned by uid {info.st_uid}, not by you (uid {owner}): "
+            "refusing to use a key another user controls")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise KeyFileExposed(
+            f"permissions {mode:04o} for key file {path} are too open: a private key must "
+            f"not be accessible by group or others; run `chmod 600 {path}`")
 
 
 def _derive(passphrase: str, salt: bytes) -> bytes:
@@ -125,8 +161,11 @@ class Keystore:
                 f"key file {path} already exists; refusing to overwrite"
             ) from None
 
-    def _read(self, name: str) -> dict:
+    def _read(self, name: str, *, check_access: bool = True) -> dict:
+        """The JSON object of key file `name`, refused first if others may access it."""
         path = self.path_for(name)
+        if check_access:
+            check_key_file_access(path)
         try:
             record = json.loads(path.read_text())
         except FileNotFoundError:
@@ -151,7 +190,9 @@ class Keystore:
 
         Every malformed key file (a `crypto` section that is not an object, missing or
         mistyped fields, bad hex, out-of-range KDF parameters, a key that does not match
-        its address) raises `KeystoreError` naming the file and the problem.
+        its address or public key) raises `KeystoreError` naming the file and the problem;
+        a file others may access is refused first (`KeyFileExposed`), and a file that does
+        not decrypt is "wrong passphrase or damaged key file".
         """
         record = self._read(name)
         path = self.path_for(name)
@@ -169,8 +210,12 @@ class Keystore:
             raise
         except (HashCloudError, KeyError, TypeError, ValueError, OverflowError) as exc:
             raise KeystoreError(f"key file {path} is damaged: {exc}") from None
+        # Checked after decryption too: the key itself must be what the file names.
         if key.public_key.address != address:
             raise KeystoreError(f"key file {path} is damaged: address does not match the key")
+        if record.get("public_key", key.public_key.hex()) != key.public_key.hex():
+            raise KeystoreError(
+                f"key file {path} is damaged: public_key does not match the key")
         return key
 
     def list(self) -> list[KeyInfo]:
@@ -183,12 +228,17 @@ class Keystore:
             name = path.stem
             try:
                 check_key_name(name)
-                record = self._read(name)
+                # Damage first, then access: a listing names the first thing to fix.
+                record = self._read(name, check_access=False)
                 address, public_key = record.get("address"), record.get("public_key")
                 if not isinstance(address, str) or not isinstance(public_key, str):
                     raise KeystoreError("address or public_key missing or not a string")
                 if PublicKey.from_hex(public_key).address != address:
                     raise KeystoreError("address does not match the public key")
+                crypto = record.get("crypto")
+                if "crypto" in record and not isinstance(crypto, dict):
+                    raise KeystoreError(f"key file {path} is damaged: 'crypto' is not an object")
+                check_key_file_access(path)
                 out.append(KeyInfo(name, address, public_key, path, "crypto" in record))
             except HashCloudError as exc:
                 out.append(KeyInfo(name, "", "", path, False, error=str(exc)))
@@ -229,18 +279,27 @@ def _decrypt(crypto: object, address: str, passphrase: str, name: str, path: Pat
     if n & (n - 1):
         raise _Damaged("'n' must be a power of two")
     r, p = _int(crypto, "r", 1, _SCRYPT_MAX_R), _int(crypto, "p", 1, _SCRYPT_MAX_P)
+    # Every bound is checked before anything is derived: a hostile file costs nothing.
     if 128 * n * r > _SCRYPT_MAX_MEMORY:
         raise _Damaged(f"scrypt n={n}, r={r} needs more than {_SCRYPT_MAX_MEMORY >> 20} MiB")
-    kdf = Scrypt(salt=_hex(crypto, "salt"), length=32, n=n, r=r, p=p)
-    nonce, ciphertext = _hex(crypto, "nonce"), _hex(crypto, "ciphertext")
+    if n * r * p > _SCRYPT_MAX_WORK:
+        raise _Damaged(f"scrypt n={n}, r={r}, p={p} exceeds the work bound n*r*p <= 2^22")
+    salt, nonce = _hex(crypto, "salt"), _hex(crypto, "nonce")
+    ciphertext = _hex(crypto, "ciphertext")
+    if not _SALT_BYTES[0] <= len(salt) <= _SALT_BYTES[1]:
+        raise _Damaged(f"'salt' must be {_SALT_BYTES[0]}-{_SALT_BYTES[1]} bytes")
     if len(nonce) != 12:
         raise _Damaged("'nonce' must be 12 bytes")
+    if len(ciphertext) != _CIPHERTEXT_BYTES:
+        raise _Damaged(f"'ciphertext' must be {_CIPHERTEXT_BYTES} bytes")
+    kdf = Scrypt(salt=salt, length=32, n=n, r=r, p=p)
     try:
         secret = AESGCM(kdf.derive(passphrase.encode())).decrypt(
             nonce, ciphertext, address.encode()
         )
-    except InvalidTag:
-        raise KeystoreError(f"wrong passphrase for key {name!r}") from None
+    except InvalidTag:  # GCM cannot tell a wrong passphrase from a changed byte
+        raise KeystoreError(
+            f"wrong passphrase or damaged key file for key {name!r} ({path})") from None
     if len(secret) != 32:
         raise _Damaged("the decrypted key is not 32 bytes")
     return PrivateKey(int.from_bytes(secret, "big"))

@@ -29,10 +29,14 @@ from concurrent.futures.process import BrokenProcessPool
 from hashcloud.errors import MerkleError
 
 __all__ = [
+    "COMPACT_CHUNK_LEVELS",
     "EMPTY_ROOT",
     "HASH_SIZE",
     "LEAF_PREFIX",
     "NODE_PREFIX",
+    "CompactMerkleBuilder",
+    "CompactMerkleTree",
+    "LeafStore",
     "MerkleTree",
     "is_included",
     "leaf_hash",
@@ -293,6 +297,195 @@ class MerkleBuilder:
                 self._append(k + 1, bytes(self._levels[k][-HASH_SIZE:]))
             k += 1
         return MerkleTree._from_levels([bytes(level) for level in self._levels], self._size)
+
+
+class LeafStore(Sequence[bytes]):
+    """Fixed-width leaves in one flat `bytearray`: 32 bytes per 32-byte leaf, no per-leaf
+    object (a list of `bytes` costs about 73 bytes per leaf). Read as a sequence of `bytes`.
+    """
+
+    __slots__ = ("_buf", "_width")
+
+    def __init__(self, width: int = HASH_SIZE) -> None:
+        self._buf = bytearray()
+        self._width = width
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Append leaves in order; each must be exactly `width` bytes."""
+        joined = b"".join(leaves)
+        if len(joined) != len(leaves) * self._width or any(
+                len(d) != self._width for d in leaves):
+            raise MerkleError(f"every leaf must be {self._width} bytes")
+        self._buf += joined
+
+    def __len__(self) -> int:
+        return len(self._buf) // self._width
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError("leaf index must be an integer")
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError(f"leaf index {index} out of range for {size} leaves")
+        w = self._width
+        return bytes(self._buf[index * w : (index + 1) * w])
+
+    def raw(self, start: int, stop: int) -> bytes:
+        """Leaves [start, stop) as one flat bytes object."""
+        w = self._width
+        return bytes(self._buf[start * w : stop * w])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (the payload; the bytearray may reserve up to ~1/8 more)."""
+        return len(self._buf)
+
+
+COMPACT_CHUNK_LEVELS = 5
+"""Levels a `CompactMerkleTree` does not store: chunks of 2^5 = 32 leaves are rehashed (63
+hashes, ~30 us) when an audit path needs them; the stored levels above cost ~2 bytes per
+leaf."""
+
+
+class CompactMerkleTree:
+    """An HC-MERKLE-v1 tree (SPEC 2) keeping the leaves flat plus only the levels from
+    `2^chunk_levels`-leaf chunk roots upward: ~34 bytes per 32-byte leaf instead of ~140.
+
+    Same root and audit paths as `MerkleTree` over the same leaves: an aligned chunk of
+    `2^c` leaves is a complete subtree, so level `h <= c` of the whole tree restricted to a
+    chunk is that chunk's own bottom-up tree (the last, short chunk carries its odd nodes up
+    exactly as the whole tree does); the lower part of a path is recomputed from the chunk.
+    """
+
+    __slots__ = ("_leaves", "_upper", "_chunk_levels", "_size")
+
+    def __init__(self, leaves: LeafStore, upper: list[bytes], chunk_levels: int) -> None:
+        self._leaves = leaves
+        self._upper = upper
+        self._chunk_levels = chunk_levels
+        self._size = len(leaves)
+
+    @property
+    def size(self) -> int:
+        """Number of leaves `L` (SPEC 2)."""
+        return self._size
+
+    @property
+    def leaves(self) -> LeafStore:
+        """The committed leaves `leaf_0 .. leaf_{L-1}`."""
+        return self._leaves
+
+    @property
+    def root(self) -> bytes:
+        """`MTH` of the leaves; `SHA256("")` for the empty tree (SPEC 2)."""
+        return self._upper[-1] if self._upper else EMPTY_ROOT
+
+    def leaf_hash_at(self, index: int) -> bytes:
+        """`SHA256(0x00 || leaf_index)` (SPEC 2), recomputed."""
+        self._check_index(index)
+        return leaf_hash(self._leaves[index])
+
+    def audit_path(self, index: int) -> list[bytes]:
+        """RFC 6962 audit path for leaf `index`, leaf level first (SPEC 2): the chunk's
+        levels recomputed from its leaves, then the stored levels above."""
+        self._check_index(index)
+        c = self._chunk_levels
+        lo = (index >> c) << c
+        hi = min(self._size, lo + (1 << c))
+        w = HASH_SIZE
+        flat = self._leaves.raw(lo, hi)
+        low = _subtree_levels([flat[i : i + w] for i in range(0, len(flat), w)])
+        path = []
+        j = index - lo
+        for level in low[:-1]:
+            sibling = (j ^ 1) * w
+            if sibling < len(level):
+                path.append(level[sibling : sibling + w])
+            j >>= 1
+        j = index >> c
+        for level in self._upper[:-1]:
+            sibling = (j ^ 1) * w
+            if sibling < len(level):
+                path.append(level[sibling : sibling + w])
+            j >>= 1
+        return path
+
+    def _check_index(self, index: int) -> None:
+        """Reject an index outside `[0, size)`."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise MerkleError("leaf index must be an integer")
+        if not 0 <= index < self._size:
+            raise MerkleError(f"leaf index {index} out of range for tree size {self._size}")
+
+    def stored_bytes(self) -> int:
+        """Bytes of leaves plus stored tree levels (what a round keeps per loop * L)."""
+        return self._leaves.nbytes + sum(len(level) for level in self._upper)
+
+
+class CompactMerkleBuilder:
+    """Builds a `CompactMerkleTree` while leaves arrive (SPEC 2), for mining rounds.
+
+    Leaves go into a flat `LeafStore`; each completed chunk of `2^chunk_levels` leaves is
+    hashed at once (leaf hashes and its subtree, then discarded) and its root fed to a
+    `MerkleBuilder` of the levels above, so memory is ~34 bytes per loop and `finish` only
+    settles the last chunk and the ragged right edge. Root equals `merkle_root(leaves)`.
+    """
+
+    __slots__ = ("_leaves", "_upper", "_chunk_levels", "_done_chunks", "_finished")
+
+    def __init__(self, chunk_levels: int = COMPACT_CHUNK_LEVELS) -> None:
+        if chunk_levels < 0:
+            raise MerkleError("chunk_levels must be non-negative")
+        self._leaves = LeafStore()
+        self._upper = MerkleBuilder()
+        self._chunk_levels = chunk_levels
+        self._done_chunks = 0
+        self._finished = False
+
+    @property
+    def leaves(self) -> LeafStore:
+        """The leaves added so far (flat)."""
+        return self._leaves
+
+    @property
+    def size(self) -> int:
+        """Leaves added so far."""
+        return len(self._leaves)
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Add 32-byte leaves (in order); hash every chunk they complete."""
+        if self._finished:
+            raise MerkleError("the tree is finished; no more leaves can be added")
+        self._leaves.extend(leaves)
+        chunk = 1 << self._chunk_levels
+        full = len(self._leaves) // chunk
+        if full > self._done_chunks:
+            roots = b"".join(self._chunk_root(k) for k in range(self._done_chunks, full))
+            self._upper._append(0, roots)
+            self._done_chunks = full
+
+    def _chunk_root(self, k: int) -> bytes:
+        """Root of chunk k (leaves [k 2^c, min((k+1) 2^c, L)))."""
+        c = self._chunk_levels
+        flat = self._leaves.raw(k << c, min(len(self._leaves), (k + 1) << c))
+        w = HASH_SIZE
+        return _subtree_levels([flat[i : i + w] for i in range(0, len(flat), w)])[-1]
+
+    def finish(self) -> CompactMerkleTree:
+        """Hash the last, short chunk, carry odd nodes up (never duplicated), return the tree."""
+        self._finished = True
+        chunk = 1 << self._chunk_levels
+        if len(self._leaves) > self._done_chunks * chunk:
+            self._upper._append(0, self._chunk_root(self._done_chunks))
+            self._done_chunks += 1
+        if not len(self._leaves):
+            return CompactMerkleTree(self._leaves, [], self._chunk_levels)
+        upper = self._upper.finish()
+        return CompactMerkleTree(self._leaves, upper._levels, self._chunk_levels)
 
 
 def merkle_root(leaves: Sequence[bytes], *, workers: int | None = None) -> bytes:

@@ -7,12 +7,16 @@ low-S canonicalisation). Verification first applies the strict SPEC 5 rules (len
 when it is installed, else with `ecdsa`; tests cross-check the two verifiers.
 
 Every protocol message is domain-tagged by its record module (see `domain_tag`), so a
-signature can never be replayed as another kind of message or on another chain.
+signature can never be replayed as another kind of message or on another chain: since
+SPEC 5 v1.1 the tag names the chain by a `ChainDomain`, its chain id and the first 16 hex
+digits of its genesis block hash, so two chains that share a chain id still differ.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 from ecdsa import BadSignatureError, SECP256k1, VerifyingKey
@@ -32,10 +36,52 @@ SIGNATURE_SIZE = 64
 _HALF_ORDER = CURVE_ORDER // 2
 
 
-def domain_tag(kind: str, chain_id: str | None = None) -> bytes:
-    """The domain prefix `hc/<kind>/v1[/<chain_id>]` that starts every signed message."""
-    tag = f"hc/{kind}/v1" if chain_id is None else f"hc/{kind}/v1/{chain_id}"
-    return tag.encode("ascii")
+GENESIS_PREFIX_HEX = 16
+"""Hex digits of the genesis block hash that name a chain in every domain tag (SPEC 5)."""
+
+_CHAIN_ID = re.compile(r"[a-z0-9-]{1,32}")  # types.ChainId
+_GENESIS_PREFIX = re.compile(f"[0-9a-f]{{{GENESIS_PREFIX_HEX}}}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainDomain:
+    """The chain a signature belongs to (SPEC 5 v1.1): its chain id and `genesis`, the first
+    16 hex digits of its genesis block hash. Every chain-bound signature is made and checked
+    under one; `chain.genesis.chain_domain` derives it from a genesis, and a node publishes
+    its genesis block hash in `/v1/info` so clients derive the same."""
+
+    chain_id: str
+    genesis: str
+
+    def __post_init__(self) -> None:
+        """Refuse a malformed id or prefix (a tag must never be ambiguous)."""
+        if not isinstance(self.chain_id, str) or not _CHAIN_ID.fullmatch(self.chain_id):
+            raise ValueError(f"chain id {self.chain_id!r} is not 1-32 of [a-z0-9-]")
+        if not isinstance(self.genesis, str) or not _GENESIS_PREFIX.fullmatch(self.genesis):
+            raise ValueError(f"genesis prefix {self.genesis!r} is not {GENESIS_PREFIX_HEX} "
+                             "lower-case hex digits")
+
+    @classmethod
+    def of(cls, chain_id: str, genesis_block_hash: str) -> ChainDomain:
+        """The domain of the chain `chain_id` whose genesis block hash is
+        `genesis_block_hash` (64 hex digits)."""
+        if not isinstance(genesis_block_hash, str) or len(genesis_block_hash) != 64:
+            raise ValueError("a genesis block hash is 64 hex digits")
+        return cls(chain_id, genesis_block_hash[:GENESIS_PREFIX_HEX])
+
+    def __str__(self) -> str:
+        """`<chain_id>/<g>`, as the domain tag carries it."""
+        return f"{self.chain_id}/{self.genesis}"
+
+
+def domain_tag(kind: str, domain: ChainDomain) -> bytes:
+    """The prefix `hc/<kind>/v1/<chain_id>/<g>` that starts every chain-bound signed
+    message (SPEC 5 v1.1). The SPEC 4 commit message has its own fixed form and offline
+    proofs sign nothing chain-bound, so every caller names a chain."""
+    if not isinstance(domain, ChainDomain):
+        raise TypeError("domain_tag needs a ChainDomain (chain id + genesis), not "
+                        f"{type(domain).__name__}")
+    return f"hc/{kind}/v1/{domain}".encode("ascii")
 
 
 def sign(private_key: PrivateKey, message: bytes) -> bytes:

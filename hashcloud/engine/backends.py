@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hashcloud.engine.device import cpu_device_name, cpu_peak_flops, probe_cupy
+from hashcloud.engine.device import cpu_device_name, cpu_peak_flops, fix_for, probe_cupy
 from hashcloud.errors import BackendUnavailable, EngineError
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "BACKEND_NAMES",
     "BackendChoice",
     "load_pipeline",
+    "numpy_choice",
     "select_backend",
 ]
 
@@ -56,11 +57,14 @@ class BackendChoice:
     device: str
     reason: str
     peak_flops: float
+    peaks: dict | None = None
+    """Dense peak op/s per exact GEMM path (`device.gpu_peaks`; "fp32" only on a CPU)."""
 
 
-def _numpy_choice(reason: str) -> BackendChoice:
-    """The always-available NumPy backend."""
-    return BackendChoice("numpy", np, cpu_device_name(), reason, cpu_peak_flops())
+def numpy_choice(reason: str) -> BackendChoice:
+    """The always-available NumPy backend, with the reason it was chosen."""
+    return BackendChoice("numpy", np, cpu_device_name(), reason, cpu_peak_flops(),
+                         {"fp32": cpu_peak_flops()})
 
 
 def select_backend(name: str = "auto") -> BackendChoice:
@@ -73,18 +77,19 @@ def select_backend(name: str = "auto") -> BackendChoice:
     if name not in BACKEND_NAMES:
         raise EngineError(f"unknown backend {name!r} (choose from {', '.join(BACKEND_NAMES)})")
     if name == "numpy":
-        return _numpy_choice("numpy: requested")
+        return numpy_choice("numpy: requested")
     cuda, why_not = probe_cupy()
     if cuda is not None:
         reason = "auto: cupy with a working CUDA device" if name == "auto" else (
             "cupy: CUDA device found")
-        return BackendChoice("cupy", cuda.xp, cuda.name, reason, cuda.peak_flops)
+        return BackendChoice("cupy", cuda.xp, cuda.name, reason, cuda.peak_flops, cuda.peaks)
     if name == "cupy":
-        raise BackendUnavailable(f"backend cupy unavailable: {why_not}")
-    return _numpy_choice(f"auto: numpy ({why_not})")
+        raise BackendUnavailable(f"backend cupy unavailable: {why_not}; {fix_for(why_not)}")
+    return numpy_choice(f"auto: numpy ({why_not}; for a GPU: {fix_for(why_not)})")
 
 
-def load_pipeline(name: str, n: int, batch_size: int, lanes: int | None = None) -> Any:
+def load_pipeline(name: str, n: int, batch_size: int | None,
+                  lanes: int | None = None) -> Any:
     """Create the pipeline of backend `name` (a key of `BACKEND_MODULES`).
 
     The pipeline has `leaves(seed, start, count) -> list[bytes]` and `close()`. The module

@@ -4,10 +4,11 @@ This module imports no backend, so both the registry (`backends`) and the backen
 (`numpy_backend`) can import it without a cycle. CuPy is only imported here through
 `importlib`, lazily, by `probe_cupy`.
 
-The peak figures are the engine's own estimate of a device's float32/exact-GEMM FLOP/s, shown
-to the user (`BackendChoice.peak_flops`, `hashcloud bench`). They are NOT the validator's
-bound: the "claimed rate not above the device's peak" check of SPEC 3 uses
-`hashcloud.poc.audit.DEVICE_PEAK_FLOPS`.
+GPU peaks come from a per-architecture table (compute capability -> dense ops per clock per
+SM for the fp32, tf32, bf16 and int8 paths, checked against published peaks of reference
+parts): `hashcloud bench` and scripts/gpu_check.py report percent of peak from it, and the
+node's claimed-rate bound (`hashcloud.poc.audit.DEVICE_PEAK_FLOPS`, SPEC 3) is derived from
+its fastest entry, so it is never below a real device (a B200's INT8 rate).
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ from types import ModuleType
 __all__ = [
     "CPU_FLOP_PER_CYCLE",
     "CPU_MAX_HZ",
-    "GPU_FLOP_PER_CYCLE_PER_SM",
+    "GPU_OPS_PER_CLOCK_PER_SM",
+    "REFERENCE_GPUS",
     "CudaDevice",
     "cpu_core_count",
     "cpu_device_name",
     "cpu_peak_flops",
+    "fix_for",
+    "gpu_arch_ops",
     "gpu_peak_flops",
+    "gpu_peaks",
+    "max_gpu_peak",
     "probe_cupy",
 ]
 
@@ -37,19 +43,77 @@ CPU_FLOP_PER_CYCLE = 64
 """Float32 FLOP per cycle per core assumed by `cpu_peak_flops`."""
 CPU_MAX_HZ = 5.0e9
 """Clock (Hz) assumed by `cpu_peak_flops`."""
-# GPU: 8192 FLOP/cycle/SM covers every exact path of SPEC 1.6 (dense int8 tensor cores of
-# current parts do at most 4096 "ops"/cycle/SM; the factor 2 is head-room), at the boost clock.
-GPU_FLOP_PER_CYCLE_PER_SM = 8192
-"""Exact-GEMM FLOP per cycle per streaming multiprocessor assumed by `gpu_peak_flops`."""
+# GPU: dense ops per clock per streaming multiprocessor, by compute capability (major,
+# minor), for each exact path of SPEC 1.6: (fp32 CUDA cores, tf32, bf16, int8) tensor cores,
+# FP32/INT32 accumulate, no sparsity. 0: the path has no tensor-core support there. Derived
+# from the vendor's published dense peaks of the flagship of each architecture (see
+# REFERENCE_GPUS): peak = SMs * clock * ops-per-clock-per-SM.
+GPU_OPS_PER_CLOCK_PER_SM: dict[tuple[int, int], dict[str, int]] = {
+    (7, 0): {"fp32": 128, "tf32": 0, "bf16": 0, "int8": 512},  # V100 (INT8 via dp4a)
+    (7, 2): {"fp32": 128, "tf32": 0, "bf16": 0, "int8": 512},  # Xavier
+    (7, 5): {"fp32": 128, "tf32": 0, "bf16": 0, "int8": 2048},  # T4, RTX 20
+    (8, 0): {"fp32": 128, "tf32": 1024, "bf16": 2048, "int8": 4096},  # A100, A30
+    (8, 6): {"fp32": 256, "tf32": 512, "bf16": 1024, "int8": 2048},  # A10, A40, RTX 30
+    (8, 7): {"fp32": 256, "tf32": 512, "bf16": 1024, "int8": 2048},  # Orin
+    (8, 9): {"fp32": 256, "tf32": 512, "bf16": 1024, "int8": 2048},  # L4, L40, RTX 40
+    (9, 0): {"fp32": 256, "tf32": 2048, "bf16": 4096, "int8": 8192},  # H100, H200, GH200
+    (10, 0): {"fp32": 256, "tf32": 4096, "bf16": 8192, "int8": 16384},  # B200, GB200
+    (10, 3): {"fp32": 256, "tf32": 4096, "bf16": 8192, "int8": 16384},  # B300
+    (12, 0): {"fp32": 256, "tf32": 512, "bf16": 1024, "int8": 2048},  # RTX 50, RTX PRO
+}
+"""Dense ops/clock/SM per path by compute capability (display, bench, sanity bounds)."""
+
+REFERENCE_GPUS: dict[str, tuple[tuple[int, int], int, float, dict[str, float]]] = {
+    # name: (compute capability, SMs, boost GHz, published dense peaks in op/s)
+    "Tesla V100 SXM2": ((7, 0), 80, 1.53, {"fp32": 15.7e12, "int8": 62.8e12}),
+    "Tesla T4": ((7, 5), 40, 1.59, {"fp32": 8.1e12, "int8": 130e12}),
+    "A100 SXM": ((8, 0), 108, 1.41, {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12,
+                                     "int8": 624e12}),
+    "A10": ((8, 6), 72, 1.695, {"fp32": 31.2e12, "tf32": 62.5e12, "bf16": 125e12,
+                                "int8": 250e12}),
+    "L4": ((8, 9), 58, 2.04, {"fp32": 30.3e12, "tf32": 60e12, "bf16": 121e12,
+                              "int8": 242e12}),
+    "GeForce RTX 4090": ((8, 9), 128, 2.52, {"fp32": 82.6e12, "int8": 660e12}),
+    "H100 SXM": ((9, 0), 132, 1.83, {"tf32": 494e12, "bf16": 989e12, "int8": 1979e12}),
+    "H200": ((9, 0), 132, 1.83, {"tf32": 494e12, "bf16": 989e12, "int8": 1979e12}),
+    "B200": ((10, 0), 148, 1.86, {"tf32": 1.1e15, "bf16": 2.25e15, "int8": 4.5e15}),
+}
+"""Published dense peaks of reference parts; the tests check the per-clock table against
+them (and the node's claimed-rate bound against the fastest)."""
+
+GPU_PATHS = ("fp32", "tf32", "bf16", "int8")
+
+
+def gpu_arch_ops(capability: tuple[int, int]) -> dict[str, int]:
+    """Ops/clock/SM of `capability`; an unknown one gets the largest known rates (an
+    upper-bound estimate: the bound must never be below a real device)."""
+    if capability in GPU_OPS_PER_CLOCK_PER_SM:
+        return GPU_OPS_PER_CLOCK_PER_SM[capability]
+    return {p: max(t[p] for t in GPU_OPS_PER_CLOCK_PER_SM.values()) for p in GPU_PATHS}
+
+
+def gpu_peaks(capability: tuple[int, int], multiprocessors: int,
+              clock_khz: float) -> dict[str, float]:
+    """Dense peak op/s per exact path (fp32, tf32, bf16, int8) of one GPU."""
+    ops = gpu_arch_ops(capability)
+    return {p: float(multiprocessors * clock_khz * 1e3 * ops[p]) for p in GPU_PATHS}
+
+
+def max_gpu_peak() -> float:
+    """The fastest dense exact-GEMM rate among the reference parts (a B200's INT8)."""
+    return max(max(peaks.values()) for *_, peaks in REFERENCE_GPUS.values())
 
 
 @dataclass(frozen=True, slots=True)
 class CudaDevice:
-    """A CUDA device that answered `probe_cupy`: the CuPy module, a human name, a peak estimate."""
+    """A CUDA device that answered `probe_cupy`: the CuPy module, a human name, a peak
+    estimate (fastest exact path), and per-path dense peaks (`gpu_peaks`)."""
 
     xp: ModuleType
     name: str
     peak_flops: float
+    capability: tuple[int, int] = (0, 0)
+    peaks: dict | None = None
 
 
 def cpu_core_count() -> int:
@@ -80,9 +144,10 @@ def cpu_peak_flops(cores: int | None = None) -> float:
     return float((cores or cpu_core_count()) * CPU_FLOP_PER_CYCLE * CPU_MAX_HZ)
 
 
-def gpu_peak_flops(multiprocessors: int, clock_khz: int) -> float:
-    """The engine's estimate of exact-GEMM FLOP/s of a GPU: SMs * 8192 FLOP/cycle * clock."""
-    return float(multiprocessors * GPU_FLOP_PER_CYCLE_PER_SM * clock_khz * 1e3)
+def gpu_peak_flops(multiprocessors: int, clock_khz: int,
+                   capability: tuple[int, int] = (0, 0)) -> float:
+    """The engine's estimate of a GPU's exact-GEMM op/s: its fastest path's dense peak."""
+    return max(gpu_peaks(capability, multiprocessors, clock_khz).values())
 
 
 def probe_cupy() -> tuple[CudaDevice | None, str]:
@@ -108,7 +173,38 @@ def probe_cupy() -> tuple[CudaDevice | None, str]:
         props = cupy.cuda.runtime.getDeviceProperties(dev.id)
         name = props["name"]
         name = name.decode() if isinstance(name, bytes) else str(name)
-        peak = gpu_peak_flops(int(props["multiProcessorCount"]), int(props["clockRate"]))
+        capability = (int(props["major"]), int(props["minor"]))
+        peaks = gpu_peaks(capability, int(props["multiProcessorCount"]),
+                          _clock_khz(cupy, dev.id, props))
     except Exception as exc:  # CUDARuntimeError & co. have no common base
         return None, f"CUDA not usable ({type(exc).__name__}: {exc})".splitlines()[0]
-    return CudaDevice(cupy, f"{name} (GPU {dev.id})", peak), ""
+    return CudaDevice(cupy, f"{name} (GPU {dev.id}, sm_{capability[0]}{capability[1]})",
+                      max(peaks.values()), capability, peaks), ""
+
+
+_ATTR_CLOCK_RATE = 13  # cudaDevAttrClockRate (kHz)
+_DEFAULT_CLOCK_KHZ = 2_000_000  # when the runtime no longer reports it
+
+
+def _clock_khz(cupy: ModuleType, device_id: int, props: dict) -> float:
+    """The SM boost clock in kHz (CUDA 13 dropped `clockRate` from the properties)."""
+    if props.get("clockRate"):
+        return float(props["clockRate"])
+    try:
+        return float(cupy.cuda.runtime.deviceGetAttribute(_ATTR_CLOCK_RATE, device_id))
+    except Exception:
+        return float(_DEFAULT_CLOCK_KHZ)
+
+
+GPU_EXTRA_FIX = "pip install 'hashcloud[gpu]'"
+"""The install that brings CuPy and the CUDA libraries a driver-only machine lacks."""
+
+
+def fix_for(why_not: str) -> str:
+    """What a GPU owner should do about a `probe_cupy` / pipeline failure reason."""
+    if "not installed" in why_not or "failed to import" in why_not:
+        return f"install the GPU extra: {GPU_EXTRA_FIX}"
+    if why_not.startswith("no CUDA device"):
+        return "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES"
+    return (f"install the CUDA libraries with the GPU extra ({GPU_EXTRA_FIX}, which pulls "
+            "cupy-cuda12x[ctk]) and check the driver (nvidia-smi)")

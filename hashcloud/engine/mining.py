@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from hashcloud.engine.backends import BackendChoice, load_pipeline, select_backend
+from hashcloud.engine.backends import (
+    BackendChoice,
+    load_pipeline,
+    numpy_choice,
+    select_backend,
+)
+from hashcloud.engine.device import fix_for
 from hashcloud.engine.gemm import validate_range
-from hashcloud.errors import EngineError
+from hashcloud.errors import BackendUnavailable, EngineError
 from hashcloud.params import DEFAULT_N
 from hashcloud.types import validate_n, validate_seed
 
@@ -50,15 +56,38 @@ class Engine:
     ) -> None:
         choice = backend if isinstance(backend, BackendChoice) else select_backend(backend)
         self.n = validate_n(n)
+        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+            raise EngineError(f"batch_size must be a positive integer, got {batch_size!r}")
+        try:
+            impl = self._load(choice, batch_size, lanes)
+        except Exception as exc:  # CUDA/NVRTC/cuBLAS errors have no common base
+            if choice.name == "numpy":
+                raise
+            why = f"cupy pipeline failed ({type(exc).__name__}: {exc})".splitlines()[0][:300]
+            if backend != "auto":
+                raise BackendUnavailable(f"backend {choice.name} could not start: {why}; "
+                                         f"{fix_for(why)}") from None
+            choice = numpy_choice(f"auto: numpy ({why}; for a GPU: {fix_for(why)})")
+            impl = self._load(choice, batch_size, lanes)
+        self._impl: Any = impl
         self.backend = choice.name
         self.device = choice.device
         self.peak_flops = choice.peak_flops
+        self.peaks = choice.peaks
         self.reason = choice.reason
-        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-            raise EngineError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size or suggested_batch_size(self.n, self.backend)
-        self._impl: Any = load_pipeline(self.backend, self.n, self.batch_size, lanes)
+        self.batch_size = int(getattr(self._impl, "batch_size", None) or batch_size
+                              or suggested_batch_size(self.n, self.backend))
         self.lanes = getattr(self._impl, "lanes", 1)
+        describe = getattr(self._impl, "describe", None)
+        if describe is not None:  # e.g. the GEMM path the GPU pipeline chose, and why
+            self.reason = f"{self.reason}; {describe()}"
+
+    def _load(self, choice: BackendChoice, batch_size: int | None, lanes: int | None) -> Any:
+        """The backend's pipeline; a GPU pipeline sizes its own batches (None) from its
+        measured GEMM time, the CPU one takes the suggested size."""
+        wanted = batch_size or (suggested_batch_size(self.n, choice.name)
+                                if choice.name == "numpy" else None)
+        return load_pipeline(choice.name, self.n, wanted, lanes)
 
     def compute_batch(self, seed: str, start: int, count: int) -> list[bytes]:
         """Leaves of loops [start, start+count) in order (SPEC 1), reusing the buffers."""

@@ -19,14 +19,16 @@ __all__ = ["LANES_MIN_N", "NumpyLanes", "NumpyPipeline", "create_pipeline", "def
 class NumpyPipeline(LoopPipeline):
     """CPU pipeline for SPEC 1 on preallocated buffers, element-wise work in cache-sized chunks.
 
-    One pipeline runs whole loops on one thread; generation and digests run in chunks
-    whose scratch stays in cache (`rows.LoopPipeline`, the same code `rows.loop_output`
-    runs for a row audit, SPEC 3 v1.1). (Splitting one loop's element-wise work over
-    threads was measured slower: GIL hand-offs between microsecond-scale ufuncs eat the
-    gain. Running one pipeline per core, see `NumpyLanes`, is what overlaps them with
-    GEMMs.) Memory is fixed at construction; nothing grows with the number of loops.
-    Chunk sizes (`WORDS_PER_CHUNK`, `DIGEST_ELEMENTS`) are measured sweet spots at
-    n=1024: smaller chunks pay per-ufunc call overhead, larger ones spill out of L2.
+    One pipeline runs whole loops on one thread; generation and digests run as one fused C
+    pass each where the host kernels build (`kernels.cpu_accelerator`, the GPU kernels'
+    source), else in ufunc chunks whose scratch stays in cache (`rows.LoopPipeline`, the
+    same code `rows.loop_output` runs for a row audit, SPEC 3 v1.1). (Splitting one loop's
+    element-wise work over threads was measured slower: GIL hand-offs between microsecond-
+    scale ufuncs eat the gain. Running one pipeline per core, see `NumpyLanes`, is what
+    overlaps them with GEMMs.) Memory is fixed at construction; nothing grows with the
+    number of loops. Chunk sizes (`WORDS_PER_CHUNK`, `DIGEST_ELEMENTS`) are measured sweet
+    spots at n=1024: smaller chunks pay per-ufunc call overhead, larger ones spill out of
+    L2.
     """
 
 
@@ -61,7 +63,12 @@ class NumpyLanes:
         """Leaves of loops [start, start+count), split over the lanes."""
         if self.pool is None or count == 1:
             pipe = self.pipes[0]
-            return [pipe.leaf(seed, i) for i in range(start, start + count)]
+            if self.pool is None:
+                return [pipe.leaf(seed, i) for i in range(start, start + count)]
+            # A round's first call is one loop: with one BLAS thread too, or the idle
+            # OpenBLAS workers would spin for ~100 ms of CPU after it.
+            with single_threaded_blas():
+                return [pipe.leaf(seed, i) for i in range(start, start + count)]
         parts = _split(count, min(self.lanes, count))
 
         def run(k: int) -> list[bytes]:
@@ -84,7 +91,7 @@ def _split(total: int, parts: int) -> list[tuple[int, int]]:
     return [(bounds[k], bounds[k + 1]) for k in range(parts) if bounds[k + 1] > bounds[k]]
 
 
-def create_pipeline(n: int, batch_size: int, lanes: int | None = None) -> NumpyLanes:
+def create_pipeline(n: int, batch_size: int | None, lanes: int | None = None) -> NumpyLanes:
     """The registry entry point: `lanes` CPU lanes (default: one per core from n=256)."""
     del batch_size  # CPU lanes take any count per call
     return NumpyLanes(n, default_lanes(n) if lanes is None else lanes)

@@ -40,6 +40,7 @@ from hashcloud.engine.gemm import (
     splitmix64_into,
     word_counters,
 )
+from hashcloud.engine.kernels import cpu_accelerator
 from hashcloud.errors import EngineError
 from hashcloud.types import validate_n
 
@@ -89,7 +90,7 @@ class ChunkScratch:
     """
 
     def __init__(self, n: int, words_per_chunk: int | None = None,
-                 digest_elements: int | None = None) -> None:
+                 digest_elements: int | None = None, use_accel: bool = True) -> None:
         # Module defaults are read per construction (tests shrink them for ragged chunks).
         words_per_chunk = WORDS_PER_CHUNK if words_per_chunk is None else words_per_chunk
         digest_elements = DIGEST_ELEMENTS if digest_elements is None else digest_elements
@@ -105,6 +106,9 @@ class ChunkScratch:
         self.work = np.empty((rows, n), dtype=_U32)
         self.tmp = np.empty((rows, n), dtype=_U32)
         self.sums = np.empty((2, rows), dtype=_U32)
+        # The same C as the GPU kernels, built for this CPU: one fused pass per stage, no
+        # temporaries. Optional: None keeps the ufunc chunks below (identical results).
+        self.accel = cpu_accelerator() if use_accel else None
 
     @property
     def words_per_chunk(self) -> int:
@@ -120,6 +124,9 @@ class ChunkScratch:
         """
         flat = out.reshape(-1)
         n_words = len(flat) // 8
+        if self.accel is not None and flat.dtype == np.float32 and flat.flags.c_contiguous:
+            self.accel.hc_cpu_generate_f32(int(key), int(first_word), n_words, flat.ctypes.data)
+            return out
         step = self.words_per_chunk
         for w0 in range(0, n_words, step):
             w1 = min(n_words, w0 + step)
@@ -134,6 +141,10 @@ class ChunkScratch:
         uint64 `out`, chunk by chunk (column term from the real column index 0..n-1)."""
         step = self.rows_per_chunk
         rows = c.shape[0]
+        if (self.accel is not None and c.dtype == np.float32 and c.flags.c_contiguous
+                and out.dtype == _U64 and out.flags.c_contiguous):
+            self.accel.hc_cpu_digest_f32(c.ctypes.data, self.n, rows, out.ctypes.data)
+            return out
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
             k = r1 - r0
@@ -156,9 +167,9 @@ class LoopPipeline:
     WORDS_PER_CHUNK = WORDS_PER_CHUNK
     DIGEST_ELEMENTS = DIGEST_ELEMENTS
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, use_accel: bool = True) -> None:
         self.n = n
-        self.scratch = ChunkScratch(n, self.WORDS_PER_CHUNK, self.DIGEST_ELEMENTS)
+        self.scratch = ChunkScratch(n, self.WORDS_PER_CHUNK, self.DIGEST_ELEMENTS, use_accel)
         self.entries = np.empty(2 * n * n, dtype=np.float32)
         self.a = self.entries[: n * n].reshape(n, n)
         self.b = self.entries[n * n :].reshape(n, n)

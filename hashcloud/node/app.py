@@ -2,8 +2,14 @@
 
 Routes (all under `/v1`, OpenAPI at `/openapi.json`): `info`; `challenges` (issue),
 `challenges/{id}/commit`, `challenges/{id}/reveal` (SPEC 3); `transactions` (submit) and
-`transactions/{id}` (status); `blocks/{latest|height|hash}`; `accounts/{address}`;
+`transactions/{id}` (status); `blocks/{latest|height|hash}`; `accounts/{address}`,
+`accounts/{address}/history` (newest first, paged);
 `ws/heads` (WebSocket: one JSON message per new head). `/metrics` serves Prometheus text.
+For followers and throughput (issue 12): `genesis` (the genesis document), `blocks?from=H&
+limit=N` (stored blocks as canonical bytes, bounded: `node.sync`), `transactions/batch`
+(many transactions, one fsync). A follower (`node.follower`) serves the same routes, relays
+the writes to its producer (its 4xx passed through unchanged, `NodeRejected`; unreachable:
+503 `ProducerUnavailable`) and runs its sync loop as a background task (`tasks`).
 
 Errors: every HashCloudError becomes a 4xx `{"detail": ...}` (`http_status`, else 400);
 a malformed body is 422; a body over its route's limit is 413. Nothing a client sends can
@@ -40,11 +46,10 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import anyio
-from fastapi import Body, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -53,6 +58,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hashcloud.api.models import (
     MAX_SAMPLES,
     AccountInfo,
+    BlockRange,
     ChallengeRequest,
     ChallengeResponse,
     CommitRequest,
@@ -61,10 +67,13 @@ from hashcloud.api.models import (
     NodeInfo,
     RevealRequest,
     RevealResponse,
+    TxBatchRequest,
+    TxBatchResponse,
     TxStatus,
     TxSubmitResponse,
 )
-from hashcloud.chain.tx import tx_from_json
+from hashcloud.chain.genesis import genesis_to_json
+from hashcloud.chain.tx import Transaction
 from hashcloud.errors import (
     ChallengeExpired,
     ChallengeNotFound,
@@ -73,14 +82,19 @@ from hashcloud.errors import (
     HashCloudError,
     MalformedReveal,
     MempoolFull,
+    NodeRejected,
     NotFound,
+    ProducerUnavailable,
     RateLimited,
     RevealUnauthorized,
     StorageUnavailable,
     ValidatorError,
 )
 from hashcloud.node.config import ValidatorConfig
+from hashcloud.node.edge import DEFAULT_EDGE_SETTINGS, EdgeSettings, WriteRateLimit
+from hashcloud.node.openapi import install_openapi
 from hashcloud.node.service import NodeService
+from hashcloud.node.sync import DEFAULT_RANGE_BLOCKS, MAX_RANGE_BLOCKS, block_range
 from hashcloud.node.validator import reveal_json_bound
 from hashcloud.params import MAX_LOOPS
 from hashcloud.types import AddressStr, Hex32, describe_errors
@@ -133,6 +147,7 @@ HTTP_STATUS: tuple[tuple[type[HashCloudError], int], ...] = (
     (RateLimited, 429),
     (MempoolFull, 429),
     (StorageUnavailable, 503),
+    (ProducerUnavailable, 503),
     (ValidatorError, 422),
 )
 """The HTTP status of each error class (first match wins; anything else is 400). The core's
@@ -213,18 +228,30 @@ class HeadFeed:
             q.put_nowait(head)
 
 
+BackgroundTask = Callable[[Callable[[dict], None]], Awaitable[None]]
+"""A coroutine the app runs for its whole life, given the head feed's `publish` (a follower's
+sync loop, `node.follower.follower_task`)."""
+
+
 def create_app(service: NodeService, *, produce_blocks: bool = True,
                max_body: int = MAX_BODY, reveal_body: int | None = None,
-               block_time: float | None = None, close_on_shutdown: bool = False) -> FastAPI:
+               block_time: float | None = None, close_on_shutdown: bool = False,
+               tasks: Sequence[BackgroundTask] = (),
+               edge: EdgeSettings = DEFAULT_EDGE_SETTINGS) -> FastAPI:
     """The FastAPI application of one node; blocks are produced every block time
     (`block_time` seconds overrides the genesis cadence for this node). `reveal_body` caps
     the reveal route's per-challenge body limit (default: `reveal_body_limit` of the
-    validator's `max_n` and `s_max`)."""
+    validator's `max_n` and `s_max`). `tasks` run beside the server (a follower: its sync
+    loop, with `produce_blocks=False`) and are cancelled before the service closes. `edge`
+    sets the per-client rate limits of transactions and reveals (`node.edge`, 429 before
+    the body is read); `/openapi.json` is `node.openapi`'s truthful document."""
     cfg = service.validator.config
     reveal_cap = reveal_body_limit(cfg.max_n, cfg.s_max) if reveal_body is None else reveal_body
     feed = HeadFeed()
 
     def reveal_limit(challenge_id: str) -> int:
+        if service.relays_poc:  # a follower relays reveals: its producer sizes them exactly
+            return reveal_cap
         size = service.validator.largest_reveal(challenge_id)
         return max_body if size is None else min(reveal_cap, size + REVEAL_SLACK)
 
@@ -249,9 +276,14 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, worker_threads(cfg))
         task = asyncio.create_task(producer()) if produce_blocks else None
+        background = [asyncio.create_task(run(feed.publish)) for run in tasks]
         try:
             yield
         finally:
+            for extra in background:
+                extra.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await extra
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -265,6 +297,8 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
     app.state.service = service
     app.state.feed = feed
     app.add_middleware(BodyLimit, limit=max_body, reveal_limit=reveal_limit)
+    app.add_middleware(WriteRateLimit, limits=edge.write_limits())  # outermost: first
+    install_openapi(app)
 
     @app.exception_handler(HashCloudError)
     async def _hc_error(_: Request, exc: HashCloudError) -> JSONResponse:
@@ -272,6 +306,14 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
         retry = max(1, math.ceil(getattr(exc, "retry_after", 1)))  # RFC 9110: whole seconds
         headers = {"Retry-After": str(retry)} if status == 429 else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(NodeRejected)
+    async def _relayed(_: Request, exc: NodeRejected) -> JSONResponse:
+        # A follower passes its producer's 4xx through unchanged (node.follower).
+        retry = getattr(exc, "retry_after", None)
+        headers = ({"Retry-After": str(max(1, math.ceil(retry or 1)))}
+                   if exc.status == 429 else None)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -307,15 +349,37 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
         return service.reveal(challenge_id, req, ip)
 
     @app.post("/v1/transactions", response_model=TxSubmitResponse)
-    def submit(body: dict[str, Any] = Body(...)) -> TxSubmitResponse:  # noqa: B008
-        """Submit a signed transaction (validated on entry, journaled before the answer)."""
-        txid = service.submit_transaction(tx_from_json(body))
+    def submit(tx: Transaction) -> TxSubmitResponse:
+        """Submit a signed transaction (validated on entry, journaled before the answer). A
+        body that is no transaction is a 422 like any other malformed body."""
+        txid = service.submit_transaction(tx)
         return TxSubmitResponse(tx_id=txid, status="pending")
+
+    @app.post("/v1/transactions/batch", response_model=TxBatchResponse)
+    def submit_batch(req: TxBatchRequest) -> TxBatchResponse:
+        """Submit up to `service.MAX_BATCH` signed transactions in one request (throughput):
+        each is validated and journaled as by `POST /v1/transactions`, the journal fsynced
+        once for the batch before the answer; one result per transaction, in order."""
+        return service.submit_batch(req.transactions, http_status)
 
     @app.get("/v1/transactions/{txid}", response_model=TxStatus)
     def tx_status(txid: Hex32) -> TxStatus:
         """Pending, included (height, index, block hash) or dropped."""
         return service.tx_status(txid)
+
+    @app.get("/v1/blocks", response_model=BlockRange)
+    def blocks(start: int = Query(alias="from", ge=0, lt=2**63),
+               limit: int = Query(DEFAULT_RANGE_BLOCKS, ge=1, le=MAX_RANGE_BLOCKS)
+               ) -> BlockRange:
+        """Consecutive stored blocks from height `from` (canonical bytes as hex, bounded in
+        count and size; `node.sync`): what followers catch up with."""
+        return block_range(service.ledger, service.head_info(), start, limit)
+
+    @app.get("/v1/genesis")
+    def genesis() -> dict:
+        """The genesis document (its hash is `/v1/info`'s `genesis_hash`): a new follower's
+        starting point."""
+        return genesis_to_json(service.genesis)
 
     @app.get("/v1/blocks/{ref}")
     def block(ref: str) -> dict:
@@ -326,6 +390,25 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
     def account(address: AddressStr) -> AccountInfo:
         """Balance and nonce at the head."""
         return service.account(address)
+
+    @app.get("/v1/epoch")
+    def current_epoch() -> dict:
+        """The open epoch (SPEC 6 v1.1): pool so far, projected pool, pending work and
+        estimated payouts per payout address."""
+        return service.epoch()
+
+    @app.get("/v1/epochs/{number}")
+    def epoch(number: int) -> dict:
+        """Epoch `number`: closed (pool, total work, payouts per address) or open (pending
+        work); 404 for an epoch that has not started."""
+        return service.epoch(number)
+
+    @app.get("/v1/accounts/{address}/history")
+    def history(address: AddressStr, before: int | None = Query(None, ge=1, lt=2**63),
+                limit: int = Query(50, ge=1, le=500)) -> dict:
+        """Transactions from or to `address`, newest first, one bounded page per call
+        (SPEC 7 v1.1 `history`; `next_before` continues the walk, null at genesis)."""
+        return service.history(address, before, limit)
 
     @app.get("/v1/accounts/{address}/next-nonce")
     def next_nonce(address: AddressStr) -> dict:

@@ -9,7 +9,8 @@ which:
 
 - `issued`: the signed challenge, the worker's public key, issue time (unix s), the client
   address that asked, and the request's `request_time_ms` (the replay guard is rebuilt too);
-- `committed`: what the worker committed, the claimed rate and peak, the indices and the plan;
+- `committed`: what the worker committed (its payout address too, SPEC 6 v1.1), the claimed
+  rate and peak, the indices and the plan;
 - `accepted`: the `RevealResponse` (it carries the receipt), so a repeated reveal after a
   restart still gets the same receipt;
 - `rejected`: the round was burned by a failed audit: when (`at`, unix s) and the client
@@ -71,7 +72,7 @@ from hashcloud.node.limits import FAILURE_WINDOW
 from hashcloud.poc.challenge import Challenge
 from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.receipt import decode_receipt
-from hashcloud.types import PHash32, PublicKeyBytes
+from hashcloud.types import AddressStr, PHash32, PublicKeyBytes
 
 __all__ = [
     "CHALLENGE_LOG_MAGIC",
@@ -132,6 +133,8 @@ class _Committed(BaseModel):
     peak: float
     indices: list[int]
     plan: AuditPlan
+    payout_address: AddressStr | None = None
+    """SPEC 6 v1.1: the signed commit's payout address (absent: the worker's)."""
 
 
 class _Accepted(BaseModel):
@@ -183,7 +186,8 @@ def _committed_record(challenge_id: str, work: CommittedWork) -> bytes:
     return _encode(_Committed(
         kind="committed", challenge_id=challenge_id, loops=work.loops,
         compute_time=work.compute_time, merkle_root=work.merkle_root, device=work.device,
-        rate=work.rate, peak=work.peak, indices=list(work.indices), plan=work.plan))
+        rate=work.rate, peak=work.peak, indices=list(work.indices), plan=work.plan,
+        payout_address=work.payout_address))
 
 
 def _outcome_record(challenge_id: str, outcome: Outcome | None,
@@ -229,7 +233,8 @@ def _apply(entries: dict[str, ChallengeEntry], record: _Record) -> None:
         if entry.state in (ChallengeState.ISSUED, ChallengeState.COMMITTED):
             entry.commitment = CommittedWork(record.loops, record.compute_time,
                                              record.merkle_root, record.device, record.rate,
-                                             record.peak, tuple(record.indices), record.plan)
+                                             record.peak, tuple(record.indices), record.plan,
+                                             record.payout_address)
             entry.state = ChallengeState.COMMITTED
     elif entry.state is ChallengeState.COMMITTED:
         if isinstance(record, _Accepted):

@@ -90,6 +90,8 @@ class CommittedWork:
     peak: float
     indices: tuple[int, ...]
     plan: AuditPlan
+    payout_address: str | None = None
+    """SPEC 6 v1.1: the signed commit's payout address (None: the worker's)."""
 
 
 @dataclass(slots=True)

@@ -183,19 +183,32 @@ def is_initialised(data_dir: Path) -> bool:
 
 def init_data_dir(data_dir: Path, *, chain_id: str | None = None,
                   allocations: dict[str, int] | None = None,
-                  block_time_ms: int | None = None) -> NodeFiles:
-    """Create the node key and a single-node genesis in `data_dir` (refuses to overwrite)."""
+                  block_time_ms: int | None = None,
+                  schedule: dict[str, int] | None = None,
+                  passphrase: str | None = None,
+                  validators: tuple[str, ...] | list[str] = ()) -> NodeFiles:
+    """Create the node key and a single-node genesis in `data_dir` (refuses to overwrite).
+    A node key already in `data_dir` is used (`passphrase` decrypts an encrypted one).
+    `validators`: public keys (hex) of further PoC validators the genesis lists after the
+    node's own (SPEC 6: any of them may sign receipts; `node.follower` runs one).
+
+    `schedule` may set the emission schedule's `subsidy0`, `halving_interval` and
+    `epoch_length` (SPEC 6 v1.1; genesis defaults otherwise)."""
     data_dir = Path(data_dir)
     if is_initialised(data_dir):
         raise NodeConfigError(f"{data_dir} is already initialised (genesis.json exists)")
     ks = Keystore(data_dir)
     existing = ks.exists(NODE_KEY_NAME)
-    key = ks.load(NODE_KEY_NAME) if existing else PrivateKey.generate()
+    key = ks.load(NODE_KEY_NAME, passphrase) if existing else PrivateKey.generate()
     try:  # validate the whole genesis before anything is written
         genesis = make_local_genesis(key, allocations, chain_id=chain_id or DEFAULT_CHAIN_ID)
+        overrides = {k: v for k, v in (schedule or {}).items() if v is not None}
         if block_time_ms is not None:
-            genesis = Genesis.model_validate({**genesis.model_dump(),
-                                              "block_time_ms": block_time_ms})
+            overrides["block_time_ms"] = block_time_ms
+        if validators:
+            overrides["validators"] = [key.public_key.hex(), *(v.lower() for v in validators)]
+        if overrides:
+            genesis = Genesis.model_validate({**genesis.model_dump(), **overrides})
     except ValidationError as exc:
         raise InvalidGenesisOptions(
             f"invalid genesis: {describe_validation_error(exc)}") from None
@@ -206,14 +219,16 @@ def init_data_dir(data_dir: Path, *, chain_id: str | None = None,
     return NodeFiles(data_dir, genesis, key)
 
 
-def load_data_dir(data_dir: Path) -> NodeFiles:
-    """Open an initialised data directory, checking the node key is a genesis authority."""
+def load_data_dir(data_dir: Path, passphrase: str | None = None) -> NodeFiles:
+    """Open an initialised data directory, checking the node key is a genesis authority;
+    `passphrase` decrypts an encrypted node key (the CLI takes it from
+    `HASHCLOUD_PASSPHRASE` or a prompt)."""
     data_dir = Path(data_dir)
     if not is_initialised(data_dir):
         raise NodeConfigError(
             f"{data_dir} is not initialised: run `hashcloud node init --data-dir {data_dir}`")
     genesis = load_genesis(genesis_path(data_dir))
-    key = Keystore(data_dir).load(NODE_KEY_NAME)
+    key = Keystore(data_dir).load(NODE_KEY_NAME, passphrase)
     pub = key.public_key.hex()
     if pub not in genesis.authorities or pub not in genesis.validators:
         raise NodeConfigError("the node key is not an authority and validator of this genesis")

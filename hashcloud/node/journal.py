@@ -11,8 +11,12 @@ Two logs use it: `TxJournal` here and the PoC validator's `node.challenge_log`.
 
 `TxJournal`, the mempool journal (magic ``b"HCTJ"``): every transaction the node acknowledges
 is appended and fsynced before the HTTP answer. After each block the journal is rewritten with
-what is still pending. On start the node replays it into the mempool, re-validating each entry
-(included or now-invalid ones are dropped).
+what is still pending, led by a *head mark* record (``b"HCHEAD1\0"`` + u64 height + 32-byte
+block hash: the head whose block took the other transactions out of the journal). On start
+the node replays it into the mempool, re-validating each entry (included or now-invalid ones
+are dropped, each logged at WARNING with its id), and refuses a chain store that does not
+hold the head mark's block: the transactions that block took out of the journal would be
+lost without a word (SPEC 6 node durability; `TxJournal.head_mark`).
 
 Loading reads the current format and the legacy one (``u32 length || sha256 || bytes``, no
 magic) written by older nodes, even both in one file, so an upgraded node never loses an
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import logging
 import os
 import struct
@@ -39,7 +44,7 @@ from hashcloud.fsutil import FrameScan, atomic_replace, frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JOURNAL_MAGIC", "MAX_RECORD", "AppendLog", "LogContents", "TxJournal"]
+__all__ = ["HEAD_MARK", "JOURNAL_MAGIC", "MAX_RECORD", "AppendLog", "LogContents", "TxJournal"]
 
 JOURNAL_MAGIC = b"HCTJ"
 """Record magic of the current format (a legacy record can never start with it: its
@@ -47,6 +52,10 @@ first byte, the top byte of a length below MAX_RECORD, is 0)."""
 MAX_RECORD = 1 << 20
 """Largest transaction encoding a record may hold."""
 _LEGACY_HEAD = struct.Struct(">I32s")  # legacy format: body length, SHA-256 of body
+HEAD_MARK = b"HCHEAD1\0"
+"""Prefix of the head-mark record (never a transaction: a canonical transaction encoding is a
+msgpack map or array, and ``H`` (0x48) is a msgpack integer)."""
+_HEAD_RECORD = struct.Struct(">8sQ32s")  # HEAD_MARK, height, block hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,31 +87,36 @@ class AppendLog:
         self._sync_lock = threading.Lock()  # one fsync (or rewrite) at a time
         self._written = 0  # records written (flushed to the OS)
         self._synced = 0  # records known durable
+        self._synced_size = self.path.stat().st_size  # file bytes known durable
+        self._failed_upto = 0  # records cut off again after a failed fsync
 
     def _record(self, data: bytes) -> bytes:
         """One record on disk."""
         return frame(self.magic, data)
 
-    def append(self, data: bytes) -> None:
-        """Append one record and return once it is durable.
+    def append(self, data: bytes, *more: bytes) -> None:
+        """Append one record (with `more`: several, in one write) and return once it is
+        durable (a batch is covered by one fsync: `POST /v1/transactions/batch`).
 
         Group commit: concurrent appenders write under a short lock, then one fsync covers
         every record written before it started, so N waiting requests cost one fsync.
         A failed write (disk full, I/O error) leaves no partial record behind
-        (`_drop_partial`); a failed fsync may leave the record on disk. Either way the caller
+        (`_drop_partial`); a failed fsync cuts the file back to what the last good fsync
+        covered, so every record it should have made durable is gone (each of their
+        appenders gets the error), never replayed after a restart. Either way the caller
         gets StorageUnavailable (answered 503): it must undo what the record was to make
         durable, and nothing it acknowledged is lost."""
         try:
-            self._append(data)
+            self._append(data, *more)
         except OSError as exc:
             log.error("%s: write to %s failed: %s", self.name, self.path, exc)
             raise StorageUnavailable(
                 f"the node cannot make its {self.name} durable ({exc.strerror or exc}); "
                 "nothing was changed, retry later") from exc
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes, *more: bytes) -> None:
         """`append` itself, raising OSError."""
-        record = self._record(data)
+        record = b"".join(self._record(d) for d in (data, *more))
         with self._lock:
             size = self.path.stat().st_size if self.path.exists() else 0
             try:
@@ -118,10 +132,20 @@ class AppendLog:
         with self._sync_lock:
             if self._synced >= mine:
                 return  # another appender's fsync (or a rewrite) already covered this record
+            if mine <= self._failed_upto:
+                raise OSError(f"{self.name}: an fsync failed; the record was cut off again")
             with self._lock:
                 target, fd = self._written, self._fh.fileno()
-            os.fsync(fd)
+                size = self._fh.tell()
+            try:
+                os.fsync(fd)
+            except OSError:
+                with self._lock:  # no record of this batch may survive to be replayed
+                    self._drop_partial(self._synced_size)
+                    self._failed_upto = self._written
+                raise
             self._synced = max(self._synced, target)
+            self._synced_size = max(self._synced_size, size)
 
     def _drop_partial(self, size: int) -> None:
         """After a failed write: cut the file back to `size` bytes (what was there before the
@@ -171,6 +195,7 @@ class AppendLog:
         self._fh.close()
         self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
         self._synced = self._written
+        self._synced_size = len(data)
 
     def scan(self, start: int = 0) -> LogContents:
         """Every intact record from byte `start`, in order; a torn tail and damage are logged
@@ -207,9 +232,31 @@ class TxJournal(AppendLog):
     def __init__(self, path: Path) -> None:
         """Open (creating it and its directory if needed) the journal at `path` for appends."""
         super().__init__(path, JOURNAL_MAGIC, MAX_RECORD, "mempool journal")
+        #: ``(height, block hash)`` of the last head mark `load` read, or None.
+        self.head_mark: tuple[int, bytes] | None = None
+
+    def rewrite_pending(self, records: Iterable[bytes], head: tuple[int, bytes]) -> None:
+        """Atomically replace the journal with a head mark for block `head` (height, hash)
+        and the pending transaction encodings `records`."""
+        height, block = head
+        mark = _HEAD_RECORD.pack(HEAD_MARK, height, block)
+        self.rewrite(itertools.chain((mark,), records))
 
     def load(self) -> list[bytes]:
-        """Every intact record, in order; stops (logged at WARNING) at a torn or damaged one."""
+        """Every intact transaction record, in order; stops (logged at WARNING) at a torn or
+        damaged one. A head mark sets `head_mark` instead of being returned."""
+        records = self._load_records()
+        txs: list[bytes] = []
+        for record in records:
+            if len(record) == _HEAD_RECORD.size and record.startswith(HEAD_MARK):
+                _, height, block = _HEAD_RECORD.unpack(record)
+                self.head_mark = (height, block)
+            else:
+                txs.append(record)
+        return txs
+
+    def _load_records(self) -> list[bytes]:
+        """Every intact record (legacy and current format), in order."""
         raw = self.path.read_bytes() if self.path.exists() else b""
         out: list[bytes] = []
         pos = 0

@@ -1,8 +1,9 @@
 """Abuse bounds of the PoC validator: rate limits, replay guard, open and audit bounds (SPEC 3).
 
 SPEC 3 lists "rate limits" among the sanity checks before any recomputation; these are the
-node's. Everything but `AuditGate` is pure bookkeeping: the caller passes `now` (unix
-seconds) and holds its own lock (`PocValidator` guards all of it with one lock).
+node's. Everything but `AuditGate` and `WriteLimits` (own locks) is pure bookkeeping: the
+caller passes `now` (unix seconds) and holds its own lock (`PocValidator` guards all of it
+with one lock).
 
 - `SlidingWindow`: at most `limit` events per key in any `window` seconds. One class serves
   the per-address and per-IP challenge-request limits (60 s windows) and the failed audits
@@ -10,6 +11,8 @@ seconds) and holds its own lock (`PocValidator` guards all of it with one lock).
 - `RequestLimits`: those three windows plus the replay guard of signed challenge requests,
   raising RateLimited / RequestRefused with the message and `retry_after` the client sees.
 - `check_open_bound`: the bound on a worker's open challenges.
+- `WriteLimits`: per-IP windows of the other write routes (transactions, reveals), checked
+  at the HTTP edge (`node.edge`) with its own lock.
 - `AuditGate`: the audit recomputation is the node's only expensive step, so at most `slots`
   audits run at once and at most `queue` more wait; beyond that a reveal is refused with
   `AuditQueueFull` (a RateLimited, 429) and its challenge stays committed, so an honest miner
@@ -37,6 +40,7 @@ __all__ = [
     "AuditQueueFull",
     "RequestLimits",
     "SlidingWindow",
+    "WriteLimits",
     "check_open_bound",
 ]
 
@@ -269,3 +273,29 @@ class AuditGate:
             with self._cond:
                 self._running -= 1
                 self._cond.notify_all()
+
+
+class WriteLimits:
+    """Per-client-address rate limits of the write routes beside challenge issuing
+    (issue 11: transactions and reveals), `RATE_WINDOW` windows. Thread-safe.
+
+    Checked at the HTTP edge before the body is read (`node.edge.WriteRateLimit`), so a
+    flood of transactions or reveals costs the node no parsing and no signature check."""
+
+    def __init__(self, transactions_per_minute: int, reveals_per_minute: int) -> None:
+        """At most that many requests per client address in any minute, per route."""
+        self.windows = {"transactions": SlidingWindow(transactions_per_minute, RATE_WINDOW),
+                        "reveals": SlidingWindow(reveals_per_minute, RATE_WINDOW)}
+        self._lock = threading.Lock()
+        self._next_prune = 0.0
+
+    def take(self, route: str, client_ip: str, now: float) -> None:
+        """Count one request of `client_ip` to `route` ("transactions" or "reveals") or
+        raise RateLimited with the time to retry."""
+        window = self.windows[route]
+        with self._lock:
+            if now >= self._next_prune:  # forget departed clients once per window
+                for w in self.windows.values():
+                    w.prune(now)
+                self._next_prune = now + RATE_WINDOW
+            _take(window, client_ip, now, f"{route} from IP {client_ip}")

@@ -12,6 +12,7 @@ transaction paying a higher gas price evicts the cheapest sender-tail transactio
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
@@ -137,18 +138,22 @@ class Mempool:
 
     def candidates(self, limit: int | None = None) -> list[Transaction]:
         """Transactions for the next block: highest gas price first among each sender's
-        next transaction, so every sender's nonces stay in order."""
+        next transaction, so every sender's nonces stay in order (ties: the sender that
+        entered the pool first). A heap of each sender's next transaction: O(n log senders)."""
         queues: dict[str, list[Transaction]] = {}
         for e in self._entries.values():
             queues.setdefault(e.tx.from_address, []).append(e.tx)
+        # (-gas price, sender's first-seen rank, position in its queue, sender)
+        heap = [(-q[0].gas_price, rank, 0, sender)
+                for rank, (sender, q) in enumerate(queues.items())]
+        heapq.heapify(heap)
         out: list[Transaction] = []
-        heads = {s: 0 for s in queues}
-        while heads and (limit is None or len(out) < limit):
-            sender = max(heads, key=lambda s: queues[s][heads[s]].gas_price)
-            out.append(queues[sender][heads[sender]])
-            heads[sender] += 1
-            if heads[sender] == len(queues[sender]):
-                del heads[sender]
+        while heap and (limit is None or len(out) < limit):
+            _, rank, pos, sender = heapq.heappop(heap)
+            queue = queues[sender]
+            out.append(queue[pos])
+            if pos + 1 < len(queue):
+                heapq.heappush(heap, (-queue[pos + 1].gas_price, rank, pos + 1, sender))
         return out
 
     def on_new_head(self, head_state: State, included: Iterable[str]) -> None:
@@ -178,7 +183,7 @@ class Mempool:
         kept, self._pending, dropped = self._replay(head_state, self._entries)
         self._set_entries(kept)
         for txid, reason in dropped:
-            log.info("mempool: dropped %s: %s", txid, reason)
+            log.warning("mempool: dropped acknowledged transaction %s: %s", txid, reason)
             self._remember_drop(txid, reason)
 
     def pending_nonce(self, address: str) -> int:

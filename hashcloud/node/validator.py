@@ -80,7 +80,7 @@ from hashcloud.api.models import (
     RevealResponse,
 )
 from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.crypto.signatures import sign, verify
+from hashcloud.crypto.signatures import ChainDomain, sign, verify
 from hashcloud.engine.rows import loop_leaf, row_digests_of
 from hashcloud.errors import (
     ChallengeExpired,
@@ -236,7 +236,7 @@ class PocValidator:
     def __init__(
         self,
         key: PrivateKey,
-        chain_id: str,
+        domain: ChainDomain,
         data_dir: Path,
         config: ValidatorConfig = DEFAULT_VALIDATOR_CONFIG,
         *,
@@ -247,12 +247,12 @@ class PocValidator:
         rng: random.Random | None = None,
         metrics: ValidatorMetrics | None = None,
     ) -> None:
-        """A validator signing with `key` for `chain_id`, its histories and challenge
-        journal under `data_dir`."""
+        """A validator signing with `key` for the chain `domain` (SPEC 5 v1.1), its
+        histories and challenge journal under `data_dir`."""
         if not isinstance(config, ValidatorConfig):
             raise TypeError("config must be a ValidatorConfig")
         self.key = key
-        self.chain_id = chain_id
+        self.domain = domain
         self.config = config
         self._leaf_fn = leaf_fn
         self._row_fn = row_fn
@@ -341,7 +341,7 @@ class PocValidator:
             self._check_open(address, now, now_ms)
             challenge_id = self._rng.getrandbits(128).to_bytes(16, "big").hex()
         # Signing is slow (pure-Python ECDSA): never under the lock.
-        challenge = issue_challenge(self.key, self.chain_id, address, req.n, head_height,
+        challenge = issue_challenge(self.key, self.domain, address, req.n, head_height,
                                     head_hash, now_ms + cfg.challenge_ttl_ms,
                                     challenge_id=challenge_id)
         entry = ChallengeEntry(challenge, worker_key, now, client_ip=client_ip,
@@ -363,7 +363,7 @@ class PocValidator:
             raise
         return ChallengeResponse(
             challenge=challenge,
-            chain_id=self.chain_id,
+            chain_id=self.domain.chain_id,
             node_public_key=self._node_public_key,
             s_max=cfg.s_max,
         )
@@ -377,7 +377,7 @@ class PocValidator:
         if worker_key.address != req.worker_address:
             raise RequestRefused("public key does not belong to worker_address")
         message = challenge_request_bytes(
-            self.chain_id, req.worker_address, req.n, req.request_time_ms
+            self.domain, req.worker_address, req.n, req.request_time_ms
         )
         try:
             verify(worker_key, message, req.signature)
@@ -442,7 +442,8 @@ class PocValidator:
             entry = self._table.for_commit(challenge_id, _ms(now))
         ch = entry.challenge
         commitment = Commitment(challenge_id, ch.seed, ch.n, ch.worker_address, req.loops,
-                                req.compute_time, req.merkle_root, req.device.backend)
+                                req.compute_time, req.merkle_root, req.device.backend,
+                                req.payout_address)
         rate, peak = check_commitment(commitment, entry.worker_key,
                                       req.device_signature,
                                       elapsed=now - entry.issued_at)
@@ -456,7 +457,7 @@ class PocValidator:
             plan = draw_plan(indices, m, ch.n, mode=cfg.audit_mode, k=cfg.audit_rows,
                              rng=self._rng)
             work = CommittedWork(req.loops, req.compute_time, req.merkle_root, req.device,
-                                 rate, peak, indices, plan)
+                                 rate, peak, indices, plan, req.payout_address)
             self._table.commit(entry, work)
             self._counters.committed += 1
         try:
@@ -467,7 +468,7 @@ class PocValidator:
                 self._counters.committed -= 1
             raise
         signature = sign(self.key, indices_signing_bytes(
-            self.chain_id, challenge_id, req.merkle_root, req.loops, indices, plan))
+            self.domain, challenge_id, req.merkle_root, req.loops, indices, plan))
         return CommitResponse(challenge_id=challenge_id, indices=list(indices), audit=plan,
                               indices_signature=signature)
 
@@ -513,7 +514,7 @@ class PocValidator:
         assert com is not None  # committed (or accepted) implies a commitment
         samples = [smp.revealed() for smp in req.samples]
         # (b) Nobody but the worker can use up or fail its round: nothing changes before this.
-        check_reveal_signature(entry.worker_key, self.chain_id, challenge_id, com.merkle_root,
+        check_reveal_signature(entry.worker_key, self.domain, challenge_id, com.merkle_root,
                                samples, req.signature)
         if done is not None:
             return done, "repeated"  # idempotent: the same receipt, never a new one
@@ -583,9 +584,10 @@ class PocValidator:
     ) -> Outcome:
         """The signed receipt of an accepted round and the response carrying it (SPEC 3)."""
         receipt = sign_receipt(
-            chain_id=self.chain_id,
+            domain=self.domain,
             task_id=ch.challenge_id,
             worker_address=ch.worker_address,
+            payout_address=com.payout_address,  # None: the worker's (SPEC 6 v1.1)
             seed=ch.seed,
             n=ch.n,
             loops=com.loops,

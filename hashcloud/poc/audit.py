@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from hashcloud.crypto.keys import PublicKey
 from hashcloud.crypto.merkle import verify_inclusion
-from hashcloud.crypto.signatures import verify
+from hashcloud.crypto.signatures import ChainDomain, verify
+from hashcloud.engine.device import max_gpu_peak
 from hashcloud.engine.gemm import leaf_hash, loop_seed
 from hashcloud.engine.rows import loop_leaf, row_digests_of
 from hashcloud.errors import (
@@ -75,9 +76,10 @@ COMPUTE_TIME_SLACK = 1.0
 #: Conservative upper bounds of exact-GEMM FLOP/s per declared backend (SPEC 3: "claimed rate
 #: not above the declared device's peak"). Declared devices are untrusted, so the bound is
 #: per backend, above any real device of that kind: "numpy" (any CPU) 20 TFLOP/s, a big
-#: many-core CPU with wide FMA units; "cupy" 2.5 PFLOP/s, above any current GPU's dense
-#: TF32/BF16 tensor-core rate (every exact path of SPEC 1.6 is at most that).
-DEVICE_PEAK_FLOPS: dict[str, float] = {"numpy": 20e12, "cupy": 2.5e15}
+#: many-core CPU with wide FMA units; "cupy" 1.5x the fastest dense exact-GEMM rate of the
+#: engine's GPU peak table (a B200's INT8 tensor cores, 4.5 POPS: every exact path of SPEC
+#: 1.6, INT8 included, is at most that), the head-room covering boost clocks above spec.
+DEVICE_PEAK_FLOPS: dict[str, float] = {"numpy": 20e12, "cupy": 1.5 * max_gpu_peak()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +96,15 @@ class Commitment:
     compute_time: float
     merkle_root: bytes
     backend: str
+    payout_address: str | None = None
+    """Who the chain credits the work to (SPEC 6 v1.1); None: the worker address."""
 
     def message(self) -> bytes:
-        """The SPEC 4 commit message its `device_signature` covers."""
+        """The SPEC 4 commit message its `device_signature` covers (with the payout address
+        when it is not the worker's, SPEC 6 v1.1)."""
         return commit_message(self.challenge_id, self.seed, self.n, self.worker_address,
-                              self.loops, self.compute_time, self.merkle_root)
+                              self.loops, self.compute_time, self.merkle_root,
+                              self.payout_address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +198,7 @@ def check_revealed_indices(samples: Sequence[RevealedSample], drawn: Sequence[in
 
 def check_reveal_signature(
     worker_key: PublicKey,
-    chain_id: str,
+    domain: ChainDomain,
     challenge_id: str,
     merkle_root: bytes,
     samples: Sequence[RevealedSample],
@@ -200,7 +206,7 @@ def check_reveal_signature(
 ) -> None:
     """The reveal is signed by the challenge's worker (SPEC 3 v1.1); RevealUnauthorized if
     not, which must leave the challenge untouched."""
-    message = reveal_signing_bytes(chain_id, challenge_id, merkle_root,
+    message = reveal_signing_bytes(domain, challenge_id, merkle_root,
                                    [(s.index, s.leaf, s.output, s.path) for s in samples])
     try:
         verify(worker_key, message, signature)
@@ -300,7 +306,7 @@ def recompute_leaves(
 
 def check_indices_signature(
     node_key: PublicKey,
-    chain_id: str,
+    domain: ChainDomain,
     challenge_id: str,
     merkle_root: bytes,
     loops: int,
@@ -313,7 +319,7 @@ def check_indices_signature(
     lies in `[0, loops)`. AuditError otherwise."""
     if any(not 0 <= i < loops for i in indices):
         raise AuditError("sample indices lie outside the committed range")
-    message = indices_signing_bytes(chain_id, challenge_id, merkle_root, loops, indices, plan)
+    message = indices_signing_bytes(domain, challenge_id, merkle_root, loops, indices, plan)
     try:
         verify(node_key, message, signature)
     except InvalidSignature:
@@ -324,21 +330,22 @@ def check_receipt(
     receipt: Receipt,
     allowed_validator_keys: Collection[str],
     *,
-    chain_id: str,
+    domain: ChainDomain,
     task_id: str,
     worker_address: str,
     merkle_root: bytes,
     loops: int,
     seed: str | None = None,
     n: int | None = None,
+    payout_address: str | None = None,
 ) -> Receipt:
     """Receipt matching (SPEC 3, 6): signed by an allowed PoC validator and about exactly
-    this round. `seed` and `n` are checked when the caller knows them (a SUBMIT_RESULT
-    payload carries neither). Raises InvalidReceipt / InvalidSignature / AuditError naming
-    the first field that differs; returns the receipt."""
-    if receipt.chain_id != chain_id:
-        raise InvalidReceipt(f"receipt is for chain {receipt.chain_id}, not {chain_id}")
-    verify_receipt(receipt, allowed_validator_keys)
+    this round. `seed`, `n` and `payout_address` are checked when the caller knows them (a
+    SUBMIT_RESULT payload carries none of them). Raises InvalidReceipt / InvalidSignature /
+    AuditError naming the first field that differs; returns the receipt."""
+    if receipt.chain_id != domain.chain_id:
+        raise InvalidReceipt(f"receipt is for chain {receipt.chain_id}, not {domain.chain_id}")
+    verify_receipt(receipt, allowed_validator_keys, domain)
     expected: list[tuple[str, object, object]] = [
         ("task_id", task_id, receipt.task_id),
         ("worker_address", worker_address, receipt.worker_address),
@@ -349,6 +356,8 @@ def check_receipt(
         expected.append(("seed", seed, receipt.seed))
     if n is not None:
         expected.append(("n", n, receipt.n))
+    if payout_address is not None:
+        expected.append(("payout_address", payout_address, receipt.payout_address))
     for name, ours, theirs in expected:
         if ours != theirs:
             raise AuditError(f"receipt does not match the round's {name}")

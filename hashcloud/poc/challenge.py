@@ -4,7 +4,8 @@ A node issues a `Challenge` whose `token` is its signature over the canonical en
 every other field; the seed is bound to the chain head, the worker and the challenge id.
 After the commitment the node signs the sample indices it drew (`indices_signature`).
 Signed bytes are canonical msgpack arrays that start with a domain tag naming the message
-kind and the chain id (SPEC 5), so no signature can be replayed as another message.
+kind and the chain (its id and genesis, SPEC 5 v1.1), so no signature can be replayed as
+another message or on another chain; the SPEC 4 commit message keeps its fixed form.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from hashcloud.codec import encode_canonical
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.crypto.signatures import domain_tag, sign, verify
+from hashcloud.crypto.signatures import ChainDomain, domain_tag, sign, verify
 from hashcloud.errors import AuditError, InvalidSignature
 from hashcloud.poc.plan import AuditPlan
 from hashcloud.types import U64, AddressStr, Hex32, HexId16, MatrixSize, Signature, to_phex
@@ -45,7 +46,7 @@ def derive_seed(block_hash: str, worker_address: str, challenge_id: str) -> str:
 
 
 def challenge_signing_bytes(
-    chain_id: str,
+    domain: ChainDomain,
     challenge_id: str,
     seed: str,
     n: int,
@@ -57,7 +58,7 @@ def challenge_signing_bytes(
     """Canonical bytes the token signs: domain tag + every challenge field but the token."""
     return encode_canonical(
         [
-            domain_tag("challenge", chain_id).decode(),
+            domain_tag("challenge", domain).decode(),
             challenge_id,
             seed,
             n,
@@ -71,7 +72,7 @@ def challenge_signing_bytes(
 
 def issue_challenge(
     node_key: PrivateKey,
-    chain_id: str,
+    domain: ChainDomain,
     worker_address: str,
     n: int,
     head_height: int,
@@ -85,7 +86,7 @@ def issue_challenge(
     token = sign(
         node_key,
         challenge_signing_bytes(
-            chain_id, cid, seed, n, worker_address, head_height, head_hash, expiry_ms
+            domain, cid, seed, n, worker_address, head_height, head_hash, expiry_ms
         ),
     )
     return Challenge(
@@ -100,14 +101,15 @@ def issue_challenge(
     )
 
 
-def verify_challenge(challenge: Challenge, node_public_key: PublicKey, chain_id: str) -> None:
+def verify_challenge(challenge: Challenge, node_public_key: PublicKey,
+                     domain: ChainDomain) -> None:
     """Raise unless the token is the node's signature and the seed is derived per SPEC 3."""
     if challenge.seed != derive_seed(
         challenge.block_hash, challenge.worker_address, challenge.challenge_id
     ):
         raise AuditError("challenge seed is not derived from block hash, worker and id")
     message = challenge_signing_bytes(
-        chain_id,
+        domain,
         challenge.challenge_id,
         challenge.seed,
         challenge.n,
@@ -123,7 +125,7 @@ def verify_challenge(challenge: Challenge, node_public_key: PublicKey, chain_id:
 
 
 def indices_signing_bytes(
-    chain_id: str,
+    domain: ChainDomain,
     challenge_id: str,
     merkle_root: bytes,
     loops: int,
@@ -134,7 +136,7 @@ def indices_signing_bytes(
     v1.1, the audit plan drawn with them (SPEC 3); the root appears as its `0x` hex text.
 
     `plan=None` is the v1 message (indices only), which proof files of v1 nodes carry."""
-    fields: list = [domain_tag("indices", chain_id).decode(), challenge_id, to_phex(merkle_root),
+    fields: list = [domain_tag("indices", domain).decode(), challenge_id, to_phex(merkle_root),
                     loops, list(indices)]
     if plan is not None:
         fields += [plan.mode, list(plan.audited), [list(rows) for rows in plan.rows]]
@@ -142,7 +144,7 @@ def indices_signing_bytes(
 
 
 def reveal_signing_bytes(
-    chain_id: str,
+    domain: ChainDomain,
     challenge_id: str,
     merkle_root: bytes,
     samples: Sequence[tuple[int, bytes, bytes | None, Sequence[bytes]]],
@@ -157,7 +159,7 @@ def reveal_signing_bytes(
     reveal alter one hash and burn the round; `SHA256(path)` (the concatenated sibling hashes,
     leaf level first) closes that."""
     return encode_canonical([
-        domain_tag("reveal", chain_id).decode(),
+        domain_tag("reveal", domain).decode(),
         challenge_id,
         merkle_root,
         [[index, leaf, sha256(output) if output is not None else b"", sha256(b"".join(path))]
@@ -173,20 +175,30 @@ def commit_message(
     loops: int,
     compute_time: float,
     merkle_root: bytes,
+    payout_address: str | None = None,
 ) -> bytes:
     """The SPEC 4 commit message the worker signs (`device_signature`); the root appears as
-    its `0x` hex."""
-    return (
+    its `0x` hex.
+
+    SPEC 6 v1.1 makes the payout address part of the signed commit. A payout other than the
+    worker's own address is appended as `"|" + payout_address`; the default payout (None or
+    the worker address) leaves the SPEC 4 message unchanged, so v1 proofs and offline proofs
+    keep verifying and each message still names exactly one payout (the root before it has a
+    fixed width, so the two forms cannot be confused)."""
+    message = (
         f"hc/commit/v1|{challenge_id}|{seed}|{n}|{worker_address}|{loops}|"
         f"{round(compute_time * 1000)}|{to_phex(merkle_root)}"
-    ).encode("ascii")
+    )
+    if payout_address is not None and payout_address != worker_address:
+        message += f"|{payout_address}"
+    return message.encode("ascii")
 
 
 def challenge_request_bytes(
-    chain_id: str, worker_address: str, n: int, request_time_ms: int
+    domain: ChainDomain, worker_address: str, n: int, request_time_ms: int
 ) -> bytes:
     """Canonical bytes a worker signs to ask for a challenge (proves it holds the key)."""
     return encode_canonical(
-        [domain_tag("challenge-request", chain_id).decode(), worker_address, n,
+        [domain_tag("challenge-request", domain).decode(), worker_address, n,
          request_time_ms]
     )

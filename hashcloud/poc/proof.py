@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
 )
 
+from hashcloud.crypto.signatures import ChainDomain
 from hashcloud.errors import ProofError, UnreadableInput
 from hashcloud.params import MAX_LOOPS, MAX_N, MAX_S_MAX
 from hashcloud.poc.audit import Commitment, RevealedSample
@@ -27,6 +28,7 @@ from hashcloud.types import (
     U64,
     AddressStr,
     ChainId,
+    GenesisPrefix,
     Hex32,
     MatrixSize,
     PBytes,
@@ -71,14 +73,21 @@ class DeviceInfo(BaseModel):
 
 
 class IssuerInfo(BaseModel):
-    """Which node issued the challenge: its chain id, public key (hex, no prefix) and the
-    `s_max` it samples with (SPEC 3), so `verify` knows the expected sample count."""
+    """Which node issued the challenge: its chain id and `genesis` (the first 16 hex digits
+    of its genesis block hash: the node's signatures are made under both, SPEC 5 v1.1), its
+    public key (hex, no prefix) and the `s_max` it samples with (SPEC 3), so `verify` knows
+    the expected sample count."""
 
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
     chain_id: ChainId
+    genesis: GenesisPrefix
     public_key: PublicKeyBytes
     s_max: int = Field(default=DEFAULT_S_MAX, ge=1, le=MAX_S_MAX)
+
+    def domain(self) -> ChainDomain:
+        """The signing domain of the issuing chain (SPEC 5 v1.1)."""
+        return ChainDomain(self.chain_id, self.genesis)
 
 
 class ChallengeInfo(BaseModel):
@@ -121,6 +130,8 @@ class ProofFile(BaseModel):
     receipt: PBytes | None = None
     node: IssuerInfo | None = None
     challenge: ChallengeInfo | None = None
+    payout_address: AddressStr | None = None
+    """SPEC 6 v1.1: who the work is credited to, signed in the commit (None: the worker)."""
 
     @field_validator("version", mode="before")
     @classmethod
@@ -134,7 +145,7 @@ class ProofFile(BaseModel):
         """The commitment this proof makes, in the audit's bytes form (SPEC 3, 4)."""
         return Commitment(self.challenge_id, self.seed, self.n, self.worker_address,
                           self.loops, self.compute_time, self.merkle_root,
-                          self.device.backend)
+                          self.device.backend, self.payout_address)
 
     def revealed(self) -> list[RevealedSample]:
         """The samples in the audit's bytes form."""

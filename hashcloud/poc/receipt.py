@@ -3,11 +3,13 @@
 After a challenge's commitment passed the audit, the validator (a node whose public key is
 listed in genesis as a PoC validator) signs a `Receipt`. The worker carries its canonical
 encoding, hex, in `ComputeResult.proof`; the chain checks the signature against the genesis
-validator keys and pays `loops * n**3` for the audited work.
+validator keys and credits `loops * n**3` of audited work to the receipt's `payout_address`
+(SPEC 6 v1.1: named in the worker's signed commit, default the worker address).
 
-Signing bytes are the canonical msgpack array `[domain_tag("receipt", chain_id), every field
-except signature, in declaration order]`, so a receipt signature can be neither replayed on
-another chain nor reused as any other kind of signed message (SPEC 5).
+Signing bytes are the canonical msgpack array `[domain_tag("receipt", domain), every field
+except signature, in declaration order]`, the domain naming the chain id and its genesis
+(SPEC 5 v1.1), so a receipt signature can be neither replayed on another chain (even one
+sharing the chain id) nor reused as any other kind of signed message.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hashcloud.codec import decode_canonical, encode_canonical, expect_array
 from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.crypto.signatures import domain_tag, sign, verify
+from hashcloud.crypto.signatures import ChainDomain, domain_tag, sign, verify
 from hashcloud.errors import DecodeError, InvalidKey, InvalidReceipt, InvalidSignature
 from hashcloud.types import (
     U64,
@@ -54,6 +56,7 @@ class Receipt(BaseModel):
     chain_id: ChainId
     task_id: TaskId
     worker_address: AddressStr
+    payout_address: AddressStr  # SPEC 6 v1.1: who the chain credits the work to
     seed: Hex32
     n: MatrixSize
     loops: Annotated[int, Field(ge=1, lt=2**64)]
@@ -90,15 +93,19 @@ def _field_values(receipt: Receipt) -> list:
     ]
 
 
-def receipt_signing_bytes(receipt: Receipt) -> bytes:
-    """The bytes the validator signs: tag, then every field but the signature (SPEC 5)."""
+def receipt_signing_bytes(receipt: Receipt, domain: ChainDomain) -> bytes:
+    """The bytes the validator signs: tag, then every field but the signature (SPEC 5).
+
+    InvalidReceipt when the receipt names another chain id than `domain`."""
+    if receipt.chain_id != domain.chain_id:
+        raise InvalidReceipt(f"receipt is for chain {receipt.chain_id}, not {domain.chain_id}")
     values = _field_values(receipt)[:-1]
-    return encode_canonical([domain_tag("receipt", receipt.chain_id), *values])
+    return encode_canonical([domain_tag("receipt", domain), *values])
 
 
 def sign_receipt(
     *,
-    chain_id: str,
+    domain: ChainDomain,
     task_id: str,
     worker_address: str,
     seed: str,
@@ -111,12 +118,15 @@ def sign_receipt(
     issued_height: int,
     accepted_at: int,
     key: PrivateKey,
+    payout_address: str | None = None,
 ) -> Receipt:
-    """Build and sign a receipt with the validator's `key` (fields validated first)."""
+    """Build and sign a receipt with the validator's `key` (fields validated first);
+    `payout_address` defaults to the worker's (SPEC 6 v1.1)."""
     draft = Receipt(
-        chain_id=chain_id,
+        chain_id=domain.chain_id,
         task_id=task_id,
         worker_address=worker_address,
+        payout_address=worker_address if payout_address is None else payout_address,
         seed=seed,
         n=n,
         loops=loops,
@@ -129,13 +139,14 @@ def sign_receipt(
         validator_public_key=key.public_key.data,
         signature=_UNSIGNED,
     )
-    signature = sign(key, receipt_signing_bytes(draft))
+    signature = sign(key, receipt_signing_bytes(draft, domain))
     return draft.model_copy(update={"signature": signature})
 
 
-def verify_receipt(receipt: Receipt, allowed_validator_keys: Collection[str]) -> None:
+def verify_receipt(receipt: Receipt, allowed_validator_keys: Collection[str],
+                   domain: ChainDomain) -> None:
     """Raise unless `receipt` is signed by one of `allowed_validator_keys` (SPEC 6; hex, as
-    genesis lists them).
+    genesis lists them) for the chain `domain`.
 
     InvalidReceipt when the signer is not an allowed validator, InvalidSignature when the
     signature does not verify.
@@ -148,7 +159,7 @@ def verify_receipt(receipt: Receipt, allowed_validator_keys: Collection[str]) ->
     except InvalidKey as exc:
         raise InvalidReceipt(f"receipt validator key is invalid: {exc}") from None
     try:
-        verify(public_key, receipt_signing_bytes(receipt), receipt.signature)
+        verify(public_key, receipt_signing_bytes(receipt, domain), receipt.signature)
     except InvalidSignature as exc:
         raise InvalidSignature(f"receipt signature is invalid: {exc}") from None
 

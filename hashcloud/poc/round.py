@@ -1,8 +1,9 @@
 """One mining round (SPEC 1-4): run loops for a duration, commit, and build proofs.
 
-The loop runner keeps only the 32-byte leaves (the engine reuses its buffers), so memory
-grows by 32 bytes per loop whatever the matrix size. Ctrl-C (KeyboardInterrupt) or a stop
-event ends the round early; what was computed is still committed and proven.
+The loop runner keeps only the 32-byte leaves, flat, plus the Merkle levels above 32-leaf
+chunks (`CompactMerkleBuilder`; the engine reuses its buffers): about 34 bytes per loop
+whatever the matrix size (scripts/bench_merkle.py measures it). Ctrl-C (KeyboardInterrupt)
+or a stop event ends the round early; what was computed is still committed and proven.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.crypto.merkle import MerkleBuilder, MerkleTree
-from hashcloud.crypto.signatures import sign
+from hashcloud.crypto.merkle import CompactMerkleBuilder, CompactMerkleTree, MerkleTree
+from hashcloud.crypto.signatures import ChainDomain, sign
 from hashcloud.engine.device import cpu_core_count
 from hashcloud.engine.gemm import leaf_hash, loop_seed
 from hashcloud.engine.mining import Engine
@@ -39,10 +40,11 @@ class RoundWork:
 
     seed: str
     n: int
-    leaves: list[bytes]
+    leaves: Sequence[bytes]
+    """Flat `LeafStore` from `run_loops` (a list elsewhere): `leaves[i]` is 32 bytes."""
     compute_time: float
     interrupted: bool
-    tree: MerkleTree
+    tree: MerkleTree | CompactMerkleTree
 
     @property
     def loops(self) -> int:
@@ -71,8 +73,10 @@ def run_loops(
         raise EngineError("duration must be positive")
     if duration <= 0:
         duration = float("inf")  # bounded by max_loops only
-    leaves: list[bytes] = []
-    builder = MerkleBuilder()  # the tree grows with the leaves: ready when the round ends
+    # Leaves go flat into the builder, which hashes each 32-leaf chunk as it completes and
+    # keeps only the levels above: ~34 bytes per loop, tree ready when the round ends.
+    builder = CompactMerkleBuilder()
+    leaves = builder.leaves
     interrupted = False
     start = time.perf_counter()
     try:
@@ -92,7 +96,6 @@ def run_loops(
             if max_loops is not None:
                 count = min(count, max_loops - len(leaves))
             batch = engine.compute_batch(seed, len(leaves), count)
-            leaves.extend(batch)
             builder.extend(batch)
             if progress is not None:
                 progress(len(leaves), time.perf_counter() - start)
@@ -148,15 +151,17 @@ def sample_outputs(seed: str, n: int, indices: Iterable[int],
     return outputs
 
 
-def sign_reveal(key: PrivateKey, chain_id: str, challenge_id: str, merkle_root: bytes,
+def sign_reveal(key: PrivateKey, domain: ChainDomain, challenge_id: str, merkle_root: bytes,
                 samples: Sequence[Sample]) -> bytes:
     """The worker's signature over its reveal (SPEC 3 v1.1, `reveal_signing_bytes`)."""
     items = [(s.index, s.leaf, s.output, s.proof) for s in samples]
-    return sign(key, reveal_signing_bytes(chain_id, challenge_id, merkle_root, items))
+    return sign(key, reveal_signing_bytes(domain, challenge_id, merkle_root, items))
 
 
-def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork) -> bytes:
-    """The worker's `device_signature` over the SPEC 4 commit message."""
+def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork,
+                payout_address: str | None = None) -> bytes:
+    """The worker's `device_signature` over the SPEC 4 commit message (naming
+    `payout_address` when it is not the worker's own, SPEC 6 v1.1)."""
     msg = commit_message(
         challenge_id,
         work.seed,
@@ -165,6 +170,7 @@ def sign_commit(key: PrivateKey, challenge_id: str, work: RoundWork) -> bytes:
         work.loops,
         work.compute_time,
         work.merkle_root,
+        payout_address,
     )
     return sign(key, msg)
 

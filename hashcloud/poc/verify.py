@@ -181,21 +181,21 @@ def _node_checks(proof: ProofFile, report: VerificationReport) -> None:
         )
         return
     node_key = PublicKey(proof.node.public_key)
-    chain_id = proof.node.chain_id
+    domain = proof.node.domain()
 
     def token() -> str:
         try:
             ch = _challenge_of(proof)
         except ValidationError as exc:
             raise ProofError(f"not a node challenge: {describe_validation_error(exc)}") from None
-        verify_challenge(ch, node_key, chain_id)
-        return f"signed by node {proof.node.public_key.hex()[:12]}... on {chain_id}"
+        verify_challenge(ch, node_key, domain)
+        return f"signed by node {proof.node.public_key.hex()[:12]}... on {domain}"
 
     def indices_sig() -> str:
         if proof.indices_signature is None:
             raise ProofError("missing indices_signature")
         indices = [s.index for s in proof.samples]
-        check_indices_signature(node_key, chain_id, proof.challenge_id,
+        check_indices_signature(node_key, domain, proof.challenge_id,
                                 proof.merkle_root, proof.loops, indices,
                                 proof.indices_signature, proof.audit)
         if proof.audit is None:
@@ -215,13 +215,14 @@ def check_receipt_matches_proof(proof: ProofFile, node_key: PublicKey) -> str:
     r = check_receipt(
         decode_receipt(proof.receipt),
         [node_key.hex()],
-        chain_id=proof.node.chain_id,
+        domain=proof.node.domain(),
         task_id=proof.challenge_id,
         worker_address=proof.worker_address,
         merkle_root=proof.merkle_root,
         loops=proof.loops,
         seed=proof.seed,
         n=proof.n,
+        payout_address=proof.payout_address or proof.worker_address,  # SPEC 6 v1.1
     )
     return f"accepted by the node after auditing {r.audited} of {r.samples} samples"
 

@@ -11,6 +11,7 @@ from hashcloud.chain.block import (
     Block,
     BlockHeader,
     block_hash,
+    block_signing_bytes,
     block_to_json,
     compute_root,
     decode_block,
@@ -19,13 +20,14 @@ from hashcloud.chain.block import (
     sign_header,
     tx_root,
 )
-from hashcloud.chain.genesis import genesis_block, genesis_state
+from hashcloud.chain.genesis import chain_domain, genesis_block, genesis_state
 from hashcloud.chain.state import state_root
 from hashcloud.chain.transition import MAX_FUTURE_DRIFT_MS, apply_block, build_block
 from hashcloud.chain.tx import compute_result_hash, tx_id, tx_to_json
 from hashcloud.codec import decode_canonical, encode_canonical
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.merkle import merkle_root
+from hashcloud.crypto.signatures import ChainDomain
 from hashcloud.errors import DecodeError, InvalidBlock
 from tests.chain.test_tx import (
     ALICE,
@@ -197,11 +199,21 @@ def test_proposer_must_be_authority():
         build(key=BOB)
 
 
-def test_authority_key_signing_for_other_chain_refused():
+@pytest.mark.parametrize("domain", [
+    ChainDomain("other-chain", CHAIN.genesis),  # another chain id
+    chain_domain(make_genesis(timestamp=2_000_000)),  # same chain id, another genesis
+])
+def test_authority_key_signing_for_other_chain_refused(domain):
     block = build().block
-    other = sign_header(block.header, AUTHORITY, "other-chain")
+    other = sign_header(block.header, AUTHORITY, domain)
     with pytest.raises(InvalidBlock, match="block signature is invalid"):
         apply_block(genesis_state(GENESIS), Block(header=other), GENESIS_HEADER, GENESIS)
+
+
+def test_block_signing_bytes_name_chain_and_genesis():
+    header = build().block.header
+    tag = f"hc/block/v1/test-chain/{CHAIN.genesis}".encode()
+    assert block_signing_bytes(header, CHAIN) == tag + bytes.fromhex(block_hash(header))
 
 
 def test_timestamp_not_too_far_in_future():

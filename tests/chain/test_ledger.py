@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 import hashcloud.chain.ledger as ledger_module
-from hashcloud.chain.block import sign_header
+from hashcloud.chain.block import block_hash, sign_header
 from hashcloud.chain.genesis import genesis_block, genesis_state
 from hashcloud.chain.ledger import Ledger
-from hashcloud.chain.state import balances_total, encode_state, get_account
+from hashcloud.chain.state import balances_total, encode_state, get_account, pending_work
 from hashcloud.chain.transition import build_block
 from hashcloud.chain.tx import tx_id
 from hashcloud.errors import InvalidBlock, StoreError
@@ -67,10 +67,10 @@ def test_produce_and_query(data_dir):
         assert ledger.get_block_by_hash(ledger.head_hash) == built.block
         assert ledger.get_block_by_hash("zz") is None
         assert ledger.get_block_by_hash("00" * 32) is None
-        assert ledger.account(WORKER.public_key.address).balance > 0
         state = ledger.state
+        assert pending_work(state, WORKER.public_key.address).work > 0  # paid at epoch close
         assert balances_total(state) == state.total_supply
-        assert state.total_supply == 2 * START_BALANCE + state.minted
+        assert state.total_supply == 2 * START_BALANCE + state.totals.emitted - state.totals.pool
 
 
 def test_add_block_imports_a_block_built_elsewhere(tmp_path):
@@ -177,3 +177,106 @@ def test_unbound_store_is_only_bound_after_block_0_matches(tmp_path):
     with Ledger.open(tmp_path, right) as ledger:
         assert ledger.store.genesis_hash == bytes.fromhex(_gh(right))
     assert _gh(right) in (tmp_path / "meta.json").read_text()
+
+
+# ------------------------------------------------------------------ add_blocks (catch-up)
+
+
+def _tampered(block):
+    """`block` with a wrong state_root, re-signed by the authority (valid but for the root)."""
+    return block.model_copy(update={"header": sign_header(
+        block.header.model_copy(update={"state_root": "00" * 32}), AUTHORITY, CHAIN)})
+
+
+@pytest.fixture
+def producer(tmp_path):
+    with Ledger.open(tmp_path / "producer", GENESIS) as ledger:
+        grow(ledger, 6)
+        yield ledger
+
+
+def test_add_blocks_stores_a_range_with_one_fsync(tmp_path, producer, monkeypatch):
+    import hashcloud.chain.store.chainstore as chainstore_module
+
+    syncs = []
+    real_fsync = chainstore_module.os.fsync
+    with Ledger.open(tmp_path / "f", GENESIS, snapshot_interval=1000) as follower:
+        monkeypatch.setattr(chainstore_module.os, "fsync",
+                            lambda fd: (syncs.append(fd), real_fsync(fd)))
+        blocks = [producer.get_block(h) for h in range(1, 7)]
+        assert follower.add_blocks(blocks, now_ms=T0 + 100_000) == 6
+        monkeypatch.undo()
+        assert len(syncs) == 1
+        assert follower.head == producer.head
+        assert encode_state(follower.state) == encode_state(producer.state)
+        assert follower.find_tx(tx_id(blocks[3].transactions[0])) == (4, 0)
+        assert follower.add_blocks([], now_ms=T0 + 100_000) == 6
+    with Ledger.open(tmp_path / "f", GENESIS) as reopened:
+        assert reopened.head == producer.head
+
+
+def test_add_blocks_keeps_the_blocks_before_a_bad_one(tmp_path, producer):
+    blocks = [producer.get_block(h) for h in range(1, 7)]
+    with Ledger.open(tmp_path / "f", GENESIS) as follower:
+        with pytest.raises(InvalidBlock, match="state_root"):
+            follower.add_blocks(blocks[:3] + [_tampered(blocks[3])] + blocks[4:],
+                                now_ms=T0 + 100_000)
+        assert follower.height == 3 and follower.store.height == 3
+        assert follower.head == blocks[2].header
+        assert follower.find_tx(tx_id(blocks[4].transactions[0])) is None
+        state3 = encode_state(follower.state)
+        # A range whose first block is bad stores nothing.
+        with pytest.raises(InvalidBlock):
+            follower.add_blocks([_tampered(blocks[3]), blocks[4]], now_ms=T0 + 100_000)
+        assert follower.height == 3 and encode_state(follower.state) == state3
+    with Ledger.open(tmp_path / "f", GENESIS) as reopened:
+        assert reopened.height == 3 and encode_state(reopened.state) == state3
+        assert reopened.add_blocks(blocks[3:], now_ms=T0 + 100_000) == 6
+        assert encode_state(reopened.state) == encode_state(producer.state)
+
+
+def test_add_blocks_snapshots_at_the_interval_inside_a_range(tmp_path, producer):
+    with Ledger.open(tmp_path / "f", GENESIS, snapshot_interval=4) as follower:
+        follower.add_blocks([producer.get_block(h) for h in range(1, 7)], now_ms=T0 + 100_000)
+        height, digest, _ = follower.store.read_snapshot()
+        assert (height, digest.hex()) == (4, block_hash(producer.get_block(4).header))
+    with Ledger.open(tmp_path / "f", GENESIS, snapshot_interval=4) as reopened:
+        assert encode_state(reopened.state) == encode_state(producer.state)
+
+
+def test_add_blocks_kill_during_the_write_leaves_a_valid_prefix(tmp_path, producer):
+    """A kill while the range is written leaves a torn tail; the store cuts it at a record
+    boundary, so the ledger reopens at a block of the range with that block's state, and the
+    watermark (advanced only after the fsync) never names a block that is not there."""
+    import shutil
+
+    from hashcloud.chain.store import LOG_NAME, Watermark
+
+    states = {}
+    with Ledger.open(tmp_path / "ref", GENESIS) as ref:
+        for h in range(1, 7):
+            ref.add_block(producer.get_block(h), now_ms=T0 + 100_000)
+            states[h] = (ref.head, encode_state(ref.state))
+    src = tmp_path / "src"
+    with Ledger.open(src / "chain", GENESIS) as follower:
+        follower.add_blocks([producer.get_block(1)], now_ms=T0 + 100_000)
+        follower.store.guard(Watermark(src / "chain.watermark"))
+        before = (src / "chain" / LOG_NAME).stat().st_size
+        follower.add_blocks([producer.get_block(h) for h in range(2, 7)], now_ms=T0 + 100_000)
+        assert Watermark(src / "chain.watermark").read().height == 6
+    full = (src / "chain" / LOG_NAME).read_bytes()
+    seen = set()
+    for cut in range(before, len(full), max(1, (len(full) - before) // 23)):
+        d = tmp_path / f"cut{cut}"
+        shutil.copytree(src, d)
+        (d / "chain" / LOG_NAME).write_bytes(full[:cut])
+        with Ledger.open(d / "chain", GENESIS) as reopened:
+            h = reopened.height
+            assert 1 <= h <= 6 and (reopened.head, encode_state(reopened.state)) == states[h]
+            seen.add(h)
+            # it takes the rest of the range again
+            reopened.add_blocks([producer.get_block(k) for k in range(h + 1, 7)],
+                                now_ms=T0 + 100_000)
+            assert reopened.head == states[6][0]
+        shutil.rmtree(d)
+    assert len(seen) >= 4  # the cuts fall inside different blocks of the range

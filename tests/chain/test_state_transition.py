@@ -8,16 +8,24 @@ from hypothesis import strategies as st
 
 from hashcloud.chain.genesis import genesis_block, genesis_state
 from hashcloud.chain.state import (
+    EpochWork,
     State,
+    WorkerRecord,
+    add_subsidy,
     balances_total,
+    close_epoch,
     credit,
     debit,
     decode_state,
     encode_state,
     get_account,
+    get_worker,
     increment_nonce,
     is_task_rewarded,
     mark_task_rewarded,
+    new_state,
+    pending_work,
+    record_work,
     state_root,
 )
 from hashcloud.chain.transition import apply_transaction, build_block, validate_transaction
@@ -27,6 +35,7 @@ from hashcloud.chain.tx import (
     ComputeResult,
     Transaction,
     compute_result_signing_bytes,
+    make_submit_result,
     sign_compute_result,
     sign_transaction,
     tx_signing_bytes,
@@ -37,7 +46,7 @@ from hashcloud.codec import (
     encode_canonical,
 )
 from hashcloud.crypto.keys import CURVE_ORDER, PrivateKey
-from hashcloud.crypto.signatures import sign
+from hashcloud.crypto.signatures import ChainDomain, sign
 from hashcloud.errors import (
     DecodeError,
     FeeMismatch,
@@ -47,10 +56,9 @@ from hashcloud.errors import (
     InvalidTransaction,
     InvalidTxSignature,
     NonceMismatch,
-    RewardBelowFee,
     TaskAlreadyRewarded,
 )
-from hashcloud.poc.receipt import encode_receipt
+from hashcloud.poc.receipt import encode_receipt, sign_receipt
 from hashcloud.types import MAX_AMOUNT
 from tests.chain.test_tx import (
     ALICE,
@@ -227,23 +235,36 @@ def test_amount_out_of_range_defended(state):
 # ---------------------------------------------------------------------- SUBMIT_RESULT
 
 
-def test_valid_submit_result_mints_reward_and_pays_fee(state):
+def test_valid_submit_result_records_work_and_defers_fee(state):
+    # SPEC 6 v1.1: a claim mints nothing; it records W = loops * n^3 for the payout address
+    # (default: the worker) in the open epoch, with its fee deferred to that payout.
     tx = submit(loops=1000, n=64)
-    reward = 1000 * 64**3
-    assert validate_transaction(state, tx, GENESIS) == reward
+    work = 1000 * 64**3
+    assert validate_transaction(state, tx, GENESIS) == work
+    supply = state.total_supply
     apply_transaction(state, tx, GENESIS, PROPOSER)
     worker = get_account(state, WORKER.public_key.address)
-    assert worker.balance == reward - 80_000 * 1000 and worker.nonce == 1
-    assert get_account(state, PROPOSER).balance == 80_000 * 1000
-    assert state.minted == reward
-    assert state.total_supply == 2 * START_BALANCE + reward == balances_total(state)
+    assert worker.balance == 0 and worker.nonce == 1
+    assert get_account(state, PROPOSER).balance == 0
+    assert pending_work(state, WORKER.public_key.address) == EpochWork(work, 80_000 * 1000)
+    assert get_worker(state, WORKER.public_key.address) == WorkerRecord(work, 1)
+    assert state.totals.epoch_work == work
+    assert state.total_supply == supply == balances_total(state)
     assert is_task_rewarded(state, "1f" * 16)
 
 
-def test_reward_uses_genesis_ratio():
-    genesis = make_genesis(reward_numerator=3, reward_denominator=2)
-    tx = submit(loops=1001, n=64)
-    assert validate_transaction(genesis_state(genesis), tx, genesis) == 1001 * 64**3 * 3 // 2
+def test_claim_credits_the_receipts_payout_address(state):
+    payout = BOB.public_key.address
+    receipt = sign_receipt(
+        domain=CHAIN, task_id="3f" * 16, worker_address=WORKER.public_key.address,
+        payout_address=payout, seed="ab" * 32, n=64, loops=7, merkle_root=bytes(32),
+        compute_time_ms=10, samples=3, audited=1, issued_height=1, accepted_at=1, key=VALIDATOR)
+    tx = make_submit_result(WORKER, receipt, 0, domain=CHAIN)
+    apply_transaction(state, tx, GENESIS, PROPOSER)
+    assert pending_work(state, payout).work == 7 * 64**3
+    assert pending_work(state, WORKER.public_key.address) == EpochWork()
+    assert get_worker(state, WORKER.public_key.address) == WorkerRecord(7 * 64**3, 1)
+    assert get_worker(state, payout) == WorkerRecord()
 
 
 def _submit_with_payload(payload: ComputeResult, key: PrivateKey = WORKER) -> Transaction:
@@ -271,7 +292,7 @@ def test_compute_result_signature_must_verify(state):
 
 
 def test_compute_result_signed_for_other_chain(state):
-    cr = sign_compute_result(WORKER, make_receipt(), "other-chain")
+    cr = sign_compute_result(WORKER, make_receipt(), ChainDomain("other-chain", CHAIN.genesis))
     refused(state, _submit_with_payload(cr), InvalidTxSignature,
             "compute result signature does not verify for chain test-chain")
 
@@ -326,9 +347,10 @@ def test_task_rewarded_only_once(state):
     refused(state, again, TaskAlreadyRewarded, f"task {'1f' * 16} was already rewarded")
 
 
-def test_reward_below_fee_is_invalid(state):
-    refused(state, submit(loops=10, n=64), RewardBelowFee,
-            "reward 2621440 is below the fee 80000000")
+def test_claim_worth_less_than_its_fee_is_valid(state):
+    # v1 refused it (reward below fee); v1.1 defers the fee to the epoch payout instead.
+    apply_transaction(state, submit(loops=10, n=64), GENESIS, PROPOSER)
+    assert pending_work(state, WORKER.public_key.address).work == 10 * 64**3
 
 
 def test_zero_balance_worker_can_claim(state):
@@ -369,7 +391,9 @@ def test_supply_invariant_over_random_blocks(sequence):
         built = build_block(state, parent, chunk, GENESIS, AUTHORITY,
                             parent.timestamp + 2000)
         state, parent = built.state, built.block.header
-        assert balances_total(state) == state.total_supply == initial + state.minted
+        totals = state.totals
+        assert balances_total(state) == state.total_supply
+        assert state.total_supply == initial + totals.emitted - totals.pool
         assert decode_state(encode_state(state)) == state
         assert len(built.block.transactions) + len(built.rejected) == len(chunk)
 
@@ -381,24 +405,28 @@ ADDRS = [PrivateKey(i).public_key.address for i in range(1, 6)]
 
 @given(
     st.dictionaries(st.sampled_from(ADDRS),
-                    st.tuples(st.integers(0, 2**90), st.integers(0, 2**64 - 2)), max_size=5),
+                    st.tuples(st.integers(1, 2**90), st.integers(0, 2**64 - 2)), max_size=5),
     st.sets(st.integers(0, 2**128 - 1).map(lambda i: f"{i:032x}"), max_size=4),
-    st.integers(0, 2**80),
+    st.lists(st.tuples(st.sampled_from(ADDRS), st.integers(1, 2**100), st.integers(0, 10**12)),
+             max_size=4),
+    st.integers(0, 2**80), st.booleans(),
 )
-def test_state_encoding_round_trip(accounts, tasks, minted):
-    state = State()
-    for address, (balance, nonce) in accounts.items():
-        credit(state, address, balance)
+def test_state_encoding_round_trip(accounts, tasks, claims, subsidy, close):
+    state = new_state({address: balance for address, (balance, _) in accounts.items()})
+    for address, (_, nonce) in accounts.items():
         for _ in range(min(nonce, 3)):
             increment_nonce(state, address)
     for task in tasks:
         mark_task_rewarded(state, task)
-    state.total_supply = balances_total(state) + minted
-    state.minted = minted
-    credit(state, ADDRS[0], minted)
+    add_subsidy(state, subsidy)
+    for address, work, fee in claims:
+        record_work(state, address, ADDRS[0], work, fee)
+    if close:
+        close_epoch(state, ADDRS[1])
     data = encode_state(state)
     decoded = decode_state(data)
     assert encode_state(decoded) == data and state_root(decoded) == state_root(state)
+    assert decoded.epoch_work == state.epoch_work and decoded.totals == state.totals
     with pytest.raises(DecodeError):
         decode_state(data + b"\x00")
 
@@ -406,22 +434,46 @@ def test_state_encoding_round_trip(accounts, tasks, minted):
 def _state_fields():
     state = genesis_state(GENESIS)
     mark_task_rewarded(state, "ab" * 16)
+    record_work(state, ADDRS[0], ADDRS[1], 5, 0)
     return decode_canonical(encode_state(state))
+
+
+def _records(fields):
+    return [decode_canonical(value) for value in fields[1]]
+
+
+def _with_record(fields, kind, change):
+    """`fields` with the first record of `kind` replaced by `change(record)`, re-encoded."""
+    for i, record in enumerate(_records(fields)):
+        if record[0] == kind:
+            fields[1][i] = encode_canonical(change(record))
+            return
+    raise AssertionError(kind)
 
 
 @pytest.mark.parametrize(
     "mutate,needle",
     [
         (lambda f: f[1].reverse(), "sorted"),
-        (lambda f: f[1].append(list(f[1][-1])), "sorted"),
-        (lambda f: f[1][0].__setitem__(1, encode_amount(0)), "add up|empty"),
-        (lambda f: f[2].append("AB" * 16), "task id"),
-        (lambda f: f.__setitem__(3, encode_amount(5)), "add up"),
-        (lambda f: f.__setitem__(0, 2), "format"),
+        (lambda f: f[1].append(f[1][-1]), "sorted"),
+        (lambda f: _with_record(f, "account", lambda r: [*r[:2], encode_amount(0), r[3]]),
+         "add up|empty"),
+        (lambda f: _with_record(f, "task", lambda r: [r[0], "AB" * 16]), "task id"),
+        (lambda f: _with_record(f, "totals", lambda r: [*r[:6], encode_amount(5), r[7]]),
+         "add up"),
+        (lambda f: _with_record(f, "work", lambda r: [*r[:2], (6).to_bytes(16, "big"), r[3]]),
+         "epoch work"),
+        (lambda f: _with_record(f, "worker", lambda r: [*r[:3], 0]), "claims"),
+        (lambda f: _with_record(f, "totals", lambda r: r[:3]), "number of fields"),
+        (lambda f: _with_record(f, "task", lambda r: ["nope", r[1]]), "number of fields"),
+        (lambda f: f[1].pop(next(i for i, r in enumerate(_records(f)) if r[0] == "totals")),
+         "totals"),
+        (lambda f: f.__setitem__(0, 1), "format"),
     ],
 )
 def test_state_decoder_rejects_inconsistent_forms(mutate, needle):
     fields = _state_fields()
+    decode_state(encode_canonical(fields))  # the unmutated form decodes
     mutate(fields)
     with pytest.raises(DecodeError, match=needle):
         decode_state(encode_canonical(fields))
@@ -430,10 +482,10 @@ def test_state_decoder_rejects_inconsistent_forms(mutate, needle):
 def test_empty_accounts_are_not_stored_and_copy_is_independent():
     state = State()
     credit(state, ADDRS[0], 0)
-    assert state.accounts == {}
+    assert dict(state.accounts) == {}
     credit(state, ADDRS[0], 5)
     copy = state.copy()
     debit(copy, ADDRS[0], 5)
-    assert get_account(state, ADDRS[0]).balance == 5 and copy.accounts == {}
+    assert get_account(state, ADDRS[0]).balance == 5 and dict(copy.accounts) == {}
     with pytest.raises(InsufficientBalance):
         debit(state, ADDRS[0], 6)

@@ -27,11 +27,16 @@ from hashcloud.chain.store import (
     LOG_HEADER,
     LOG_NAME,
     SNAPSHOT_NAME,
+    WATERMARK_NAME,
     ChainStore,
+    Mark,
+    Watermark,
     encode_record,
 )
 from hashcloud.chain.store.index import HEADER as INDEX_HEADER
-from hashcloud.errors import StoreError, StoreLocked
+from hashcloud.chain.store.watermark import SLOT_SIZE
+from hashcloud.errors import StoreError, StoreLocked, StoreRolledBack
+from tests.chain.store_writer import GENESIS as WRITER_GENESIS
 from tests.chain.store_writer import block_hash as writer_hash
 from tests.chain.store_writer import block_payload as writer_payload
 
@@ -756,9 +761,11 @@ def test_fast_open_trusts_index_but_reads_still_verify(tmp_path: Path) -> None:
         ChainStore(tmp_path)
 
 
-def test_failed_fsync_cuts_back_and_blocks_further_appends(
+def test_failed_fsync_cuts_back_and_the_next_append_retries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Disk full / I/O error (issue 11 item 4): nothing of the failed append stays, the store
+    says why in `write_problem`, and the next append works once the disk does."""
     fill(tmp_path, 2)
     size = (tmp_path / LOG_NAME).stat().st_size
     with ChainStore(tmp_path) as s:
@@ -768,17 +775,168 @@ def test_failed_fsync_cuts_back_and_blocks_further_appends(
         def failing_fsync(fd: int) -> None:
             calls["n"] += 1
             if calls["n"] == 1:
-                raise OSError(5, "Input/output error")
+                raise OSError(28, "No space left on device")
             real_fsync(fd)
 
         monkeypatch.setattr(os, "fsync", failing_fsync)
-        with pytest.raises(StoreError, match="cannot append to block log"):
+        with pytest.raises(StoreError, match="cannot append to block log: No space left"):
             s.append_block(2, bh(2), b"x")
         monkeypatch.undo()
-        assert s.height == 1
+        assert s.height == 1 and s.write_problem == "No space left on device"
         assert (tmp_path / LOG_NAME).stat().st_size == size
+        s.append_block(2, bh(2), b"x")  # space is back: the store resumes by itself
+        assert s.height == 2 and s.write_problem is None
+    with ChainStore(tmp_path) as s:
+        assert s.height == 2 and s.get_block(2) == b"x"
+        s.verify_log()
+
+
+def test_append_refused_until_the_log_end_is_confirmed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When even the cut back fails, no append is made on an uncertain end; the first append
+    after the disk works again re-checks the end, then succeeds."""
+    fill(tmp_path, 2)
+    size = (tmp_path / LOG_NAME).stat().st_size
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with ChainStore(tmp_path) as s:
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        with pytest.raises(StoreError, match="cannot append"):
+            s.append_block(2, bh(2), b"x")
         with pytest.raises(StoreError, match="unusable after I/O error"):
             s.append_block(2, bh(2), b"x")
+        assert s.height == 1 and s.write_problem == "Input/output error"
+        monkeypatch.undo()
+        s.append_block(2, bh(2), b"y")
+        assert s.write_problem is None and s.get_block(2) == b"y"
+    assert (tmp_path / LOG_NAME).stat().st_size > size
     with ChainStore(tmp_path) as s:
-        s.append_block(2, bh(2), b"x")
         s.verify_log()
+        assert s.height == 2
+
+
+# ------------------------------------------------------------------------- watermark
+
+GENESIS = hashlib.sha256(b"test-genesis").digest()
+
+
+def guarded(chain_dir: Path, count: int) -> Path:
+    """A store of `count` blocks bound to GENESIS whose watermark (beside it) saw them all."""
+    wm_path = chain_dir.parent / WATERMARK_NAME
+    with ChainStore(chain_dir, genesis_hash=GENESIS) as s:
+        s.append_block(0, bh(0), payload(0))
+        s.guard(Watermark(wm_path))
+        for h in range(1, count):
+            s.append_block(h, bh(h), payload(h))
+    return wm_path
+
+
+def test_watermark_follows_every_append(tmp_path: Path) -> None:
+    wm_path = guarded(tmp_path / "chain", 5)
+    assert wm_path.stat().st_size == 2 * SLOT_SIZE
+    assert Watermark(wm_path).read() == Mark(4, bh(4), GENESIS)
+    with ChainStore(tmp_path / "chain", genesis_hash=GENESIS) as s:
+        assert s.guard(Watermark(wm_path)) is None  # same store: accepted
+        s.append_blocks([(5, bh(5), b"a"), (6, bh(6), b"b")])
+    assert Watermark(wm_path).read() == Mark(6, bh(6), GENESIS)
+
+
+def test_older_copy_or_cut_log_is_refused_until_accepted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    chain = tmp_path / "chain"
+    guarded(chain, 3)
+    older = (chain / LOG_NAME).read_bytes()
+    wm_path = guarded_more(chain, 3, 6)
+    offsets = record_offsets(chain)
+    log = chain / LOG_NAME
+    for damaged in (older, log.read_bytes()[: offsets[-2]]):  # older copy; last record cut
+        saved = log.read_bytes()
+        log.write_bytes(damaged)
+        with ChainStore(chain, genesis_hash=GENESIS) as s:
+            with pytest.raises(StoreRolledBack, match=r"holds blocks to height \d but this node "
+                                                      r"acknowledged height 5"):
+                s.guard(Watermark(wm_path))
+        assert Watermark(wm_path).read() == Mark(5, bh(5), GENESIS)  # untouched
+        log.write_bytes(saved)
+    log.write_bytes(older)
+    with ChainStore(chain, genesis_hash=GENESIS) as s, caplog.at_level(logging.ERROR):
+        assert s.guard(Watermark(wm_path), accept_rollback=True) == 3
+        assert "ACCEPTING ROLLBACK" in caplog.text
+        s.append_block(3, bh(3, b"new"), b"other")
+    assert Watermark(wm_path).read() == Mark(3, bh(3, b"new"), GENESIS)
+
+
+def guarded_more(chain_dir: Path, start: int, end: int) -> Path:
+    """Append blocks `start..end-1` to a guarded store."""
+    wm_path = chain_dir.parent / WATERMARK_NAME
+    with ChainStore(chain_dir, genesis_hash=GENESIS) as s:
+        s.guard(Watermark(wm_path))
+        for h in range(start, end):
+            s.append_block(h, bh(h), payload(h))
+    return wm_path
+
+
+def test_another_block_at_the_mark_is_refused(tmp_path: Path) -> None:
+    chain = tmp_path / "chain"
+    wm_path = guarded(chain, 3)
+    shutil.rmtree(chain)
+    with ChainStore(chain, genesis_hash=GENESIS) as s:
+        for h in range(4):
+            s.append_block(h, bh(h, b"fork"), payload(h))
+        with pytest.raises(StoreRolledBack, match="holds another block at height 2"):
+            s.guard(Watermark(wm_path))
+
+
+def test_torn_watermark_slot_keeps_the_previous_mark(tmp_path: Path) -> None:
+    wm_path = guarded(tmp_path / "chain", 4)
+    data = bytearray(wm_path.read_bytes())
+    newest = Watermark(wm_path)
+    assert newest.read() == Mark(3, bh(3), GENESIS)
+    seq_slot = max((0, 1), key=lambda i: data[i * SLOT_SIZE + 12 : i * SLOT_SIZE + 20])
+    data[seq_slot * SLOT_SIZE + 30] ^= 0xFF  # the slot written last is torn
+    wm_path.write_bytes(bytes(data))
+    assert Watermark(wm_path).read() == Mark(2, bh(2), GENESIS)
+    data[(1 - seq_slot) * SLOT_SIZE + 30] ^= 0xFF  # both damaged: the height is unknown
+    wm_path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="watermark .* is damaged"):
+        Watermark(wm_path).read()
+    with ChainStore(tmp_path / "chain", genesis_hash=GENESIS) as s:
+        with pytest.raises(StoreRolledBack, match="damaged"):
+            s.guard(Watermark(wm_path))
+        assert s.guard(Watermark(wm_path), accept_rollback=True) == 0
+    assert Watermark(wm_path).read() == Mark(3, bh(3), GENESIS)
+
+
+@pytest.mark.timeout(60)
+def test_crash_kill9_watermark_never_ahead_of_the_log(tmp_path: Path) -> None:
+    """A guarded writer killed at random: the watermark covers every acknowledged block and
+    never names one the log lacks, so every restart is accepted."""
+    rng = random.Random(20261201)
+    data_dir = tmp_path / "chain"
+    wm_path = tmp_path / WATERMARK_NAME
+    acked: list[int] = []
+    for _ in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, str(WRITER_SCRIPT), str(data_dir), str(wm_path)],
+            stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+        try:
+            reader = LineReader(proc)
+            assert reader.line().split()[0] == "ready"
+            time.sleep(rng.uniform(0.05, 0.4))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            acked.extend(int(line) for line in reader.rest())
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        mark = Watermark(wm_path).read()
+        assert mark is not None and mark.height >= max(acked, default=0)
+        with ChainStore(data_dir, genesis_hash=WRITER_GENESIS) as s:
+            assert mark.height <= s.height
+            s.guard(Watermark(wm_path))  # never refused after a crash
+            s.verify_log()

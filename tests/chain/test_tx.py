@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hashcloud.chain.genesis import Genesis
+from hashcloud.chain.block import block_hash
+from hashcloud.chain.genesis import Genesis, chain_domain, genesis_block
 from hashcloud.chain.tx import (
     ComputeResult,
     Transaction,
@@ -30,11 +31,12 @@ from hashcloud.chain.tx import (
 from hashcloud.codec import decode_canonical, encode_canonical
 from hashcloud.crypto.hashing import sha256
 from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.signatures import ChainDomain
 from hashcloud.errors import DecodeError
 from hashcloud.poc.receipt import Receipt, sign_receipt
 from hashcloud.types import MAX_AMOUNT
 
-CHAIN = "test-chain"
+CHAIN_ID = "test-chain"
 AUTHORITY = PrivateKey(0xA0)
 VALIDATOR = PrivateKey(0xA11CE)
 ALICE = PrivateKey(0xA11)
@@ -46,7 +48,7 @@ START_BALANCE = 10**12
 def make_genesis(**overrides) -> Genesis:
     """A chain where ALICE and BOB hold START_BALANCE each; WORKER starts with nothing."""
     fields = dict(
-        chain_id=CHAIN,
+        chain_id=CHAIN_ID,
         timestamp=1_000_000,
         allocations={ALICE.public_key.address: START_BALANCE,
                      BOB.public_key.address: START_BALANCE},
@@ -57,28 +59,39 @@ def make_genesis(**overrides) -> Genesis:
     return Genesis(**fields)
 
 
+CHAIN = chain_domain(make_genesis())
+"""The signing domain of `make_genesis()` (SPEC 5 v1.1: chain id + genesis block hash)."""
+
+
+def _domain(chain_id: str | None, domain: ChainDomain) -> ChainDomain:
+    """`domain`, or the same genesis under another chain id (tests of foreign chains)."""
+    return domain if chain_id is None else ChainDomain(chain_id, domain.genesis)
+
+
 def make_receipt(worker: PrivateKey = WORKER, task_id: str = "1f" * 16, loops: int = 1000,
-                 n: int = 64, chain_id: str = CHAIN, key: PrivateKey = VALIDATOR,
-                 merkle_root: str = "cd" * 32) -> Receipt:
+                 n: int = 64, chain_id: str | None = None, key: PrivateKey = VALIDATOR,
+                 merkle_root: str = "cd" * 32, domain: ChainDomain = CHAIN) -> Receipt:
     """A validator receipt for `loops` loops of size `n` by `worker`."""
     return sign_receipt(
-        chain_id=chain_id, task_id=task_id, worker_address=worker.public_key.address,
+        domain=_domain(chain_id, domain), task_id=task_id, worker_address=worker.public_key.address,
         seed="ab" * 32, n=n, loops=loops, merkle_root=merkle_root, compute_time_ms=4000,
         samples=10, audited=3, issued_height=1, accepted_at=1_700_000_000_000, key=key,
     )
 
 
 def transfer(key: PrivateKey = ALICE, to: PrivateKey = BOB, amount: int = 1000, nonce: int = 0,
-             gas_price: int = 1000, chain_id: str = CHAIN) -> Transaction:
-    """A signed TRANSFER between two test keys."""
-    return make_transfer(key, to.public_key.address, amount, nonce, gas_price, chain_id)
+             gas_price: int = 1000, chain_id: str | None = None,
+             domain: ChainDomain = CHAIN) -> Transaction:
+    """A signed TRANSFER between two test keys (on `domain`, or `chain_id` with its genesis)."""
+    return make_transfer(key, to.public_key.address, amount, nonce, gas_price,
+                         domain=_domain(chain_id, domain))
 
 
-def submit(worker: PrivateKey = WORKER, nonce: int = 0, chain_id: str = CHAIN,
-           **receipt_args) -> Transaction:
+def submit(worker: PrivateKey = WORKER, nonce: int = 0, chain_id: str | None = None,
+           domain: ChainDomain = CHAIN, **receipt_args) -> Transaction:
     """A signed SUBMIT_RESULT for a fresh receipt."""
-    return make_submit_result(worker, make_receipt(worker, **receipt_args), nonce,
-                              chain_id=chain_id)
+    return make_submit_result(worker, make_receipt(worker, domain=domain, **receipt_args),
+                              nonce, domain=_domain(chain_id, domain))
 
 
 # ---------------------------------------------------------------------- ComputeResult
@@ -98,8 +111,8 @@ def test_compute_result_json_is_compact_and_in_field_order():
 def test_compute_result_signing_bytes():
     cr = submit().payload
     fields = decode_canonical(compute_result_signing_bytes(cr, CHAIN))
-    assert fields == [b"hc/result/v1/test-chain", cr.task_id, cr.worker_address,
-                      cr.result_hash, cr.proof, cr.nonce]
+    assert fields == [f"hc/result/v1/test-chain/{CHAIN.genesis}".encode(), cr.task_id,
+                      cr.worker_address, cr.result_hash, cr.proof, cr.nonce]
 
 
 @pytest.mark.parametrize(
@@ -120,7 +133,8 @@ def test_compute_result_field_validation(field, value):
 def test_signing_bytes_are_tagged_and_exclude_signature():
     tx = transfer()
     fields = decode_canonical(tx_signing_bytes(tx, CHAIN))
-    assert fields[0] == b"hc/tx/v1/test-chain"
+    assert fields[0] == f"hc/tx/v1/test-chain/{CHAIN.genesis}".encode()
+    assert CHAIN.genesis == block_hash(genesis_block(make_genesis()).header)[:16]
     assert fields[1:4] == ["TRANSFER", tx.from_address, tx.to_address]
     assert fields[-1] == tx.public_key
     assert tx.signature not in fields

@@ -174,10 +174,37 @@ def test_address_round_trip(payload):
     assert decode_address(address_from_payload(payload)) == payload
 
 
-def test_domain_tags_separate_kinds_and_chains():
-    assert sig.domain_tag("tx", "main") == b"hc/tx/v1/main"
-    assert sig.domain_tag("tx", "main") != sig.domain_tag("tx", "test")
-    assert sig.domain_tag("commit") == b"hc/commit/v1"
+def test_domain_tags_separate_kinds_chains_and_geneses():
+    """SPEC 5 v1.1: `hc/<kind>/v1/<chain_id>/<g>`; kind, chain id and genesis all count."""
+    main = sig.ChainDomain("main", "0123456789abcdef")
+    assert sig.domain_tag("tx", main) == b"hc/tx/v1/main/0123456789abcdef"
+    tags = {sig.domain_tag(kind, domain)
+            for kind in ("tx", "block")
+            for domain in (main, sig.ChainDomain("test", main.genesis),
+                           sig.ChainDomain("main", "fedcba9876543210"))}
+    assert len(tags) == 6
+
+
+def test_domain_tag_needs_a_chain_domain():
+    # A bare chain id would silently produce the pre-v1.1 (replayable) tag.
+    with pytest.raises(TypeError, match="ChainDomain"):
+        sig.domain_tag("tx", "main")
+
+
+def test_chain_domain_of_genesis_block_hash():
+    domain = sig.ChainDomain.of("hashcloud-local", "ab" * 32)
+    assert domain == sig.ChainDomain("hashcloud-local", "ab" * 8)
+    assert str(domain) == "hashcloud-local/" + "ab" * 8
+
+
+@pytest.mark.parametrize("chain_id,genesis", [
+    ("main", "0123"), ("main", "0123456789ABCDEF"), ("main", "0123456789abcdef0"),
+    ("", "0123456789abcdef"), ("a/b", "0123456789abcdef"), ("Main", "0123456789abcdef"),
+    ("x" * 33, "0123456789abcdef"), (1, "0123456789abcdef"), ("main", None),
+])
+def test_chain_domain_refuses_ambiguous_parts(chain_id, genesis):
+    with pytest.raises(ValueError):
+        sig.ChainDomain(chain_id, genesis)
 
 
 def test_clear_verification_cache_forgets_and_verify_still_works():

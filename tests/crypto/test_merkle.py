@@ -262,3 +262,78 @@ def test_builder_refuses_leaves_after_finish():
     builder.finish()
     with pytest.raises(MerkleError):
         builder.extend([b"\x01" * 32])
+
+
+# --- compact tree: flat leaves + levels above 2^c-leaf chunks (the miner's round) ----------
+
+
+@DERANDOMIZED
+@given(size=st.integers(0, 300), chunk_levels=st.integers(0, 6), step=st.integers(1, 40))
+def test_compact_tree_equals_full_tree(size: int, chunk_levels: int, step: int) -> None:
+    from hashcloud.crypto.merkle import CompactMerkleBuilder
+
+    leaves = leaves_of(size, salt=chunk_levels)
+    builder = CompactMerkleBuilder(chunk_levels)
+    for i in range(0, size, step):
+        builder.extend(leaves[i : i + step])
+    tree = builder.finish()
+    assert tree.root == merkle_root(leaves) == reference_mth(leaves)
+    assert tree.size == size and list(tree.leaves) == leaves
+    full = MerkleTree(leaves)
+    for m in {0, size // 2, size - 1} - {-1}:
+        if 0 <= m < size:
+            assert tree.audit_path(m) == full.audit_path(m) == reference_path(m, leaves)
+            assert tree.leaf_hash_at(m) == full.leaf_hash_at(m)
+            verify_inclusion(leaves[m], m, size, tree.audit_path(m), tree.root)
+
+
+def test_compact_tree_every_path_across_chunk_edges() -> None:
+    from hashcloud.crypto.merkle import CompactMerkleBuilder
+
+    for size in (31, 32, 33, 64, 65, 97):
+        leaves = leaves_of(size, salt=7)
+        builder = CompactMerkleBuilder()
+        builder.extend(leaves)
+        tree = builder.finish()
+        for m in range(size):
+            assert tree.audit_path(m) == reference_path(m, leaves), (size, m)
+        with pytest.raises(MerkleError):
+            tree.audit_path(size)
+
+
+def test_leaf_store_rejects_bad_leaves_and_finished_builder() -> None:
+    from hashcloud.crypto.merkle import CompactMerkleBuilder, LeafStore
+
+    store = LeafStore()
+    with pytest.raises(MerkleError, match="32 bytes"):
+        store.extend([b"\x00" * 31])
+    with pytest.raises(MerkleError, match="32 bytes"):
+        store.extend([b"\x00" * 31, b"\x00" * 33])  # right total, wrong widths
+    store.extend(leaves_of(3))
+    assert store[-1] == leaves_of(3)[2] and store[0:2] == leaves_of(3)[:2]
+    with pytest.raises(IndexError):
+        store[3]
+    builder = CompactMerkleBuilder()
+    builder.finish()
+    with pytest.raises(MerkleError, match="finished"):
+        builder.extend(leaves_of(1))
+
+
+def test_compact_builder_keeps_at_most_40_bytes_per_leaf() -> None:
+    import tracemalloc
+
+    from hashcloud.crypto.merkle import CompactMerkleBuilder
+
+    size = 50_000
+    leaves = leaves_of(size)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    builder = CompactMerkleBuilder()
+    for i in range(0, size, 256):
+        builder.extend(leaves[i : i + 256])
+    tree = builder.finish()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert tree.stored_bytes() / size < 35  # 32 bytes of leaf + ~2 of upper levels
+    assert held / size <= 40, held / size  # what the process really holds (bytearray slack)
+    assert tree.root == merkle_root(leaves)

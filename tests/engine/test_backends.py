@@ -52,8 +52,10 @@ def test_missing_cupy_module(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_import(name, *args)
 
     monkeypatch.setattr(device.importlib, "import_module", fake_import)
-    assert select_backend("auto").reason == "auto: numpy (cupy not installed)"
-    with pytest.raises(BackendUnavailable, match="cupy not installed"):
+    assert select_backend("auto").reason == (
+        "auto: numpy (cupy not installed; for a GPU: install the GPU extra: "
+        "pip install 'hashcloud[gpu]')")
+    with pytest.raises(BackendUnavailable, match=r"cupy not installed; .*hashcloud\[gpu\]"):
         select_backend("cupy")
 
 
@@ -124,3 +126,25 @@ def test_device_imports_no_backend() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_peak_table_reproduces_published_peaks() -> None:
+    for name, (cc, sms, ghz, published) in device.REFERENCE_GPUS.items():
+        peaks = device.gpu_peaks(cc, sms, ghz * 1e6)
+        for path, value in published.items():
+            assert peaks[path] == pytest.approx(value, rel=0.03), (name, path)
+
+
+def test_unknown_architecture_gets_the_largest_rates() -> None:
+    unknown = device.gpu_peaks((99, 0), 100, 2e6)
+    for cc in device.GPU_OPS_PER_CLOCK_PER_SM:
+        known = device.gpu_peaks(cc, 100, 2e6)
+        assert all(unknown[p] >= known[p] for p in device.GPU_PATHS)
+
+
+def test_node_rate_bound_is_above_every_reference_gpu() -> None:
+    from hashcloud.poc.audit import DEVICE_PEAK_FLOPS
+
+    assert DEVICE_PEAK_FLOPS["cupy"] >= 4.5e15  # a B200's dense INT8 rate
+    for _cc, _sms, _ghz, published in device.REFERENCE_GPUS.values():
+        assert max(published.values()) < DEVICE_PEAK_FLOPS["cupy"]

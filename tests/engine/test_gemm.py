@@ -74,6 +74,7 @@ def test_batch_equals_one_at_a_time() -> None:
 
 def test_engine_chunking_does_not_change_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
     # Ragged chunks (not dividing the word / row counts) must give the same leaves.
+    monkeypatch.setenv("HASHCLOUD_NO_C_KERNELS", "1")  # the NumPy ufunc chunks, not fused C
     monkeypatch.setattr(numpy_backend.NumpyPipeline, "WORDS_PER_CHUNK", 1000)
     monkeypatch.setattr(numpy_backend.NumpyPipeline, "DIGEST_ELEMENTS", 128 * 5)
     seed, n = "abc", 128
@@ -162,3 +163,26 @@ def test_threadpool_limit_is_restored_after_a_batch():
     with Engine("numpy", n=64, lanes=2) as engine:
         engine.compute_batch("ab", 0, 4)
     assert [i["num_threads"] for i in threadpool_info()] == before
+
+
+def test_first_one_loop_call_runs_with_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round starts with a 1-loop call: with several lanes it must also limit BLAS to one
+    thread, or idle OpenBLAS workers spin after the multi-threaded GEMM (issue 10)."""
+    from contextlib import contextmanager
+
+    entered = []
+
+    @contextmanager
+    def counting():
+        entered.append(1)
+        yield
+
+    monkeypatch.setattr(numpy_backend, "single_threaded_blas", counting)
+    lanes = numpy_backend.NumpyLanes(64, 2)
+    try:
+        assert lanes.leaves("ab", 0, 1) == [reference_leaf("ab", 0, 64)]
+        assert entered == [1]
+        lanes.leaves("ab", 1, 3)
+        assert entered == [1, 1]
+    finally:
+        lanes.close()

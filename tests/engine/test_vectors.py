@@ -101,3 +101,11 @@ def test_large_vectors_n1024_and_n4096(vectors: dict) -> None:
         if v["n"] == 1024:
             with Engine("numpy", n=v["n"]) as engine:
                 assert engine.compute_batch(v["seed"], v["i"], 1)[0].hex() == v["leaf"]
+
+
+def test_embedded_large_vectors_match_the_file(vectors: dict) -> None:
+    from hashcloud.engine.golden import GOLDEN_LARGE
+
+    shared = {(v["seed"], v["i"], v["n"], v["leaf"].removeprefix("0x"))
+              for v in vectors["gemm_large"]}
+    assert set(GOLDEN_LARGE) == shared and len(GOLDEN_LARGE) == 2

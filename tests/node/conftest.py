@@ -40,13 +40,14 @@ from hashcloud.api.models import (
     RevealRequest,
     SampleModel,
 )
-from hashcloud.chain.genesis import reward_for
+from hashcloud.chain.epoch import scheduled_subsidy
+from hashcloud.chain.genesis import chain_domain
 from hashcloud.chain.tx import SUBMIT_RESULT_GAS, make_transfer
 from hashcloud.client.http import NodeClient
 from hashcloud.client.round import RoundOutcome, run_online_round
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
-from hashcloud.crypto.signatures import sign
+from hashcloud.crypto.signatures import ChainDomain, sign
 from hashcloud.engine.mining import Engine
 from hashcloud.engine.rows import loop_output
 from hashcloud.node.app import create_app
@@ -59,8 +60,8 @@ from hashcloud.poc.proof import DeviceInfo, Sample
 from hashcloud.poc.round import RoundWork, make_samples, run_loops, sign_reveal
 
 N = 64
-# The reward of a round is loops * n^3 (genesis 1/1); a claim must pay its fee
-# (80,000 gas * 1,000) out of it, so a claimable n = 64 round needs at least 306 loops.
+# A round records loops * n^3 of work; its claim fee (80,000 gas * 1,000) is deferred to the
+# epoch payout (SPEC 6 v1.1).
 ROUND_LOOPS = 400
 MIN_GAS = 1000
 CLAIM_FEE = SUBMIT_RESULT_GAS * MIN_GAS
@@ -86,6 +87,11 @@ class NodeDir:
     @property
     def chain_id(self) -> str:
         return self.files.genesis.chain_id
+
+    @property
+    def domain(self) -> ChainDomain:
+        """The chain's signing domain (SPEC 5 v1.1)."""
+        return chain_domain(self.files.genesis)
 
 
 def make_node_dir(path: Path, funded: PrivateKey = FUNDED_KEY) -> NodeDir:
@@ -145,16 +151,18 @@ def honest_round(client: NodeClient, key: PrivateKey, engine: Engine,
                             lambda seed: run_loops(engine, seed, 0, max_loops=loops))
 
 
-def expected_net_reward(files: NodeFiles, loops: int, n: int = N) -> int:
-    """What a claim credits: reward for `loops * n^3` minus the minimum-gas claim fee."""
-    return reward_for(files.genesis, loops, n) - CLAIM_FEE
+def epoch_pool(files: NodeFiles) -> int:
+    """The whole pool of epoch 0 (SPEC 6 v1.1): what a sole miner's first epoch pays,
+    before its deferred claim fees."""
+    g = files.genesis
+    return scheduled_subsidy(1, g.epoch_length, g.subsidy0, g.halving_interval)
 
 
 def transfer(nd: NodeDir, nonce: int, *, amount: int = 1, to: str | None = None,
              gas_price: int = MIN_GAS, key: PrivateKey | None = None):
     """A signed TRANSFER from the funded key (or `key`) on the node's chain."""
     return make_transfer(key or nd.funded, to or OTHER_KEY.public_key.address, amount, nonce,
-                         gas_price, chain_id=nd.chain_id)
+                         gas_price, domain=nd.domain)
 
 
 # ----------------------------------------------------------------------- real processes
@@ -272,7 +280,7 @@ def run_cli_async(home: Path, *args: str) -> subprocess.Popen[str]:
 
 # ------------------------------------------------------------------- PoC validator helpers
 
-CHAIN = "hc-test"
+CHAIN = ChainDomain("hc-test", "5eed" * 4)
 HEAD_HASH = "ab" * 32
 HEAD_HEIGHT = 7
 IP = "192.0.2.1"

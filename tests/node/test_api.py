@@ -36,7 +36,7 @@ from hashcloud.chain.tx import (
 from hashcloud.client.round import claim_transaction, submit_claim
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
-from hashcloud.crypto.signatures import sign
+from hashcloud.crypto.signatures import ChainDomain, sign
 from hashcloud.engine.mining import Engine
 from hashcloud.engine.rows import loop_output, row_digests_of
 from hashcloud.node.app import (
@@ -63,7 +63,7 @@ from tests.node.conftest import (
     FakeClock,
     N,
     NodeDir,
-    expected_net_reward,
+    epoch_pool,
     honest_round,
     make_node_dir,
     node_client,
@@ -94,7 +94,7 @@ def assert_refused(resp: Any, *statuses: int) -> dict:
 _req_clock = [0]
 
 
-def challenge_body(key: PrivateKey, chain_id: str, *, n: int = N,
+def challenge_body(key: PrivateKey, chain_id: ChainDomain, *, n: int = N,
                    address: str | None = None, signer: PrivateKey | None = None) -> dict:
     """A signed `POST /v1/challenges` body (a fresh request time each call)."""
     _req_clock[0] += 1
@@ -105,7 +105,7 @@ def challenge_body(key: PrivateKey, chain_id: str, *, n: int = N,
             "request_time_ms": now_ms, "signature": sig.hex()}
 
 
-def issue(api: TestClient, key: PrivateKey, chain_id: str) -> dict:
+def issue(api: TestClient, key: PrivateKey, chain_id: ChainDomain) -> dict:
     resp = api.post("/v1/challenges", json=challenge_body(key, chain_id))
     assert resp.status_code == 200, resp.text
     return resp.json()["challenge"]
@@ -117,7 +117,7 @@ def commit_body(key: PrivateKey, cid: str, work: RoundWork) -> dict:
             "device_signature": to_phex(sign_commit(key, cid, work))}
 
 
-def committed_round(api: TestClient, key: PrivateKey, chain_id: str, engine: Engine,
+def committed_round(api: TestClient, key: PrivateKey, chain_id: ChainDomain, engine: Engine,
                     loops: int = REVEAL_LOOPS) -> tuple[dict, RoundWork, list[dict]]:
     """Issue and commit an honest round; return (challenge, work, samples to reveal), the
     samples with the outputs the node's audit plan asks for (SPEC 3 v1.1)."""
@@ -139,7 +139,7 @@ def plan_outputs(ch: dict, commit_answer: dict) -> dict[int, bytes]:
     return {i: loop_output(ch["seed"], i, N) for i in plan.audited}
 
 
-def reveal_body(ch: dict, samples: list[dict], root: bytes, chain_id: str,
+def reveal_body(ch: dict, samples: list[dict], root: bytes, chain_id: ChainDomain,
                 key: PrivateKey = WORKER_KEY) -> dict:
     """A reveal body: `samples` (JSON form, however tampered) signed by `key` over the
     committed `root` (SPEC 3 v1.1)."""
@@ -180,12 +180,15 @@ def test_blocks_by_latest_height_and_hash(api: TestClient) -> None:
 
 def test_account_and_next_nonce(api: TestClient, node_dir: NodeDir) -> None:
     addr = node_dir.funded.public_key.address
+    no_work = {"epoch": 0, "pending_work": 0, "pending_fees": 0, "estimated_payout": 0,
+               "lifetime_work": 0, "accepted_claims": 0}
     assert api.get(f"/v1/accounts/{addr}").json() == {"address": addr,
-                                                      "balance": FUNDED_AMOUNT, "nonce": 0}
+                                                      "balance": FUNDED_AMOUNT, "nonce": 0,
+                                                      **no_work}  # SPEC 6 v1.1 pending work
     assert api.get(f"/v1/accounts/{addr}/next-nonce").json() == {"address": addr, "nonce": 0}
     fresh = OTHER_KEY.public_key.address
     assert api.get(f"/v1/accounts/{fresh}").json() == {"address": fresh, "balance": 0,
-                                                       "nonce": 0}
+                                                       "nonce": 0, **no_work}
 
 
 def test_transaction_submit_status_and_inclusion(api: TestClient, service: NodeService,
@@ -209,7 +212,9 @@ def test_transaction_submit_status_and_inclusion(api: TestClient, service: NodeS
     assert api.get(f"/v1/accounts/{OTHER_KEY.public_key.address}").json()["balance"] == 12_345
     fee = 21_000 * MIN_GAS_PRICE
     assert api.get(f"/v1/accounts/{addr}").json() == {
-        "address": addr, "balance": FUNDED_AMOUNT - 12_345 - fee, "nonce": 1}
+        "address": addr, "balance": FUNDED_AMOUNT - 12_345 - fee, "nonce": 1, "epoch": 0,
+        "pending_work": 0, "pending_fees": 0, "estimated_payout": 0, "lifetime_work": 0,
+        "accepted_claims": 0}
     assert api.get("/v1/head").json()["hash"] == blk["hash"]
     assert service.produce_block() is None  # nothing pending: no empty block
 
@@ -225,16 +230,27 @@ def test_honest_round_claim_and_reward(api: TestClient, service: NodeService,
     outcome = honest_round(client, WORKER_KEY, engine)
     assert outcome.accepted, outcome.reason
     assert outcome.receipt is not None and outcome.receipt.loops == outcome.work.loops
-    assert outcome.reward_estimate == expected_net_reward(node_dir.files,
-                                                          outcome.work.loops) + CLAIM_FEE
+    # SPEC 6 v1.1: the sole miner of open epoch 0 expects its whole pool; nothing is minted.
+    assert outcome.work_credited == outcome.work.loops * N**3
+    assert outcome.reward_estimate == epoch_pool(node_dir.files)
     txid, height = submit_claim(client, WORKER_KEY, outcome.proof, wait=False)
     assert height is None
     assert service.produce_block() is not None
     status = api.get(f"/v1/transactions/{txid}").json()
     assert status["status"] == "included" and status["height"] == 1
     acct = api.get(f"/v1/accounts/{WORKER_KEY.public_key.address}").json()
-    assert acct["balance"] == expected_net_reward(node_dir.files, outcome.work.loops)
-    assert acct["nonce"] == 1
+    assert acct["balance"] == 0 and acct["nonce"] == 1
+    assert acct["pending_work"] == outcome.work.loops * N**3
+    assert acct["pending_fees"] == CLAIM_FEE
+    assert (acct["lifetime_work"], acct["accepted_claims"]) == (outcome.work.loops * N**3, 1)
+    assert acct["estimated_payout"] == epoch_pool(node_dir.files) - CLAIM_FEE
+    epoch = api.get("/v1/epoch").json()
+    assert epoch["status"] == "open" and epoch["epoch"] == 0
+    assert epoch["pending"] == [{"address": WORKER_KEY.public_key.address,
+                                 "work": outcome.work.loops * N**3, "fees": CLAIM_FEE,
+                                 "estimated_payout": epoch_pool(node_dir.files) - CLAIM_FEE}]
+    assert api.get("/v1/epochs/0").json() == epoch
+    assert_refused(api.get("/v1/epochs/1"), 404)
     header = api.get("/v1/blocks/1").json()["header"]
     assert re.fullmatch(r"[0-9a-f]{64}", header["compute_root"])
     # SPEC 3 v1.1 observability: the row audit's CPU time and the reveal's outcome.
@@ -255,7 +271,7 @@ def test_claim_replayed_after_inclusion_is_refused(api: TestClient, service: Nod
     # A second claim of the same task while the first is pending.
     pending_again = claim.model_copy(update={"nonce": 1})
     pending_again = pending_again.model_copy(update={"signature": sign(
-        WORKER_KEY, tx_signing_bytes(pending_again, service.chain_id)).hex()})
+        WORKER_KEY, tx_signing_bytes(pending_again, service.domain)).hex()})
     body = assert_refused(api.post("/v1/transactions", json=tx_to_json(pending_again)), 400)
     assert "already rewarded" in body["detail"]
     service.produce_block()
@@ -268,15 +284,16 @@ def test_claim_replayed_after_inclusion_is_refused(api: TestClient, service: Nod
     assert again.nonce == 1 and tx_id(again) != tx_id(claim)
     body = assert_refused(api.post("/v1/transactions", json=tx_to_json(again)), 400)
     assert "already rewarded" in body["detail"]
-    assert service.produce_block() is None
+    block = service.produce_block()  # SPEC 6 v1.1: blocks go on while epoch work waits
+    assert block is not None and block.transactions == ()  # the refused claim is not in it
     assert api.get(f"/v1/accounts/{WORKER_KEY.public_key.address}").json()["balance"] == balance
 
 
 def test_reveal_after_acceptance_returns_the_same_receipt(api: TestClient, service: NodeService,
                                                           engine: Engine) -> None:
-    ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    ch, work, samples = committed_round(api, WORKER_KEY, service.domain, engine)
     url = f"/v1/challenges/{ch['challenge_id']}/reveal"
-    body = reveal_body(ch, samples, work.merkle_root, service.chain_id)
+    body = reveal_body(ch, samples, work.merkle_root, service.domain)
     first = api.post(url, json=body)
     assert first.status_code == 200, first.text
     assert first.json()["accepted"] is True
@@ -284,7 +301,7 @@ def test_reveal_after_acceptance_returns_the_same_receipt(api: TestClient, servi
     assert receipt.task_id == ch["challenge_id"] and receipt.loops == REVEAL_LOOPS
     assert api.post(url, json=body).json() == first.json()
     # Only for a reveal the worker signed (SPEC 3 v1.1).
-    forged = reveal_body(ch, samples, work.merkle_root, service.chain_id, key=OTHER_KEY)
+    forged = reveal_body(ch, samples, work.merkle_root, service.domain, key=OTHER_KEY)
     assert "not signed" in assert_refused(api.post(url, json=forged), 403)["detail"]
     assert_refused(api.post("/v1/challenges/" + "cd" * 16 + "/reveal", json=body), 404)
     # One audited round: the repeats, the forgery and the unknown id are no rounds.
@@ -299,7 +316,7 @@ def test_reveal_after_acceptance_returns_the_same_receipt(api: TestClient, servi
 
 def test_other_workers_challenge_cannot_be_committed(api: TestClient, service: NodeService,
                                                      engine: Engine) -> None:
-    ch = issue(api, WORKER_KEY, service.chain_id)
+    ch = issue(api, WORKER_KEY, service.domain)
     cid = ch["challenge_id"]
     work = run_loops(engine, ch["seed"], 0, max_loops=REVEAL_LOOPS)
     body = assert_refused(api.post(f"/v1/challenges/{cid}/commit",
@@ -313,10 +330,10 @@ def test_other_workers_challenge_cannot_be_committed(api: TestClient, service: N
 def test_challenge_for_another_workers_address_is_refused(api: TestClient,
                                                           service: NodeService) -> None:
     victim = WORKER_KEY.public_key.address
-    forged = challenge_body(OTHER_KEY, service.chain_id, address=victim)
+    forged = challenge_body(OTHER_KEY, service.domain, address=victim)
     body = assert_refused(api.post("/v1/challenges", json=forged), 422)
     assert "worker_address" in body["detail"]
-    signed_by_other = challenge_body(WORKER_KEY, service.chain_id, signer=OTHER_KEY)
+    signed_by_other = challenge_body(WORKER_KEY, service.domain, signer=OTHER_KEY)
     body = assert_refused(api.post("/v1/challenges", json=signed_by_other), 422)
     assert "signature" in body["detail"]
     assert service.validator.open_challenges(victim) == 0
@@ -325,7 +342,7 @@ def test_challenge_for_another_workers_address_is_refused(api: TestClient,
 @pytest.mark.parametrize("tamper", ["leaf_byte", "proof_byte", "output_byte"])
 def test_tampered_reveal_is_refused_and_recorded(api: TestClient, service: NodeService,
                                                  engine: Engine, tamper: str) -> None:
-    ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    ch, work, samples = committed_round(api, WORKER_KEY, service.domain, engine)
     bad = copy.deepcopy(samples)
     if tamper == "leaf_byte":
         bad[3]["leaf"] = flip_hex(bad[3]["leaf"], 10)
@@ -339,12 +356,12 @@ def test_tampered_reveal_is_refused_and_recorded(api: TestClient, service: NodeS
         expect = "output does not hash to the leaf"
     url = f"/v1/challenges/{ch['challenge_id']}/reveal"
     body = assert_refused(api.post(url, json=reveal_body(ch, bad, work.merkle_root,
-                                                          service.chain_id)), 422)
+                                                          service.domain)), 422)
     assert expect in body["detail"]
     history = service.validator.history(WORKER_KEY.public_key.address)
     assert history.failed == 1 and len(history.failure_times) == 1 and history.accepted == 0
     # The challenge is burned: even the honest samples are refused now.
-    honest = reveal_body(ch, samples, work.merkle_root, service.chain_id)
+    honest = reveal_body(ch, samples, work.merkle_root, service.domain)
     body = assert_refused(api.post(url, json=honest), 409)
     assert "rejected" in body["detail"]
     metrics = api.get("/metrics").text
@@ -361,7 +378,7 @@ def test_malformed_reveal_leaves_the_challenge_open(api: TestClient, service: No
                                                     engine: Engine, tamper: str) -> None:
     """SPEC 3 v1.1: a signed reveal of the wrong shape is 400 (not 422, a failed audit) and
     burns nothing."""
-    ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    ch, work, samples = committed_round(api, WORKER_KEY, service.domain, engine)
     bad = copy.deepcopy(samples)
     if tamper == "wrong_indices":
         taken = {s["index"] for s in bad}
@@ -379,10 +396,10 @@ def test_malformed_reveal_leaves_the_challenge_open(api: TestClient, service: No
         expect = "needs its output"
     url = f"/v1/challenges/{ch['challenge_id']}/reveal"
     body = assert_refused(api.post(url, json=reveal_body(ch, bad, work.merkle_root,
-                                                          service.chain_id)), 400)
+                                                          service.domain)), 400)
     assert expect in body["detail"]
     assert service.validator.history(WORKER_KEY.public_key.address).failed == 0
-    honest = api.post(url, json=reveal_body(ch, samples, work.merkle_root, service.chain_id))
+    honest = api.post(url, json=reveal_body(ch, samples, work.merkle_root, service.domain))
     assert honest.status_code == 200 and honest.json()["accepted"] is True
     metrics = api.get("/metrics").text.splitlines()
     assert 'hc_reveals_total{outcome="malformed"} 1.0' in metrics
@@ -394,7 +411,7 @@ def test_malformed_reveal_leaves_the_challenge_open(api: TestClient, service: No
 def test_consistent_tree_of_garbage_leaves_fails_recomputation(
         api: TestClient, service: NodeService) -> None:
     """Valid inclusion proofs over leaves that are not the work: caught by the audit."""
-    ch = issue(api, WORKER_KEY, service.chain_id)
+    ch = issue(api, WORKER_KEY, service.domain)
     leaves = [hashlib.sha256(b"garbage %d" % i).digest() for i in range(REVEAL_LOOPS)]
     work = RoundWork(ch["seed"], N, leaves, 0.01, False, MerkleTree(leaves))
     cid = ch["challenge_id"]
@@ -405,18 +422,18 @@ def test_consistent_tree_of_garbage_leaves_fails_recomputation(
                for s in make_samples(work.tree, leaves, resp.json()["indices"],
                                      plan_outputs(ch, resp.json()))]
     body = assert_refused(api.post(f"/v1/challenges/{cid}/reveal", json=reveal_body(
-        ch, samples, work.tree.root, service.chain_id)), 422)
+        ch, samples, work.tree.root, service.domain)), 422)
     assert "output does not hash to the leaf" in body["detail"]
     assert service.validator.history(WORKER_KEY.public_key.address).failed == 1
 
 
 def test_reused_challenge_is_409(api: TestClient, service: NodeService, engine: Engine) -> None:
-    ch, work, _ = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    ch, work, _ = committed_round(api, WORKER_KEY, service.domain, engine)
     cid = ch["challenge_id"]
     body = assert_refused(api.post(f"/v1/challenges/{cid}/commit",
                                    json=commit_body(WORKER_KEY, cid, work)), 409)
     assert "already committed" in body["detail"]
-    fresh = issue(api, WORKER_KEY, service.chain_id)
+    fresh = issue(api, WORKER_KEY, service.domain)
     body = assert_refused(api.post(f"/v1/challenges/{fresh['challenge_id']}/reveal",
                                    json={"samples": [{"index": 0, "leaf": "0x" + "00" * 32,
                                                       "proof": []}],
@@ -450,7 +467,7 @@ def short_ttl_api(node_dir: NodeDir) -> Iterator[ShortTtl]:
 
 def test_expired_challenge_commit_is_410(short_ttl_api: ShortTtl, engine: Engine) -> None:
     api, svc, clock = short_ttl_api
-    ch = issue(api, WORKER_KEY, svc.chain_id)
+    ch = issue(api, WORKER_KEY, svc.domain)
     work = run_loops(engine, ch["seed"], 0, max_loops=4)
     clock.advance(0.301)  # 1 ms past expiry: too late to commit
     cid = ch["challenge_id"]
@@ -461,11 +478,11 @@ def test_expired_challenge_commit_is_410(short_ttl_api: ShortTtl, engine: Engine
 
 def test_expired_challenge_reveal_is_410(short_ttl_api: ShortTtl, engine: Engine) -> None:
     api, svc, clock = short_ttl_api
-    ch, work, samples = committed_round(api, WORKER_KEY, svc.chain_id, engine, loops=12)
+    ch, work, samples = committed_round(api, WORKER_KEY, svc.domain, engine, loops=12)
     clock.advance(0.601)  # 1 ms past expiry + reveal grace (one more TTL): too late
     body = assert_refused(api.post(f"/v1/challenges/{ch['challenge_id']}/reveal",
                                    json=reveal_body(ch, samples, work.merkle_root,
-                                                    svc.chain_id)), 410)
+                                                    svc.domain)), 410)
     assert "deadline" in body["detail"]
 
 
@@ -473,21 +490,21 @@ def test_too_many_open_challenges_is_429_with_retry_after(api: TestClient,
                                                           service: NodeService) -> None:
     limit = service.validator.config.max_open_per_worker
     for _ in range(limit):
-        issue(api, WORKER_KEY, service.chain_id)
-    resp = api.post("/v1/challenges", json=challenge_body(WORKER_KEY, service.chain_id))
+        issue(api, WORKER_KEY, service.domain)
+    resp = api.post("/v1/challenges", json=challenge_body(WORKER_KEY, service.domain))
     body = assert_refused(resp, 429)
     assert "too many open challenges" in body["detail"]
     retry = resp.headers.get("retry-after")
     assert retry is not None and float(retry) > 0
     # Another worker is not affected.
-    issue(api, OTHER_KEY, service.chain_id)
+    issue(api, OTHER_KEY, service.domain)
 
 
 def test_retry_after_header_is_integer_seconds(api: TestClient, service: NodeService) -> None:
     """RFC 9110 section 10.2.3: Retry-After is an HTTP-date or delay-seconds (1*DIGIT)."""
     for _ in range(service.validator.config.max_open_per_worker):
-        issue(api, WORKER_KEY, service.chain_id)
-    resp = api.post("/v1/challenges", json=challenge_body(WORKER_KEY, service.chain_id))
+        issue(api, WORKER_KEY, service.domain)
+    resp = api.post("/v1/challenges", json=challenge_body(WORKER_KEY, service.domain))
     assert resp.status_code == 429
     retry = resp.headers["retry-after"]
     assert re.fullmatch(r"[0-9]+", retry), f"Retry-After {retry!r} is not delay-seconds"
@@ -500,7 +517,7 @@ def test_retry_after_header_is_integer_seconds(api: TestClient, service: NodeSer
 def test_forged_transaction_signature_is_400(api: TestClient, node_dir: NodeDir) -> None:
     tx = transfer(node_dir, 0)
     forged = tx_to_json(tx)
-    forged["signature"] = sign(OTHER_KEY, tx_signing_bytes(tx, node_dir.chain_id)).hex()
+    forged["signature"] = sign(OTHER_KEY, tx_signing_bytes(tx, node_dir.domain)).hex()
     body = assert_refused(api.post("/v1/transactions", json=forged), 400)
     assert "signature" in body["detail"]
     altered = tx_to_json(tx) | {"amount": 10**12}  # signed for amount 1
@@ -512,10 +529,21 @@ def test_forged_transaction_signature_is_400(api: TestClient, node_dir: NodeDir)
     assert api.get("/v1/info").json()["mempool_size"] == 0
 
 
-def test_gas_price_below_minimum_is_400(api: TestClient, node_dir: NodeDir) -> None:
+def test_gas_price_below_minimum_is_422(api: TestClient, node_dir: NodeDir) -> None:
+    """The minimum is part of the declared transaction schema: a body below it is malformed
+    (422, like every schema violation), not a refused transaction (400)."""
     body = tx_to_json(transfer(node_dir, 0)) | {"gas_price": 999, "fee": 21_000 * 999}
-    detail = assert_refused(api.post("/v1/transactions", json=body), 400)["detail"]
+    detail = assert_refused(api.post("/v1/transactions", json=body), 422)["detail"]
     assert "gas_price" in detail
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"tx"', b"{}", b'{"tx_type": "TRANSFER"}',
+                                  b'{"tx_type": "MINT"}'])
+def test_malformed_transaction_bodies_are_422_like_other_routes(api: TestClient,
+                                                                body: bytes) -> None:
+    resp = api.post("/v1/transactions", content=body,
+                    headers={"content-type": "application/json"})
+    assert_refused(resp, 422)
 
 
 def test_replayed_transaction_is_409(api: TestClient, node_dir: NodeDir) -> None:
@@ -540,7 +568,7 @@ def test_mempool_refusals_map_to_status_codes(api: TestClient, node_dir: NodeDir
 
 def test_metrics_are_prometheus_text(api: TestClient, service: NodeService,
                                      node_dir: NodeDir) -> None:
-    issue(api, WORKER_KEY, service.chain_id)
+    issue(api, WORKER_KEY, service.domain)
     api.post("/v1/transactions", json=tx_to_json(transfer(node_dir, 0)))
     api.post("/v1/transactions", json=tx_to_json(transfer(node_dir, 5)))
     service.produce_block()
@@ -638,7 +666,7 @@ def test_reveal_limit_fits_the_largest_legal_reveal() -> None:
 
 def test_reveal_between_the_limits_is_parsed_for_a_committed_challenge(
         api: TestClient, service: NodeService, engine: Engine) -> None:
-    ch, _, _ = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    ch, _, _ = committed_round(api, WORKER_KEY, service.domain, engine)
     body = b"{}" + b" " * (MAX_BODY + 1000)
     resp = api.post(f"/v1/challenges/{ch['challenge_id']}/reveal", content=body,
                     headers={"content-type": "application/json"})
@@ -670,9 +698,9 @@ def test_third_party_cannot_alter_a_path_in_the_workers_signed_reveal(
     """The reveal signature covers each sample's audit path: a copy of the worker's signed
     reveal with one path hash changed, sent first, is 403 and burns nothing; the worker's own
     reveal is accepted afterwards."""
-    ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    ch, work, samples = committed_round(api, WORKER_KEY, service.domain, engine)
     url = f"/v1/challenges/{ch['challenge_id']}/reveal"
-    honest = reveal_body(ch, samples, work.merkle_root, service.chain_id)
+    honest = reveal_body(ch, samples, work.merkle_root, service.domain)
     stolen = copy.deepcopy(honest)
     stolen["samples"][2]["proof"][1] = flip_hex(stolen["samples"][2]["proof"][1])
     body = assert_refused(api.post(url, json=stolen), 403)
@@ -692,13 +720,13 @@ def test_reveal_limit_is_sized_per_challenge(api: TestClient, service: NodeServi
                                              engine: Engine) -> None:
     """An honest reveal padded to exactly its challenge's limit (largest legal reveal +
     REVEAL_SLACK) is read and accepted; one byte more is 413 and leaves the round open."""
-    ch, work, samples = committed_round(api, WORKER_KEY, service.chain_id, engine)
+    ch, work, samples = committed_round(api, WORKER_KEY, service.domain, engine)
     cid = ch["challenge_id"]
     largest = service.validator.largest_reveal(cid)
     assert largest is not None
     limit = largest + REVEAL_SLACK
     assert MAX_BODY < limit < 2 * MAX_BODY  # n = 64, 10 samples: far below the 18 MiB cap
-    honest = json.dumps(reveal_body(ch, samples, work.merkle_root, service.chain_id)).encode()
+    honest = json.dumps(reveal_body(ch, samples, work.merkle_root, service.domain)).encode()
     assert len(honest) <= largest
     padded = honest[:-1] + b" " * (limit - len(honest)) + b"}"
     assert len(padded) == limit
@@ -712,7 +740,7 @@ def test_reveal_limit_is_sized_per_challenge(api: TestClient, service: NodeServi
     assert api.post(url, content=padded, headers=headers).status_code == 200
     # Unknown and uncommitted challenges get the default limit.
     assert service.validator.largest_reveal("ab" * 16) is None
-    fresh = issue(api, WORKER_KEY, service.chain_id)["challenge_id"]
+    fresh = issue(api, WORKER_KEY, service.domain)["challenge_id"]
     assert service.validator.largest_reveal(fresh) is None
 
 
@@ -765,10 +793,10 @@ def test_blocked_audits_leave_threads_for_a_challenge_request(node_dir: NodeDir,
         with open_client(svc) as client:
             reveals = []
             for _ in range(slots + queue):
-                ch, work, samples = committed_round(client, WORKER_KEY, svc.chain_id, engine,
+                ch, work, samples = committed_round(client, WORKER_KEY, svc.domain, engine,
                                                     loops=12)
                 reveals.append((f"/v1/challenges/{ch['challenge_id']}/reveal",
-                                reveal_body(ch, samples, work.merkle_root, svc.chain_id)))
+                                reveal_body(ch, samples, work.merkle_root, svc.domain)))
 
             def post(url: str, body: dict) -> None:
                 answers.append(client.post(url, json=body).status_code)
@@ -776,7 +804,7 @@ def test_blocked_audits_leave_threads_for_a_challenge_request(node_dir: NodeDir,
             threads = [threading.Thread(target=post, args=r, daemon=True) for r in reveals]
             got: list[int] = []
             asker = threading.Thread(daemon=True, target=lambda: got.append(client.post(
-                "/v1/challenges", json=challenge_body(OTHER_KEY, svc.chain_id)).status_code))
+                "/v1/challenges", json=challenge_body(OTHER_KEY, svc.domain)).status_code))
             try:
                 for t in threads:
                     t.start()
@@ -813,12 +841,12 @@ def test_unwritable_journal_is_503_and_undone(node_dir: NodeDir, engine: Engine)
         with open_client(svc) as client:
             real = log._fh
             log._fh = open("/dev/full", "ab")  # noqa: SIM115 - closed by the log
-            resp = client.post("/v1/challenges", json=challenge_body(WORKER_KEY, svc.chain_id))
+            resp = client.post("/v1/challenges", json=challenge_body(WORKER_KEY, svc.domain))
             real.close()
             assert resp.status_code == 503, resp.text
             assert "journal" in resp.json()["detail"]
             assert svc.validator.open_challenges(address) == 0
-            ch = issue(client, WORKER_KEY, svc.chain_id)  # the log reopened its own file
+            ch = issue(client, WORKER_KEY, svc.domain)  # the log reopened its own file
             cid = ch["challenge_id"]
             work = run_loops(engine, ch["seed"], 0, max_loops=REVEAL_LOOPS)
             real = log._fh
@@ -841,7 +869,7 @@ def test_unwritable_journal_is_503_and_undone(node_dir: NodeDir, engine: Engine)
                        for s in make_samples(work.tree, work.leaves, answer["indices"],
                                              plan_outputs(ch, answer))]
             resp = client.post(f"/v1/challenges/{cid}/reveal",
-                               json=reveal_body(ch, samples, work.merkle_root, again.chain_id))
+                               json=reveal_body(ch, samples, work.merkle_root, again.domain))
             assert resp.status_code == 200 and resp.json()["accepted"] is True, resp.text
     finally:
         again.close()
@@ -859,18 +887,21 @@ def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestCl
     try:
         with open_client(svc) as client:
             fuzz_key = PrivateKey(0xF022)
-            ch = client.post("/v1/challenges", json=challenge_body(fuzz_key, svc.chain_id))
+            ch = client.post("/v1/challenges", json=challenge_body(fuzz_key, svc.domain))
             assert ch.status_code == 200, ch.text
             yield client, ch.json()["challenge"]["challenge_id"]
     finally:
         svc.close()
 
 
-def _base_bodies() -> dict[str, dict]:
+def _base_bodies(domain: ChainDomain | None = None) -> dict[str, dict]:
+    """Well-formed bodies of every POST route, signed for `domain` (the fuzz node's, so a
+    mutation is what gets refused; a placeholder domain when only the shape matters)."""
+    domain = domain or FUZZ_DOMAIN
     key = PrivateKey(0xBA5E)
-    tx = tx_to_json(transfer_for_fuzz(key))
+    tx = tx_to_json(transfer_for_fuzz(key, domain))
     return {
-        "/v1/challenges": challenge_body(key, "hashcloud-local"),
+        "/v1/challenges": challenge_body(key, domain),
         "/v1/challenges/{cid}/commit": {
             "loops": 16, "compute_time": 0.5, "merkle_root": "0x" + "11" * 32,
             "device": dict(CPU), "device_signature": "0x" + "22" * 64},
@@ -882,8 +913,18 @@ def _base_bodies() -> dict[str, dict]:
     }
 
 
-def transfer_for_fuzz(key: PrivateKey) -> Transaction:
-    return make_transfer(key, OTHER_KEY.public_key.address, 5, 0)
+FUZZ_DOMAIN = ChainDomain("hashcloud-local", "0" * 16)
+"""A placeholder signing domain for bodies whose shape alone matters (SPEC 5 v1.1)."""
+
+
+def node_domain_of(client: TestClient) -> ChainDomain:
+    """The signing domain a node reports in `/v1/info`."""
+    info = client.get("/v1/info").json()
+    return ChainDomain.of(info["chain_id"], info["genesis_block_hash"])
+
+
+def transfer_for_fuzz(key: PrivateKey, domain: ChainDomain = FUZZ_DOMAIN) -> Transaction:
+    return make_transfer(key, OTHER_KEY.public_key.address, 5, 0, domain=domain)
 
 
 _DROP = object()
@@ -933,7 +974,7 @@ def _mutation_cases() -> list[tuple[str, tuple, str]]:
 def test_mutated_field_is_refused_never_500(fuzz_node: tuple[TestClient, str], route: str,
                                             path: tuple, mutation: str) -> None:
     client, cid = fuzz_node
-    base = _base_bodies()[route]
+    base = _base_bodies(node_domain_of(client))[route]
     body = _mutated(base, path, MUTATIONS[mutation])
     if body == base:
         pytest.skip("the mutation leaves the field unchanged")
@@ -974,7 +1015,7 @@ def test_other_content_types_are_refused(fuzz_node: tuple[TestClient, str], rout
 @pytest.mark.parametrize("route", POST_ROUTES)
 def test_extra_field_is_refused(fuzz_node: tuple[TestClient, str], route: str) -> None:
     client, cid = fuzz_node
-    body = _base_bodies()[route] | {"surprise": 1}
+    body = _base_bodies(node_domain_of(client))[route] | {"surprise": 1}
     detail = assert_refused(client.post(route.format(cid=cid), json=body))["detail"]
     assert "surprise" in detail or "Extra" in detail or "extra" in detail
 
@@ -1058,7 +1099,7 @@ def test_valid_shaped_random_values_never_500(fuzz_node: tuple[TestClient, str],
     assert_refused(resp)
     resp = client.post(f"/v1/challenges/{cid}/reveal", json=data.draw(reveal))
     assert_refused(resp)
-    tx = tx_to_json(transfer_for_fuzz(PrivateKey(0xBA5E)))
+    tx = tx_to_json(transfer_for_fuzz(PrivateKey(0xBA5E), node_domain_of(client)))
     tx.update(data.draw(st.fixed_dictionaries({}, optional={
         "amount": st.integers(0, 2**96), "fee": st.integers(0, 2**96),
         "nonce": st.integers(0, 2**64 - 1), "gas_price": st.integers(1000, 2**64 - 1),
@@ -1081,7 +1122,7 @@ def test_signed_commit_with_arbitrary_claims_never_500(
     """A worker signing its own (absurd) claims reaches every sanity check of the commit."""
     client, _ = fuzz_node
     key = PrivateKey(secret)
-    resp = client.post("/v1/challenges", json=challenge_body(key, "hashcloud-local"))
+    resp = client.post("/v1/challenges", json=challenge_body(key, node_domain_of(client)))
     assert resp.status_code == 200, resp.text
     ch = resp.json()["challenge"]
     body = {"loops": loops, "compute_time": compute_time, "merkle_root": "0x" + root.hex(),

@@ -16,15 +16,22 @@ import threading
 import pytest
 
 from hashcloud.crypto.keys import PrivateKey
+from hashcloud.crypto.signatures import sign
 from hashcloud.fsutil import frame
 from hashcloud.node.challenge_log import CHALLENGE_LOG_MAGIC, ChallengeLog, challenge_log_path
 from hashcloud.node.challenges import ChallengeState
+from hashcloud.poc.challenge import commit_message
+from hashcloud.poc.receipt import decode_receipt
 from tests.node.conftest import (
+    OTHER_KEY,
     WORKER_KEY,
+    N,
+    commit_request,
     committed_challenge,
     honest_reveal,
     issue,
     make_validator,
+    mine,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -178,3 +185,26 @@ def test_the_last_commitment_wins_on_replay(tmp_path, clock, engine):
     entries = ChallengeLog(tmp_path).load(int(clock() * 1000), 600_000)
     assert entries[0].state is ChallengeState.COMMITTED
     assert entries[0].commitment.indices == second.indices != first.indices
+
+
+def test_the_payout_address_survives_a_restart(tmp_path, clock, engine):
+    """SPEC 6 v1.1: a restart between commit and reveal keeps the signed commit's payout
+    address, so the receipt signed after the restart pays it (not the worker's own address)."""
+    v = make_validator(tmp_path, clock)
+    payout = OTHER_KEY.public_key.address
+    ch = issue(v, clock).challenge
+    work = mine(engine, ch.seed)
+    clock.advance(5)
+    plain = commit_request(WORKER_KEY, ch.challenge_id, ch.seed, loops=work.loops,
+                           merkle_root=work.merkle_root)
+    msg = commit_message(ch.challenge_id, ch.seed, N, WORKER_KEY.public_key.address,
+                         work.loops, plain.compute_time, work.merkle_root, payout)
+    com = v.commit(ch.challenge_id, plain.model_copy(
+        update={"payout_address": payout, "device_signature": sign(WORKER_KEY, msg)}))
+    v.close()
+    entries = ChallengeLog(tmp_path).load(int(clock() * 1000), 600_000)
+    assert entries[0].commitment.payout_address == payout
+    restarted = make_validator(tmp_path, clock)
+    receipt, resp = restarted.reveal(ch.challenge_id, honest_reveal(ch, work, com), "192.0.2.1")
+    assert resp.accepted and decode_receipt(resp.receipt).payout_address == payout
+    assert receipt.payout_address == payout

@@ -100,7 +100,7 @@ def test_node_service_passes_config_and_clock_to_its_validator(node_dir: NodeDir
     try:
         assert svc.validator.config is config
         t_ms = int(clock() * 1000)  # a request at the fake time is fresh, whatever the date
-        sig = sign(WORKER_KEY, challenge_request_bytes(svc.chain_id, ME, N, t_ms))
+        sig = sign(WORKER_KEY, challenge_request_bytes(svc.domain, ME, N, t_ms))
         req = ChallengeRequest(worker_address=ME, public_key=WORKER_KEY.public_key.hex(), n=N,
                                request_time_ms=t_ms, signature=sig.hex())
         assert svc.issue_challenge(req, IP).challenge.expiry == t_ms + 1234

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from hashcloud.chain.genesis import load_genesis, reward_for
+from hashcloud.chain.epoch import scheduled_subsidy
+from hashcloud.chain.genesis import load_genesis
 from hashcloud.chain.store.index import INDEX_NAME, read_index
 from hashcloud.chain.tx import TX_FIELDS, Transaction, make_transfer, tx_id, tx_to_json
 from hashcloud.client.http import NodeClient
@@ -102,12 +103,15 @@ def test_cli_round_is_accepted_included_and_rewarded(mined) -> None:
     assert (receipt.task_id, receipt.loops, receipt.n) == (proof["challenge_id"], out["loops"],
                                                            64)
     genesis = load_genesis(nd.path / "genesis.json")
-    reward = receipt.loops * 64**3 * genesis.reward_numerator // genesis.reward_denominator
-    assert reward == reward_for(genesis, receipt.loops, 64)
-    assert out["reward"] == reward
+    # SPEC 6 v1.1: the claim records work, paid at the epoch's close (720 blocks away): the
+    # sole miner expects epoch 0's whole pool, less its deferred fee.
+    pool = scheduled_subsidy(1, genesis.epoch_length, genesis.subsidy0, genesis.halving_interval)
+    assert out["reward"] == pool and out["work"] == receipt.loops * 64**3
     bal = cli_json(run_cli(home, "balance", out["address"], "--node", node.url, "--json"))
-    assert bal == {"address": out["address"], "balance": reward - CLAIM_FEE, "nonce": 1}
-    assert out["balance"] == reward - CLAIM_FEE
+    assert bal["balance"] == 0 and bal["nonce"] == 1
+    assert bal["pending_work"] == receipt.loops * 64**3
+    assert bal["estimated_payout"] == pool - CLAIM_FEE
+    assert out["balance"] == 0
     with NodeClient(node.url, retries=0) as client:
         status = client.tx_status(out["tx_id"])
     assert status.status == "included" and status.height == out["height"]
@@ -311,10 +315,10 @@ def test_websocket_head_feed_on_the_real_server(node_process) -> None:
 
 
 def make_tx(client: NodeClient, key: PrivateKey) -> Transaction:
-    """A transfer from `key` with the node's chain id and next nonce."""
+    """A transfer from `key` on the node's chain (id + genesis) with its next nonce."""
     info = client.info()
     return make_transfer(key, OTHER_KEY.public_key.address, 7,
-                         client.next_nonce(key.public_key.address), chain_id=info.chain_id)
+                         client.next_nonce(key.public_key.address), domain=info.chain_domain())
 
 
 # ------------------------------------------------------------------- clean shutdown
@@ -392,5 +396,5 @@ def test_miner_survives_a_node_restart_mid_round(tmp_path) -> None:
             miner.kill()
         node.stop()
     assert miner.returncode == 0, stderr
-    res = json.loads(stdout)
-    assert res["accepted_rounds"] == 3, res["rounds"]
+    rows = [json.loads(line) for line in stdout.splitlines()]  # one line per round
+    assert len(rows) == 3 and rows[-1]["accepted_rounds"] == 3, rows

@@ -20,7 +20,7 @@ from hashcloud.api.models import CommitRequest, DeviceModel, RevealRequest, Samp
 from hashcloud.client.http import NodeClient
 from hashcloud.client.round import request_challenge, run_online_round
 from hashcloud.crypto.keys import PrivateKey, PublicKey
-from hashcloud.crypto.signatures import sign
+from hashcloud.crypto.signatures import ChainDomain, sign
 from hashcloud.engine.mining import Engine
 from hashcloud.poc.audit import check_indices_signature, check_receipt
 from hashcloud.poc.challenge import challenge_request_bytes
@@ -52,19 +52,19 @@ def test_round_survives_kill9_between_commit_and_reveal(tmp_path) -> None:
 
         node = start_node(nd.path, tmp_path / "home", extra_args=options)
         with NodeClient(node.url, retries=0) as client:
-            check_indices_signature(PublicKey(info.node_public_key), info.chain_id,
+            check_indices_signature(PublicKey(info.node_public_key), info.chain_domain(),
                                     ch.challenge_id, work.merkle_root, work.loops,
                                     com.indices, com.indices_signature, plan)
             samples = make_samples(work.tree, work.leaves, com.indices,
                                    sample_outputs(ch.seed, N, plan.audited))
             req = RevealRequest(
                 samples=[SampleModel.model_validate(s, from_attributes=True) for s in samples],
-                signature=sign_reveal(WORKER_KEY, info.chain_id, ch.challenge_id,
+                signature=sign_reveal(WORKER_KEY, info.chain_domain(), ch.challenge_id,
                                       work.merkle_root, samples))
             first = client.reveal(ch.challenge_id, req)
             assert first.accepted and first.audited == len(plan.audited)
             check_receipt(decode_receipt(first.receipt), [info.node_public_key.hex()],
-                          chain_id=info.chain_id, task_id=ch.challenge_id,
+                          domain=info.chain_domain(), task_id=ch.challenge_id,
                           worker_address=WORKER_KEY.public_key.address,
                           merkle_root=work.merkle_root, loops=work.loops)
             node.kill9()
@@ -75,7 +75,7 @@ def test_round_survives_kill9_between_commit_and_reveal(tmp_path) -> None:
         node.stop()
 
 
-def _challenge_body(key: PrivateKey, chain_id: str) -> dict:
+def _challenge_body(key: PrivateKey, chain_id: ChainDomain) -> dict:
     now_ms = int(time.time() * 1000)
     address = key.public_key.address
     sig = sign(key, challenge_request_bytes(chain_id, address, N, now_ms))
@@ -83,7 +83,7 @@ def _challenge_body(key: PrivateKey, chain_id: str) -> dict:
             "request_time_ms": now_ms, "signature": sig.hex()}
 
 
-def _statuses(url: str, chain_id: str, count: int) -> list[int]:
+def _statuses(url: str, chain_id: ChainDomain, count: int) -> list[int]:
     """`count` challenge requests from fresh keys, each claiming another client address."""
     out = []
     with httpx.Client(base_url=url, timeout=10) as http:
@@ -100,14 +100,14 @@ def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted(tmp_path) -> None:
     nd = make_node_dir(tmp_path / "node")
     node = start_node(nd.path, tmp_path / "home", extra_args=("--ip-rate", "3"))
     try:
-        assert _statuses(node.url, nd.chain_id, 5) == [200, 200, 200, 429, 429]
+        assert _statuses(node.url, nd.domain, 5) == [200, 200, 200, 429, 429]
     finally:
         node.stop()
     # The operator's proxy (here: the loopback the test connects from) is believed.
     node = start_node(nd.path, tmp_path / "home",
                       extra_args=("--ip-rate", "3", "--trusted-proxy", "127.0.0.1"))
     try:
-        assert _statuses(node.url, nd.chain_id, 5) == [200] * 5
+        assert _statuses(node.url, nd.domain, 5) == [200] * 5
     finally:
         node.stop()
 

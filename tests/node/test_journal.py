@@ -2,15 +2,17 @@
 
 `TxJournal` records use the block log's framing (`fsutil.frame`, magic `HCTJ`); a torn tail
 is ignored, a damaged record stops the load (both logged at WARNING), `rewrite` replaces the
-file atomically. The legacy format (`u32 length || sha256 || bytes`) is still read. `NodeService`
-replays the journal on start, so transactions acknowledged but not yet in a block are pending
-again.
+file atomically (`rewrite_pending`: led by the head mark of the block it follows). A failed
+fsync cuts the unsynced records off again. The legacy format (`u32 length || sha256 ||
+bytes`) is still read. `NodeService` replays the journal on start, so transactions
+acknowledged but not yet in a block are pending again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from hashcloud.chain.tx import decode_tx, encode_tx, tx_id
+from hashcloud.errors import StorageUnavailable
 from hashcloud.node.journal import JOURNAL_MAGIC, MAX_RECORD, TxJournal
 from hashcloud.node.service import NodeService
 from tests.node.conftest import NodeDir, transfer
@@ -264,3 +267,35 @@ def test_restart_with_torn_journal_tail_keeps_later_acknowledgements(node_dir: N
         assert [tx_id(t) for t in svc.mempool.candidates()] == [tx_id(first), tx_id(second)]
     finally:
         svc.close()
+
+
+def test_head_mark_round_trips_and_is_not_a_transaction(tmp_path: Path) -> None:
+    journal = TxJournal(tmp_path / "j")
+    journal.rewrite_pending([b"tx-a", b"tx-b"], (7, b"\xab" * 32))
+    journal.append(b"tx-c")
+    journal.close()
+    again = TxJournal(tmp_path / "j")
+    assert again.load() == [b"tx-a", b"tx-b", b"tx-c"]
+    assert again.head_mark == (7, b"\xab" * 32)
+    again.close()
+
+
+def test_failed_fsync_cuts_every_unsynced_record_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11 item 4: an append answered with an error must not survive to be replayed
+    after a restart (that would include a transaction the client was told was refused)."""
+    journal = TxJournal(tmp_path / "j")
+    journal.append(b"kept")
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(StorageUnavailable, match="nothing was changed"):
+        journal.append(b"refused")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert (tmp_path / "j").stat().st_size == size(b"kept")
+    journal.append(b"later")
+    journal.close()
+    assert TxJournal(tmp_path / "j").load() == [b"kept", b"later"]

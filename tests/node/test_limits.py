@@ -23,6 +23,7 @@ from hashcloud.node.limits import (
     AuditGate,
     RequestLimits,
     SlidingWindow,
+    WriteLimits,
     check_open_bound,
 )
 from tests.node.conftest import (
@@ -232,3 +233,32 @@ def test_failed_audits_from_one_ip_block_fresh_addresses(tmp_path, clock, engine
     assert issue(v, clock, PrivateKey(0xA3), ip="198.51.100.7")  # another IP is fine
     clock.advance(3601)
     assert issue(v, clock, PrivateKey(0xA4))
+
+
+# ---------------------------------------------------------------- write limits (issue 11)
+
+
+def test_write_limits_count_per_address_and_route() -> None:
+    """Transactions and reveals have their own per-address windows (node.edge checks them
+    before the body is read)."""
+    limits = WriteLimits(transactions_per_minute=2, reveals_per_minute=1)
+    limits.take("transactions", "a", 0.0)
+    limits.take("transactions", "a", 1.0)
+    with pytest.raises(RateLimited, match="2 requests per minute for transactions from IP a") \
+            as info:
+        limits.take("transactions", "a", 2.0)
+    assert info.value.retry_after == pytest.approx(58.0)
+    limits.take("transactions", "b", 2.0)
+    limits.take("reveals", "a", 2.0)
+    with pytest.raises(RateLimited):
+        limits.take("reveals", "a", 3.0)
+    limits.take("transactions", "a", 60.0)  # the first one left the window
+
+
+def test_write_limits_forget_departed_clients() -> None:
+    limits = WriteLimits(transactions_per_minute=5, reveals_per_minute=5)
+    for i in range(100):
+        limits.take("transactions", f"10.0.0.{i}", 0.0)
+    assert len(limits.windows["transactions"]) == 100
+    limits.take("transactions", "x", RATE_WINDOW + 1)  # a window later: pruned first
+    assert len(limits.windows["transactions"]) == 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from hashcloud.chain.genesis import genesis_state, make_local_genesis
+from hashcloud.chain.genesis import chain_domain, genesis_state, make_local_genesis
 from hashcloud.chain.state import get_account
 from hashcloud.chain.transition import apply_transaction
 from hashcloud.chain.tx import (
@@ -20,7 +20,7 @@ from hashcloud.chain.tx import (
     tx_signing_bytes,
 )
 from hashcloud.crypto.keys import PrivateKey
-from hashcloud.crypto.signatures import sign
+from hashcloud.crypto.signatures import ChainDomain, sign
 from hashcloud.errors import DuplicateTransaction, InvalidTransaction, MempoolFull
 from hashcloud.node.app import http_status
 from hashcloud.node.mempool import Mempool
@@ -43,13 +43,13 @@ GENESIS = make_local_genesis(
     {k.public_key.address: RICH for k in (ALICE, BOB, CAROL, DAVE)}
     | {POOR.public_key.address: POOR_BALANCE, SPENDER.public_key.address: SPENDER_BALANCE},
 )
-CHAIN = GENESIS.chain_id
+CHAIN = chain_domain(GENESIS)
 PROPOSER = NODE.public_key.address
 
 
 def pay(key: PrivateKey, nonce: int, *, amount: int = 1, gas_price: int = 1000,
         to: str = SINK) -> Transaction:
-    return make_transfer(key, to, amount, nonce, gas_price, chain_id=CHAIN)
+    return make_transfer(key, to, amount, nonce, gas_price, domain=CHAIN)
 
 
 def new_pool(**bounds: int) -> Mempool:
@@ -84,7 +84,8 @@ def test_bad_signature_is_refused() -> None:
 
 def test_signature_for_another_chain_is_refused() -> None:
     pool = new_pool()
-    other_chain = make_transfer(ALICE, SINK, 1, 0, chain_id="some-other-chain")
+    other_chain = make_transfer(ALICE, SINK, 1, 0,
+                                domain=ChainDomain("some-other-chain", CHAIN.genesis))
     with pytest.raises(InvalidTransaction, match=f"does not verify for chain {CHAIN}"):
         pool.add(other_chain)
 
@@ -147,7 +148,7 @@ def test_gas_price_below_minimum_is_refused() -> None:
 
 def test_wrong_fee_is_refused() -> None:
     pool = new_pool()
-    tx = make_transfer(ALICE, SINK, 1, 0, chain_id=CHAIN)
+    tx = make_transfer(ALICE, SINK, 1, 0, domain=CHAIN)
     draft = tx.model_copy(update={"fee": tx.fee - 1})
     signature = sign(ALICE, tx_signing_bytes(draft, CHAIN)).hex()
     signed = draft.model_copy(update={"signature": signature})

@@ -19,7 +19,7 @@ import pytest
 from hashcloud.api.models import ChallengeRequest, DeviceModel
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
-from hashcloud.crypto.signatures import sign, verify
+from hashcloud.crypto.signatures import ChainDomain, sign, verify
 from hashcloud.engine.rows import row_digests_of
 from hashcloud.errors import (
     AuditFailed,
@@ -43,6 +43,7 @@ from hashcloud.poc.audit import DEVICE_PEAK_FLOPS
 from hashcloud.poc.audit_policy import DEFAULT_POLICY
 from hashcloud.poc.challenge import (
     challenge_request_bytes,
+    commit_message,
     indices_signing_bytes,
     verify_challenge,
 )
@@ -78,7 +79,7 @@ from tests.node.conftest import (
 
 def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
     resp = issue(validator, clock)
-    assert resp.chain_id == CHAIN and resp.s_max == 256
+    assert resp.chain_id == CHAIN.chain_id and resp.s_max == 256
     assert resp.node_public_key == NODE_KEY.public_key.data
     ch = resp.challenge
     verify_challenge(ch, NODE_KEY.public_key, CHAIN)
@@ -117,7 +118,7 @@ def test_honest_round_is_accepted_and_receipt_matches(validator, clock, engine):
     receipt, out = validator.reveal(ch.challenge_id, honest_reveal(ch, work, com))
     assert out.accepted and out.samples == s and out.audited == DEFAULT_POLICY.base_m
     assert decode_receipt(out.receipt) == receipt
-    verify_receipt(receipt, {NODE_KEY.public_key.hex()})
+    verify_receipt(receipt, {NODE_KEY.public_key.hex()}, CHAIN)
     assert (receipt.task_id, receipt.worker_address, receipt.seed) == (
         ch.challenge_id,
         WORKER_KEY.public_key.address,
@@ -152,7 +153,8 @@ def test_reward_fn_fills_reward_estimate(tmp_path, clock, engine):
 # ------------------------------------------------------------------- challenge requests
 
 
-@pytest.mark.parametrize("forgery", ["signer", "address", "stale", "future", "chain"])
+@pytest.mark.parametrize("forgery",
+                         ["signer", "address", "stale", "future", "chain", "genesis"])
 def test_bad_challenge_request_refused(validator, clock, forgery):
     if forgery == "signer":
         req = challenge_request(WORKER_KEY, clock, signer=OTHER_KEY)
@@ -162,9 +164,11 @@ def test_bad_challenge_request_refused(validator, clock, forgery):
         req = challenge_request(WORKER_KEY, clock, time_ms=int(clock() * 1000) - 121_000)
     elif forgery == "future":
         req = challenge_request(WORKER_KEY, clock, time_ms=int(clock() * 1000) + 121_000)
-    else:  # signed for another chain
+    else:  # signed for another chain id, or the same id on another genesis (SPEC 5 v1.1)
         addr, t = WORKER_KEY.public_key.address, int(clock() * 1000)
-        sig = sign(WORKER_KEY, challenge_request_bytes("other-chain", addr, N, t))
+        other = (ChainDomain("other-chain", CHAIN.genesis) if forgery == "chain"
+                 else ChainDomain(CHAIN.chain_id, "0" * 16))
+        sig = sign(WORKER_KEY, challenge_request_bytes(other, addr, N, t))
         req = ChallengeRequest(
             worker_address=addr,
             public_key=WORKER_KEY.public_key.hex(),
@@ -625,3 +629,38 @@ def test_partial_miner_caught_at_predicted_rate(tmp_path, clock):
     tolerance = 4 * math.sqrt(variance)
     assert abs(caught - predicted) <= tolerance, (caught, predicted, tolerance)
     assert v.stats()["rejected"] == caught and v.stats()["accepted"] == rounds - caught
+
+
+# --------------------------------------------------------------------------- payout address
+
+
+def test_payout_address_is_signed_in_the_commit_and_kept_in_the_receipt(validator, clock,
+                                                                        engine):
+    # SPEC 6 v1.1: the commit names a payout address under the worker's signature; the
+    # node keeps it with the commitment and signs it into the receipt.
+    payout = OTHER_KEY.public_key.address
+    ch = issue(validator, clock).challenge
+    work = mine(engine, ch.seed)
+    clock.advance(5)
+    plain = commit_request(WORKER_KEY, ch.challenge_id, ch.seed, loops=work.loops,
+                           merkle_root=work.merkle_root)
+    # The default-payout signature does not cover another payout: refused, round kept open.
+    forged = plain.model_copy(update={"payout_address": payout})
+    with pytest.raises(CommitRefused, match="device_signature"):
+        validator.commit(ch.challenge_id, forged)
+    msg = commit_message(ch.challenge_id, ch.seed, N, WORKER_KEY.public_key.address,
+                         work.loops, plain.compute_time, work.merkle_root, payout)
+    signed = plain.model_copy(update={"payout_address": payout,
+                                      "device_signature": sign(WORKER_KEY, msg)})
+    com = validator.commit(ch.challenge_id, signed)
+    receipt, resp = validator.reveal(ch.challenge_id, honest_reveal(ch, work, com), IP)
+    assert resp.accepted and receipt.payout_address == payout
+    assert receipt.worker_address == WORKER_KEY.public_key.address
+    assert decode_receipt(resp.receipt) == receipt
+    verify_receipt(receipt, [NODE_KEY.public_key.hex()], CHAIN)
+
+
+def test_default_payout_is_the_worker(validator, clock, engine):
+    ch, work, com = committed_challenge(validator, clock, engine)
+    receipt, _ = validator.reveal(ch.challenge_id, honest_reveal(ch, work, com), IP)
+    assert receipt.payout_address == WORKER_KEY.public_key.address

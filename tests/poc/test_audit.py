@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
-from hashcloud.crypto.signatures import sign
+from hashcloud.crypto.signatures import ChainDomain, sign
 from hashcloud.engine.gemm import compute_leaf, leaf_hash, loop_seed
 from hashcloud.engine.rows import loop_output
 from hashcloud.errors import (
@@ -48,7 +48,7 @@ from hashcloud.types import to_phex
 
 WORKER = PrivateKey(0xB0B)
 NODE = PrivateKey(0xA11CE)
-CHAIN = "test-chain"
+CHAIN = ChainDomain("test-chain", "0123456789abcdef")
 SEED = "ab" * 32
 N = 64
 LOOPS = 12
@@ -194,9 +194,10 @@ def test_indices_signature(tree):
         check_indices_signature(NODE.public_key, CHAIN, "1f" * 16, tree.root, 9, indices, sig)
 
 
-def _receipt(**changes):
+def _receipt(chain_id: str | None = None, **changes):
+    domain = CHAIN if chain_id is None else ChainDomain(chain_id, CHAIN.genesis)
     fields = dict(
-        chain_id=CHAIN, task_id="1f" * 16, worker_address=WORKER.public_key.address, seed=SEED,
+        domain=domain, task_id="1f" * 16, worker_address=WORKER.public_key.address, seed=SEED,
         n=N, loops=LOOPS, merkle_root="cd" * 32, compute_time_ms=2000, samples=10, audited=3,
         issued_height=1, accepted_at=1_700_000_000_000, key=NODE,
     )
@@ -205,7 +206,7 @@ def _receipt(**changes):
 
 
 def _match(receipt, **changes):
-    expected = dict(chain_id=CHAIN, task_id="1f" * 16, worker_address=WORKER.public_key.address,
+    expected = dict(domain=CHAIN, task_id="1f" * 16, worker_address=WORKER.public_key.address,
                     merkle_root=b"\xcd" * 32, loops=LOOPS, seed=SEED, n=N)
     expected.update(changes)
     return check_receipt(receipt, [NODE.public_key.hex()], **expected)
@@ -237,7 +238,7 @@ def test_receipt_of_another_chain_or_signer_is_refused():
     with pytest.raises(InvalidReceipt, match="is for chain other"):
         _match(_receipt(chain_id="other"))
     with pytest.raises(InvalidReceipt, match="not a PoC validator"):
-        check_receipt(_receipt(), [WORKER.public_key.hex()], chain_id=CHAIN, task_id="1f" * 16,
+        check_receipt(_receipt(), [WORKER.public_key.hex()], domain=CHAIN, task_id="1f" * 16,
                       worker_address=WORKER.public_key.address, merkle_root=b"\xcd" * 32,
                       loops=LOOPS)
     forged = _receipt().model_copy(update={"loops": LOOPS + 1})
@@ -277,8 +278,10 @@ def test_reveal_signature_binds_worker_and_every_sample(tree, leaves, outputs):
     tampered = [dataclasses.replace(samples[0], path=tuple(path)), *samples[1:]]
     with pytest.raises(RevealUnauthorized):  # and the path: an altered copy cannot burn it
         check_reveal_signature(WORKER.public_key, CHAIN, "1f" * 16, tree.root, tampered, sig)
-    with pytest.raises(RevealUnauthorized):  # and so is the chain
-        check_reveal_signature(WORKER.public_key, "other", "1f" * 16, tree.root, samples, sig)
+    for other in (ChainDomain("other", CHAIN.genesis), ChainDomain(CHAIN.chain_id, "0" * 16)):
+        with pytest.raises(RevealUnauthorized):  # and so is the chain: id and genesis
+            check_reveal_signature(WORKER.public_key, other, "1f" * 16, tree.root, samples,
+                                   sig)
 
 
 def test_reveal_shape(tree, leaves, outputs):

@@ -225,7 +225,8 @@ def test_huge_compute_time_is_invalid_not_a_crash(proof_obj):
 
 def test_node_proof_with_a_malformed_challenge_id_fails_cleanly(proof_obj):
     obj = {**proof_obj, "offline": False, "token": "0x" + "11" * 64,
-           "node": {"chain_id": "hc", "public_key": PrivateKey(9).public_key.hex()},
+           "node": {"chain_id": "hc", "genesis": "ab" * 8,
+                    "public_key": PrivateKey(9).public_key.hex()},
            "challenge": {"issued_height": 1, "block_hash": "ab" * 32, "expiry": 5},
            "indices_signature": "0x" + "22" * 64}
     obj["challenge_id"] = "abcd"

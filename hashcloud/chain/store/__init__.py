@@ -9,6 +9,7 @@ rest of the code and the tests use. The modules behind it:
 - ``snapshot``: ``state.snap``, the atomic state snapshot;
 - ``meta``: ``meta.json``, the genesis binding;
 - ``lock``: ``LOCK``, the single-writer flock;
+- ``watermark``: ``chain.watermark`` beside the store, the highest acknowledged block;
 - ``chainstore``: :class:`ChainStore`, which ties them together and owns the recovery rule.
 """
 
@@ -29,6 +30,7 @@ from hashcloud.chain.store.index import INDEX_NAME, INDEX_VERSION
 from hashcloud.chain.store.lock import LOCK_NAME
 from hashcloud.chain.store.meta import META_NAME
 from hashcloud.chain.store.snapshot import SNAPSHOT_NAME
+from hashcloud.chain.store.watermark import WATERMARK_NAME, Mark, Watermark
 
 __all__ = [
     "FORMAT_VERSION",
@@ -42,7 +44,10 @@ __all__ = [
     "META_NAME",
     "RECORD_MAGIC",
     "SNAPSHOT_NAME",
+    "WATERMARK_NAME",
     "BlockRecord",
     "ChainStore",
+    "Mark",
+    "Watermark",
     "encode_record",
 ]

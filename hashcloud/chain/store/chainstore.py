@@ -7,6 +7,15 @@ rebuildable cache), ``snapshot`` (``state.snap``), ``meta`` (``meta.json``, gene
 ``lock`` (``LOCK``, the single writer). A block is acknowledged only after its record was
 written and ``os.fsync``-ed.
 
+Rollback guard: the block log alone cannot show that it was replaced by an older copy or
+cut at a record boundary. A node attaches its ``watermark.Watermark`` (a file kept outside
+the store directory) with :meth:`ChainStore.guard`: the store must hold the acknowledged
+block, and every append moves the watermark forward before it returns (SPEC 6 storage).
+
+Disk full: a failed append cuts the log back to its previous end and reports the failure in
+:attr:`ChainStore.write_problem`; the next append tries again (after re-checking the log's
+end), so the store resumes by itself once space returns.
+
 Recovery rule on open: a *torn tail* -- the log ends inside a record whose bytes so far are a
 valid prefix -- is what an interrupted append leaves; a writer cuts it off (truncate + fsync,
 logged as a warning) and a reader ignores it. Anything else is corruption and raises
@@ -42,7 +51,8 @@ from hashcloud.chain.store.index import INDEX_NAME, IndexEntry, IndexWriter, rea
 from hashcloud.chain.store.lock import acquire_writer_lock, writer_active
 from hashcloud.chain.store.meta import META_NAME, read_meta, write_meta
 from hashcloud.chain.store.snapshot import SNAPSHOT_NAME, Snapshot, read_snapshot, write_snapshot
-from hashcloud.errors import StoreError
+from hashcloud.chain.store.watermark import Mark, Watermark
+from hashcloud.errors import StoreError, StoreRolledBack
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +97,10 @@ class ChainStore:
         self._hashes: list[bytes] = []
         self._by_hash: dict[bytes, int] = {}
         self._end = len(LOG_HEADER)
-        self._failed: str | None = None
+        self._failed: str | None = None  # the log's end is uncertain since this I/O error
+        self._write_problem: str | None = None  # why the last append failed (until one works)
+        self._watermark: Watermark | None = None
+        self._watermark_failed = False
         self._closed = False
         self._genesis_hash: bytes | None = None
         try:
@@ -252,6 +265,8 @@ class ChainStore:
             if self._write_fd is not None and self._failed is None and not self._index.enabled:
                 entries = self._index_entries(0)
             self._index.close(entries)
+            if self._watermark is not None:
+                self._watermark.close()
             for fd in (self._write_fd, self._read_fd, self._lock_fd):
                 if fd is not None:
                     os.close(fd)
@@ -297,7 +312,7 @@ class ChainStore:
             if self.readonly:
                 raise StoreError("chain store is open read-only")
             if self._failed is not None:
-                raise StoreError(f"chain store unusable after I/O error ({self._failed})")
+                self._recover_end()
             encoded: list[bytes] = []
             new_hashes: list[bytes] = []
             batch_hashes: set[bytes] = set()
@@ -323,6 +338,10 @@ class ChainStore:
                 pos += len(rec)
             self._end = pos
             self._index.append(entries)
+            if self._write_problem is not None:
+                logger.warning("block log writable again (after: %s)", self._write_problem)
+                self._write_problem = None
+            self._advance_watermark()
 
     @staticmethod
     def _check_record(expected: int, height: int, block_hash: bytes, payload: bytes) -> bytes:
@@ -351,15 +370,135 @@ class ChainStore:
                 pos += n
             os.fsync(fd)
         except OSError as exc:
-            # After a failed write/fsync the page cache can't be trusted: cut back and
-            # refuse further appends until the store is reopened (and re-scanned).
+            # Nothing of this write is acknowledged: cut the log back to its previous end
+            # (every record before it was fsync-ed by an earlier, successful append). Until
+            # that is confirmed, the next append first re-checks the end (`_recover_end`).
+            reason = exc.strerror or exc.__class__.__name__
+            if self._write_problem != reason:
+                logger.error("cannot append to block log: %s (retrying with the next block)",
+                             reason)
+            self._write_problem = reason
+            self._failed = reason
             try:
-                os.ftruncate(fd, self._end)
-                os.fsync(fd)
-            except OSError:
+                self._recover_end()
+            except StoreError:
                 pass
-            self._failed = exc.strerror or exc.__class__.__name__
-            raise StoreError(f"cannot append to block log: {self._failed}") from None
+            raise StoreError(f"cannot append to block log: {reason}") from None
+
+    def _recover_end(self) -> None:
+        """After a failed append: cut the log back to the last acknowledged record, make
+        that durable, reopen the write handle and re-read the last record; StoreError if
+        any of it fails (the next append tries again). Locked."""
+        assert self._write_fd is not None
+        try:
+            os.ftruncate(self._write_fd, self._end)
+            os.fsync(self._write_fd)
+            # A fresh handle: an error reported on the old one must not hide a later one.
+            new_fd = os.open(self.data_dir / LOG_NAME, os.O_WRONLY)
+            os.close(self._write_fd)
+            self._write_fd = new_fd
+            if os.fstat(new_fd).st_size != self._end:
+                raise OSError(f"block log is not {self._end} bytes long after the cut")
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StoreError(f"chain store unusable after I/O error ({self._failed}; "
+                             f"recovery: {reason})") from None
+        if self._offsets:
+            assert self._read_fd is not None
+            rec = read_record_at(self._read_fd, self._offsets[-1])
+            if rec[1] != self._hashes[-1]:
+                raise corrupt(self._offsets[-1], "last record changed after an I/O error")
+        self._failed = None
+
+    @property
+    def write_problem(self) -> str | None:
+        """Why the last append failed (e.g. "No space left on device"), or None when the
+        store can write: cleared by the next append that succeeds."""
+        return self._write_problem
+
+    # --------------------------------------------------------------------- watermark
+
+    def guard(self, watermark: Watermark, *, accept_rollback: bool = False) -> int | None:
+        """Check the store holds the block `watermark` records, then keep it current.
+
+        A store that is behind the mark, or holds another block at its height, raises
+        StoreRolledBack naming both heights, unless `accept_rollback`: then the mark is
+        reset to this store's head (logged at ERROR) and the number of acknowledged blocks
+        given up is returned. A missing watermark is created from the head; one behind the
+        head (the node stopped between an append and its watermark update) moves forward.
+        Afterwards every append updates the watermark before it returns. None when nothing
+        was rolled back.
+        """
+        with self._mutex:
+            self._check_open()
+            if self.readonly:
+                raise StoreError("a read-only store cannot be guarded")
+            if self.height < 0 or self._genesis_hash is None:
+                raise StoreError("guard a store only once it holds its bound genesis block")
+            try:
+                mark = watermark.read()
+                problem = None if mark is None else self.rollback_problem(mark)
+            except StoreError as exc:  # a damaged watermark: the height is unknown
+                mark, problem = None, str(exc)
+            lost: int | None = None
+            if problem is not None:
+                if not accept_rollback:
+                    raise StoreRolledBack(problem)
+                lost = max(0, mark.height - self.height) if mark is not None else 0
+                logger.error("ACCEPTING ROLLBACK (--accept-rollback): %s; the watermark is "
+                             "reset to height %d and %d acknowledged block(s) after it are "
+                             "given up", problem, self.height, lost)
+            self._watermark = watermark
+            if mark is None or problem is not None or mark.height < self.height:
+                self._set_watermark(self.height)
+            return lost
+
+    def rollback_problem(self, mark: Mark) -> str | None:
+        """Why this store cannot be the one that acknowledged `mark`, or None if it can."""
+        if self._genesis_hash is not None and mark.genesis_hash != self._genesis_hash:
+            return (f"the watermark belongs to genesis {mark.genesis_hash.hex()[:16]}, the "
+                    f"store to {self._genesis_hash.hex()[:16]}")
+        if mark.height > self.height:
+            return (f"the block log holds blocks to height {self.height} but this node "
+                    f"acknowledged {mark.describe()}: blocks.log was replaced by an older "
+                    f"copy or cut")
+        if self._hashes[mark.height] != mark.block_hash:
+            return (f"the block log holds another block at {mark.describe()} "
+                    f"({self._hashes[mark.height].hex()[:16]}): blocks.log was replaced")
+        return None
+
+    def _advance_watermark(self) -> None:
+        """Move the watermark to the head after an append (locked). A failure is logged and
+        retried with the next append: the watermark lags, never leads, the log."""
+        if self._watermark is not None:
+            self._set_watermark(self.height)
+
+    def _set_watermark(self, height: int) -> None:
+        """Record block `height` in the watermark; an I/O error is logged (locked)."""
+        assert self._watermark is not None and self._genesis_hash is not None
+        try:
+            self._watermark.set(Mark(height, self._hashes[height], self._genesis_hash))
+        except OSError as exc:
+            if not self._watermark_failed:
+                logger.error("cannot update the watermark %s: %s (retrying with the next "
+                             "block)", self._watermark.path, exc.strerror or exc)
+            self._watermark_failed = True
+            return
+        self._watermark_failed = False
+
+    def reset_derived(self) -> None:
+        """Rewrite the block index whole from the (just scanned) log and delete the state
+        snapshot, for `hashcloud node reindex`: both are rebuilt from the log."""
+        with self._mutex:
+            self._check_open()
+            if self.readonly:
+                raise StoreError("chain store is open read-only")
+            try:
+                self._index.close()
+                self._index.sync(None, self._index_entries(0))
+                (self.data_dir / SNAPSHOT_NAME).unlink(missing_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot reset the index and snapshot: {exc.strerror}") from None
 
     # --------------------------------------------------------------------- snapshots
 

@@ -1,0 +1,463 @@
+"""The node's network edge (`node.edge`): settings, connection guard, read deadlines,
+throttled logging, write rate limits and the operator notice.
+
+The guard is exercised on a real uvicorn server (`node_server`, the one every node runs)
+over real sockets on loopback, serving a minimal ASGI app so that only the edge is under
+test; the flood against a whole node process is `test_floods.py`. Connections from other
+client addresses use other loopback source addresses (127.0.0.2, ...), which Linux routes
+to the same interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hashcloud.chain.tx import tx_to_json
+from hashcloud.errors import InvalidOption
+from hashcloud.node.config import ValidatorConfig
+from hashcloud.node.edge import (
+    ConnectionGuard,
+    EdgeSettings,
+    LogThrottle,
+    describe_limits,
+    is_loopback_host,
+    write_route,
+)
+from hashcloud.node.server import bind_socket, node_server
+from hashcloud.node.service import NodeService
+from tests.node.conftest import (
+    LISTEN_RE,
+    NodeDir,
+    cli_env,
+    hashcloud_cmd,
+    make_node_dir,
+    open_client,
+    transfer,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_refuse_unusable_values() -> None:
+    for field, value in [("header_timeout", 0), ("body_timeout", -1.0),
+                         ("header_timeout", float("nan")), ("max_connections_per_ip", 0),
+                         ("transactions_per_minute_per_ip", 1.5), ("max_connections", 0),
+                         ("reveals_per_minute_per_ip", True), ("min_body_rate", "1")]:
+        with pytest.raises(InvalidOption, match=field):
+            EdgeSettings(**{field: value})
+
+
+def test_connection_cap_stays_below_the_fd_limit() -> None:
+    edge = EdgeSettings()
+    assert edge.connection_cap(256) == 256 - 112
+    assert edge.connection_cap(1024) == 1024 - 128
+    assert edge.connection_cap(1 << 20) == 10_000  # the default ceiling
+    assert EdgeSettings(max_connections=100).connection_cap(1024) == 100
+    assert EdgeSettings(max_connections=5000).connection_cap(1024) == 896
+
+
+def test_body_deadline_grows_with_the_declared_length() -> None:
+    edge = EdgeSettings(body_timeout=10, min_body_rate=1000)
+    assert edge.body_deadline(None) == 10
+    assert edge.body_deadline(5000) == 15
+
+
+def test_raise_fd_limit_lifts_the_soft_limit_to_the_hard_one(tmp_path: Path) -> None:
+    import resource
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 400))
+
+    code = ("import resource; from hashcloud.node.edge import raise_fd_limit; "
+            "print(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         preexec_fn=lower, env=cli_env(), timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["400", "400"]
+
+
+# ----------------------------------------------------------------------- the guard
+
+
+class _Conn:
+    """A stand-in transport for the guard's bookkeeping (it only calls `abort`)."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_guard_caps_each_address_and_releases() -> None:
+    guard = ConnectionGuard(cap=10, per_ip=2)
+    a, b, c = _Conn(), _Conn(), _Conn()
+    assert guard.admit(a, "x") and guard.admit(b, "x")
+    assert not guard.admit(c, "x")
+    assert guard.admit(c, "y")
+    assert guard.refused == 1 and guard.count("x") == 2
+    guard.release(a)
+    guard.release(a)  # idempotent
+    assert guard.count("x") == 1 and len(guard) == 2
+    assert guard.admit(_Conn(), "x")
+
+
+def test_guard_at_the_overall_cap_evicts_the_longest_waiting_connection() -> None:
+    guard = ConnectionGuard(cap=3, per_ip=10)
+    old, busy, new = _Conn(), _Conn(), _Conn()
+    for conn in (old, busy, new):
+        assert guard.admit(conn, "x")
+        guard.set_waiting(conn, True)
+    guard.set_waiting(busy, False)  # its request header arrived
+    newest = _Conn()
+    assert guard.admit(newest, "y")
+    assert old.aborted and not busy.aborted and not new.aborted
+    assert guard.evicted == 1 and len(guard) == 3 and guard.count("x") == 2
+    guard.set_waiting(new, False)
+    guard.set_waiting(newest, False)
+    assert not guard.admit(_Conn(), "z")  # nobody waits: the new one is refused
+    assert guard.refused == 1
+
+
+def test_trusted_proxy_is_exempt_from_the_per_address_cap() -> None:
+    guard = ConnectionGuard(cap=10, per_ip=1, exempt=["10.0.0.1"])
+    assert all(guard.admit(_Conn(), "10.0.0.1") for _ in range(5))
+    assert guard.admit(_Conn(), "x") and not guard.admit(_Conn(), "x")
+
+
+# ------------------------------------------------------------- guarded real server
+
+
+async def _hello(scope: dict, receive: object, send: object) -> None:
+    """A minimal ASGI app: reads the body, answers its length."""
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()  # type: ignore[operator]
+            kind = msg["type"].rsplit(".", 1)[-1]
+            await send({"type": f"lifespan.{kind}.complete"})  # type: ignore[operator]
+            if kind == "shutdown":
+                return
+    body = b""
+    while True:
+        msg = await receive()  # type: ignore[operator]
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    answer = str(len(body)).encode()
+    await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})  # type: ignore[operator]
+
+
+class Served:
+    """A guarded uvicorn server in a thread: `port`, `server.guard`."""
+
+    def __init__(self, edge: EdgeSettings) -> None:
+        self.sock = bind_socket("127.0.0.1", 0)
+        self.port = self.sock.getsockname()[1]
+        self.server = node_server(_hello, log_level="error", edge=edge)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.run,
+                                       kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+    def connect(self, source: str = "127.0.0.1") -> socket.socket:
+        """A raw TCP connection from loopback address `source`."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((source, 0))
+        s.settimeout(10)
+        s.connect(("127.0.0.1", self.port))
+        return s
+
+    def get(self, source: str = "127.0.0.1") -> bytes:
+        """One whole GET from `source`; the response bytes."""
+        s = self.connect(source)
+        try:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return _read_all(s)
+        finally:
+            s.close()
+
+
+def _read_all(s: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _closed_by_peer(s: socket.socket) -> bool:
+    """Wait (the socket's timeout) for the server to close `s` without answering."""
+    return _read_all(s) == b""
+
+
+@pytest.fixture
+def quick() -> Iterator[Served]:
+    """A guarded server with short deadlines and a per-address cap of 3."""
+    edge = EdgeSettings(header_timeout=0.5, body_timeout=0.5, min_body_rate=1 << 20,
+                        max_connections_per_ip=3, max_connections=6)
+    with Served(edge) as served:
+        yield served
+
+
+def test_partial_header_is_closed_at_the_header_deadline(quick: Served) -> None:
+    s = quick.connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+    assert _closed_by_peer(s)
+    assert quick.server.guard.timed_out >= 1
+
+
+def test_dribbled_header_does_not_extend_the_deadline(quick: Served) -> None:
+    """A byte every 0.1 s (an idle timeout would never fire) is still closed at the header
+    deadline, 0.5 s after the connection opened, while the client is still sending."""
+    s = quick.connect()
+    s.sendall(b"GET / HTTP/1.1\r\n")
+    s.settimeout(0.1)
+    closed = False
+    for _ in range(40):  # 4 s of dribbling at most
+        try:
+            s.sendall(b"X")
+            closed = s.recv(1) == b""
+        except TimeoutError:
+            continue
+        except OSError:
+            closed = True
+        if closed:
+            break
+    assert closed
+
+
+def test_slow_body_is_closed_at_the_body_deadline(quick: Served) -> None:
+    s = quick.connect()
+    s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    assert _closed_by_peer(s)
+
+
+def test_keep_alive_requests_are_served(quick: Served) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{quick.port}") as client:
+        for i in range(5):
+            assert client.post("/", content=b"x" * i).text == str(i)
+            time.sleep(0.2)  # well under the header deadline between requests
+
+
+def test_connections_over_the_address_cap_are_closed_others_served(quick: Served) -> None:
+    held = [quick.connect("127.0.0.2") for _ in range(3)]
+    for s in held:
+        s.sendall(b"GET / HTTP/1.1\r\n")
+    extra = quick.connect("127.0.0.2")
+    extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _closed_by_peer(extra)
+    assert quick.server.guard.refused >= 1
+    assert quick.get("127.0.0.1").endswith(b"\r\n\r\n0")
+    for s in held:
+        s.close()
+
+
+def test_honest_client_is_served_when_the_overall_cap_is_full(quick: Served) -> None:
+    held = [quick.connect(f"127.0.0.{2 + i // 3}") for i in range(6)]  # 6 = the cap
+    for s in held:
+        s.sendall(b"GET / HTTP/1.1\r\n")
+    time.sleep(0.1)
+    assert quick.get("127.0.0.9").endswith(b"\r\n\r\n0")
+    assert quick.server.guard.evicted >= 1
+    for s in held:
+        s.close()
+
+
+def test_websocket_keeps_its_slot_until_it_closes(tmp_path: Path) -> None:
+    """A WebSocket upgraded from a guarded connection counts until it closes; the guard's
+    figures are on /metrics."""
+    from websockets.sync.client import connect
+
+    from hashcloud.node.server import EmbeddedNode
+
+    make_node_dir(tmp_path / "node")
+    with EmbeddedNode(tmp_path / "node") as node:
+        guard = node.server.guard  # type: ignore[attr-defined]
+        ws_url = node.url.replace("http://", "ws://") + "/v1/ws/heads"
+        with connect(ws_url, open_timeout=10) as ws:
+            assert "height" in json.loads(ws.recv(timeout=10))
+            assert len(guard) == 1
+        deadline = time.monotonic() + 10
+        while len(guard) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(guard) == 0
+        text = httpx.get(f"{node.url}/metrics", timeout=10).text
+        assert "hc_connections_open 1.0" in text.splitlines()  # this very request
+        assert "hc_connections_refused_total 0.0" in text.splitlines()
+
+
+# --------------------------------------------------------------------- throttled log
+
+
+def test_log_throttle_says_one_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    throttle = LogThrottle(logging.getLogger("t.throttle"), 10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="t.throttle"):
+        for _ in range(1000):
+            throttle.warning("accept", "cannot accept")
+            now[0] += 0.001
+        now[0] += 10
+        throttle.warning("accept", "cannot accept")
+    lines = [r.getMessage() for r in caplog.records if r.name == "t.throttle"]
+    assert lines == ["cannot accept", "cannot accept (999 more in the last 10 s)"]
+
+
+def test_accept_errors_become_throttled_lines_without_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    throttle = LogThrottle(logging.getLogger("t.accept"), 60.0)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(500):
+                throttle.loop_exception_handler(loop, {
+                    "message": "socket.accept() out of system resource",
+                    "exception": OSError(24, "Too many open files")})
+            throttle.loop_exception_handler(loop, {"message": "something else"})
+    finally:
+        loop.close()
+    ours = [r for r in caplog.records if r.name == "t.accept"]
+    assert len(ours) == 1 and ours[0].exc_info is None
+    assert "Too many open files" in ours[0].getMessage()
+    assert any("something else" in r.getMessage() for r in caplog.records
+               if r.name == "asyncio")  # other loop errors still reach the default handler
+
+
+def test_uvicorn_invalid_request_warnings_are_throttled(quick: Served,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
+        for _ in range(20):
+            for request in (b"\x00\x01garbage\r\n\r\n",
+                            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
+                            b"Connection: Upgrade\r\n\r\n"):
+                s = quick.connect()
+                s.sendall(request)
+                s.recv(65536)  # the answer (400, or 200 ignoring the upgrade)
+                s.close()
+    for message in ("Invalid HTTP request", "Unsupported upgrade request"):
+        lines = [r for r in caplog.records if message in r.getMessage()]
+        assert 1 <= len(lines) <= 2, message
+
+
+# --------------------------------------------------------------- write rate limits
+
+
+def test_write_routes() -> None:
+    assert write_route("POST", "/v1/transactions") == "transactions"
+    assert write_route("POST", "/v1/transactions/batch") == "transactions"
+    assert write_route("POST", "/v1/challenges/" + "ab" * 16 + "/reveal") == "reveals"
+    assert write_route("GET", "/v1/transactions/" + "00" * 32) is None
+    assert write_route("POST", "/v1/challenges") is None  # limited by the validator
+    assert write_route("POST", "/v1/challenges/x/commit") is None
+
+
+def test_transactions_over_the_rate_get_429_with_retry_after(service: NodeService,
+                                                             node_dir: NodeDir) -> None:
+    with open_client(service, edge=EdgeSettings(transactions_per_minute_per_ip=2)) as api:
+        for nonce in range(2):
+            resp = api.post("/v1/transactions", json=tx_to_json(transfer(node_dir, nonce)))
+            assert resp.status_code == 200, resp.text
+        resp = api.post("/v1/transactions", json=tx_to_json(transfer(node_dir, 2)))
+        assert resp.status_code == 429
+        assert int(resp.headers["retry-after"]) >= 1
+        assert "transactions" in resp.json()["detail"]
+        # refused before the body is read: even a garbage body gets the 429
+        assert api.post("/v1/transactions", content=b"{").status_code == 429
+        assert api.get("/v1/info").status_code == 200
+
+
+def test_reveals_over_the_rate_get_429(service: NodeService) -> None:
+    with open_client(service, edge=EdgeSettings(reveals_per_minute_per_ip=1)) as api:
+        path = "/v1/challenges/" + "ab" * 16 + "/reveal"
+        assert api.post(path, json={}).status_code != 429  # refused for its content
+        resp = api.post(path, json={})
+        assert resp.status_code == 429 and resp.headers["retry-after"]
+
+
+# ------------------------------------------------------------------ operator notice
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("[::1]", True),
+    ("localhost", True), ("0.0.0.0", False), ("::", False), ("192.0.2.7", False),
+    ("node.example", False)])
+def test_is_loopback_host(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+def test_limits_notice_names_every_limit() -> None:
+    text = describe_limits(ValidatorConfig(), EdgeSettings(), 896)
+    for part in ("challenges 240/min per IP", "60/min per worker", "4 open per worker",
+                 "transactions 1200/min per IP", "reveals 480/min per IP",
+                 "failed audits 20/h per IP", "connections 64 per IP, 896 overall",
+                 "header within 10 s"):
+        assert part in text, part
+
+
+@pytest.mark.e2e
+def test_public_host_start_warns_and_names_the_limits(tmp_path: Path) -> None:
+    nd = make_node_dir(tmp_path / "node")
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.Popen(
+        hashcloud_cmd(home, "node", "start", "--data-dir", str(nd.path), "--host", "0.0.0.0",
+                      "--port", "0", "--tx-rate", "77", "--max-connections-per-ip", "9"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "hashcloud node listening on http://0.0.0.0:" in line, line
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    notice = " ".join(err.split())
+    assert "warning: listening on 0.0.0.0: the HTTP API is unauthenticated" in notice, err
+    assert "transactions 77/min per IP" in notice and "connections 9 per IP" in notice
+
+
+@pytest.mark.e2e
+def test_loopback_start_says_nothing_about_exposure(tmp_path: Path) -> None:
+    nd = make_node_dir(tmp_path / "node")
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.Popen(
+        hashcloud_cmd(home, "node", "start", "--data-dir", str(nd.path), "--port", "0"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        assert proc.stdout is not None
+        assert LISTEN_RE.search(proc.stdout.readline())
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert "unauthenticated" not in err

@@ -1,0 +1,405 @@
+"""Followers (SPEC 6, 7 v1.1): block ranges, genesis bootstrap, the sync loop, the relay.
+
+Everything runs in-process on real parts: the producer is the real `NodeService` behind the
+real FastAPI app, reached through httpx's ASGI transport (the sync loop) or Starlette's
+TestClient (the relay, genesis fetch); the follower is a real `FollowerService` on its own
+store. Tampering happens on the wire (a transport that rewrites the producer's answers), so
+the follower sees exactly what a lying producer would send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from hashcloud.chain.block import Block, block_hash, decode_block, encode_block
+from hashcloud.chain.genesis import genesis_hash
+from hashcloud.chain.tx import tx_id
+from hashcloud.errors import FollowRefused, InvalidBlock, NodeRejected, ProducerUnavailable
+from hashcloud.node import sync
+from hashcloud.node.app import create_app
+from hashcloud.node.config import NodeFiles
+from hashcloud.node.follower import (
+    Follower,
+    FollowerService,
+    fetch_genesis,
+    open_follower_dir,
+)
+from hashcloud.node.service import NodeService
+from hashcloud.node.sync import block_range, decode_range
+from tests.node.conftest import OTHER_KEY, NodeDir, make_node_dir, transfer
+
+URL = "http://producer.test"
+
+
+def produce(svc: NodeService, nd: NodeDir, count: int, first_nonce: int = 0) -> None:
+    """`count` blocks on `svc`, one transfer each (nonces from `first_nonce`)."""
+    for i in range(count):
+        svc.submit_transaction(transfer(nd, first_nonce + i, amount=10 + i))
+        assert svc.produce_block() is not None
+
+
+class Producer:
+    """A producer node in-process: service, app, async transport and sync client."""
+
+    def __init__(self, nd: NodeDir) -> None:
+        self.nd = nd
+        self.svc = NodeService(nd.files)
+        self.app = create_app(self.svc, produce_blocks=False)
+        self.client = TestClient(self.app, base_url=URL, raise_server_exceptions=False)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return httpx.ASGITransport(app=self.app)
+
+    def close(self) -> None:
+        self.client.close()
+        self.svc.close()
+
+
+@pytest.fixture
+def producer(tmp_path: Path):
+    p = Producer(make_node_dir(tmp_path / "producer"))
+    yield p
+    p.close()
+
+
+def open_follower(path: Path, producer: Producer) -> FollowerService:
+    """A follower data dir initialised from the producer's genesis, and its service."""
+    files, _ = open_follower_dir(path, URL, fetch=lambda url, pin: fetch_genesis(
+        url, pin, client=producer.client))
+    return FollowerService(files, URL, relay_client=producer.client)
+
+
+def follow_until(follower: Follower, done: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Run the sync loop until `done()` holds or the loop ends (refused); fail on timeout."""
+
+    async def main() -> None:
+        task = asyncio.create_task(follower.run())
+        deadline = time.monotonic() + timeout
+        try:
+            while not done() and not task.done():
+                assert time.monotonic() < deadline, f"follower stuck: {follower.state}"
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+
+
+class Rewrite(httpx.AsyncBaseTransport):
+    """The producer's transport with range answers passed through `edit(json) -> json`."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, edit: Callable[[dict], dict]) -> None:
+        self.inner, self.edit = inner, edit
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        resp = await self.inner.handle_async_request(request)
+        if request.url.path != "/v1/blocks":
+            return resp
+        body = json.loads(await resp.aread())
+        return httpx.Response(resp.status_code, json=self.edit(body))
+
+
+# ------------------------------------------------------------------ ranges
+
+
+def test_block_range_is_bounded_and_exact(producer: Producer, monkeypatch) -> None:
+    produce(producer.svc, producer.nd, 5)
+    ledger, head = producer.svc.ledger, producer.svc.head_info()
+    got = block_range(ledger, head, 1, 3)
+    assert [b.height for b in got.blocks] == [1, 2, 3]
+    assert got.blocks[0].data == ledger.store.get_block(1).hex()
+    assert got.blocks[0].hash == block_hash(ledger.get_block(1).header)
+    assert block_range(ledger, head, 6, 3).blocks == []
+    assert len(block_range(ledger, head, 0, 10_000).blocks) == 6  # clamped, 0..5
+    monkeypatch.setattr(sync, "MAX_RANGE_BYTES", 1)
+    assert [b.height for b in block_range(ledger, head, 2, 10).blocks] == [2]  # >= one block
+
+
+def test_range_and_genesis_routes(producer: Producer) -> None:
+    produce(producer.svc, producer.nd, 2)
+    c = producer.client
+    body = c.get("/v1/blocks", params={"from": 1, "limit": 5}).json()
+    assert [b["height"] for b in body["blocks"]] == [1, 2]
+    assert body["head"]["height"] == 2
+    for bad in ({"from": -1}, {"from": 0, "limit": 0}, {"from": 0, "limit": 10**6}, {}):
+        assert c.get("/v1/blocks", params=bad).status_code == 422
+    genesis = c.get("/v1/genesis").json()
+    assert genesis["chain_id"] == producer.nd.chain_id
+    assert fetch_genesis(URL, client=c) == producer.nd.files.genesis
+
+
+def test_decode_range_checks_every_record(producer: Producer) -> None:
+    produce(producer.svc, producer.nd, 2)
+    recs = block_range(producer.svc.ledger, producer.svc.head_info(), 1, 2).blocks
+    assert [b.header.height for b in decode_range(recs, 1)] == [1, 2]
+    with pytest.raises(InvalidBlock, match="where 2 belongs"):
+        decode_range(recs, 2)
+    data = bytearray(bytes.fromhex(recs[0].data))
+    data[8] ^= 1  # inside the header's prev_hash: the block no longer hashes to its record
+    flipped = recs[0].model_copy(update={"data": bytes(data).hex()})
+    with pytest.raises(InvalidBlock, match="block 1"):
+        decode_range([flipped], 1)
+    with pytest.raises(InvalidBlock, match="not hex"):
+        decode_range([recs[0].model_copy(update={"data": "zz"})], 1)
+    other = recs[0].model_copy(update={"hash": recs[1].hash})
+    with pytest.raises(InvalidBlock, match="hash"):
+        decode_range([other], 1)
+
+
+# ------------------------------------------------------------------ genesis
+
+
+def test_genesis_pin_and_data_dir(producer: Producer, tmp_path: Path) -> None:
+    digest = genesis_hash(producer.nd.files.genesis)
+    with pytest.raises(FollowRefused, match="not the pinned"):
+        fetch_genesis(URL, "ab" * 32, client=producer.client)
+    assert fetch_genesis(URL, digest.upper(), client=producer.client) == producer.nd.files.genesis
+    f = open_follower(tmp_path / "f", producer)
+    key = f.key.public_key.hex()
+    f.close()
+    # An existing dir keeps its genesis and key; a mismatching pin refuses to start.
+    files, created = open_follower_dir(tmp_path / "f", URL, digest,
+                                       fetch=lambda *a: pytest.fail("no fetch on restart"))
+    assert not created and files.key.public_key.hex() == key
+    with pytest.raises(FollowRefused, match="not the pinned"):
+        open_follower_dir(tmp_path / "f", URL, "cd" * 32)
+
+
+# ------------------------------------------------------------------ sync
+
+
+def test_follower_catches_up_follows_and_resumes(producer: Producer, tmp_path: Path) -> None:
+    produce(producer.svc, producer.nd, 7)
+    f = open_follower(tmp_path / "f", producer)
+    try:
+        follower = Follower(f, batch=3, head_feed=False, poll_seconds=0.02,
+                            transport=producer.transport())
+        follow_until(follower, lambda: f.ledger.height == 7)
+        assert f.head_info() == producer.svc.head_info()
+        assert f.follow.state == "following" and f.follow.imported == 7
+        assert f.account(OTHER_KEY.public_key.address) == producer.svc.account(
+            OTHER_KEY.public_key.address)
+        assert f.block("3") == producer.svc.block("3")
+        # A transfer sent to the follower is relayed, made into a block, and imported.
+        tx = transfer(producer.nd, 7, amount=1234)
+        assert f.submit_transaction(tx) == tx_id(tx)
+        assert f.tx_status(tx_id(tx)).status == "pending"  # asked of the producer
+        assert producer.svc.produce_block() is not None
+        follow_until(follower, lambda: f.ledger.height == 8)
+        assert f.tx_status(tx_id(tx)).status == "included"
+        assert f.info().follow.producer_height == 8
+    finally:
+        f.close()
+    # Its own restart: the store resumes at 8, the loop continues from there.
+    produce(producer.svc, producer.nd, 1, first_nonce=8)
+    f = FollowerService(open_follower_dir(tmp_path / "f", URL)[0], URL,
+                        relay_client=producer.client)
+    try:
+        assert f.ledger.height == 8
+        follower = Follower(f, head_feed=False, poll_seconds=0.02,
+                            transport=producer.transport())
+        follow_until(follower, lambda: f.ledger.height == 9)
+        assert f.follow.imported == 1 and f.head_info() == producer.svc.head_info()
+    finally:
+        f.close()
+
+
+def resign_free_tamper(body: dict) -> dict:
+    """Change block 2's timestamp and re-hash it: well formed, but its signature no longer
+    matches (only the proposer's key could sign the new hash)."""
+    for rec in body["blocks"]:
+        if rec["height"] == 2:
+            block = decode_block(bytes.fromhex(rec["data"]))
+            header = block.header.model_copy(update={"timestamp": block.header.timestamp + 1})
+            forged = Block(header=header, transactions=block.transactions)
+            rec["data"] = encode_block(forged).hex()
+            rec["hash"] = block_hash(header)
+    return body
+
+
+def flip_a_byte(body: dict) -> dict:
+    """Flip one byte of block 2's data, keeping its announced hash."""
+    for rec in body["blocks"]:
+        if rec["height"] == 2:
+            data = bytearray(bytes.fromhex(rec["data"]))
+            data[len(data) // 2] ^= 0x01
+            rec["data"] = data.hex()
+    return body
+
+
+@pytest.mark.parametrize(("edit", "reason"), [(resign_free_tamper, "signature"),
+                                               (flip_a_byte, "block 2")])
+def test_follower_refuses_a_tampered_block(producer: Producer, tmp_path: Path,
+                                           edit: Callable[[dict], dict], reason: str) -> None:
+    produce(producer.svc, producer.nd, 4)
+    f = open_follower(tmp_path / "f", producer)
+    try:
+        follower = Follower(f, batch=1, head_feed=False, poll_seconds=0.02,
+                            transport=Rewrite(producer.transport(), edit))
+        follow_until(follower, lambda: f.follow.state == "refused")
+        # Block 1 was accepted and stays; block 2 was refused; nothing after it.
+        assert f.ledger.height == 1
+        assert f.follow.reason is not None and reason in f.follow.reason
+        info = f.info()
+        assert info.follow.state == "refused" and info.role == "follower"
+        with pytest.raises(ProducerUnavailable, match="refused its producer"):
+            f.submit_transaction(transfer(producer.nd, 4))
+    finally:
+        f.close()
+
+
+def test_a_bad_block_inside_a_range_keeps_the_blocks_before_it(producer: Producer,
+                                                               tmp_path: Path) -> None:
+    # One range of 4 blocks (Ledger.add_blocks): block 2 fails validation, so block 1 is
+    # stored (and survives a restart), blocks 2-4 are not.
+    produce(producer.svc, producer.nd, 4)
+    f = open_follower(tmp_path / "f", producer)
+    try:
+        follower = Follower(f, batch=50, head_feed=False, poll_seconds=0.02,
+                            transport=Rewrite(producer.transport(), resign_free_tamper))
+        follow_until(follower, lambda: f.follow.state == "refused")
+        assert f.ledger.height == 1 and f.follow.imported == 1
+        assert f.follow.reason is not None and "block 2" in f.follow.reason
+        head = f.ledger.head
+    finally:
+        f.close()
+    again = open_follower(tmp_path / "f", producer)
+    try:
+        assert again.ledger.head == head
+    finally:
+        again.close()
+
+
+def test_follower_refuses_a_conflicting_chain(producer: Producer, tmp_path: Path) -> None:
+    produce(producer.svc, producer.nd, 2)
+    # A second producer with the same genesis and key, forked at height 2.
+    producer.svc.close()
+    shutil.copytree(producer.nd.path, tmp_path / "fork")
+    producer.svc = NodeService(producer.nd.files)
+    producer.app = create_app(producer.svc, produce_blocks=False)
+    producer.client = TestClient(producer.app, base_url=URL)
+    files = producer.nd.files
+    fork = Producer(NodeDir(tmp_path / "fork", NodeFiles(tmp_path / "fork", files.genesis,
+                                                         files.key), producer.nd.funded))
+    try:
+        produce(producer.svc, producer.nd, 1, first_nonce=2)
+        fork.svc.submit_transaction(transfer(fork.nd, 2, amount=999))
+        assert fork.svc.produce_block() is not None
+        assert producer.svc.head_info().hash != fork.svc.head_info().hash
+        f = open_follower(tmp_path / "f", producer)
+        try:
+            follow_until(Follower(f, head_feed=False, poll_seconds=0.02,
+                                  transport=producer.transport()),
+                         lambda: f.ledger.height == 3)
+            accepted = f.head_info()
+            follower = Follower(f, head_feed=False, poll_seconds=0.02,
+                                transport=fork.transport())
+            follow_until(follower, lambda: f.follow.state == "refused")
+            assert "conflicting" in (f.follow.reason or "")
+            assert f.head_info() == accepted  # never rewritten
+        finally:
+            f.close()
+    finally:
+        fork.close()
+
+
+def test_follower_refuses_another_genesis(producer: Producer, tmp_path: Path) -> None:
+    other = Producer(make_node_dir(tmp_path / "other"))
+    try:
+        f = open_follower(tmp_path / "f", producer)
+        try:
+            follow_until(Follower(f, head_feed=False, poll_seconds=0.02,
+                                  transport=other.transport()),
+                         lambda: f.follow.state == "refused")
+            assert "genesis" in (f.follow.reason or "")
+        finally:
+            f.close()
+    finally:
+        other.close()
+
+
+# ------------------------------------------------------------------ relay
+
+
+def test_relay_passes_4xx_through_and_503_when_unreachable(producer: Producer,
+                                                           tmp_path: Path) -> None:
+    f = open_follower(tmp_path / "f", producer)
+    try:
+        with TestClient(create_app(f, produce_blocks=False)) as api:
+            bad = transfer(producer.nd, 5)  # nonce gap: the producer refuses it
+            direct = producer.client.post("/v1/transactions", json=bad.model_dump(mode="json"))
+            relayed = api.post("/v1/transactions", json=bad.model_dump(mode="json"))
+            assert relayed.status_code == direct.status_code == 400
+            assert relayed.json() == direct.json()
+            ok = transfer(producer.nd, 0)
+            assert api.post("/v1/transactions", json=ok.model_dump(mode="json")).status_code == 200
+            assert tx_id(ok) in producer.svc.mempool
+            batch = api.post("/v1/transactions/batch", json={"transactions": [
+                transfer(producer.nd, 1).model_dump(mode="json"), bad.model_dump(mode="json")]})
+            assert batch.status_code == 200
+            assert [r["status"] for r in batch.json()["results"]] == ["pending", "rejected"]
+            assert batch.json()["results"][1]["code"] == 400
+            assert api.get(f"/v1/accounts/{producer.nd.funded.public_key.address}/next-nonce"
+                           ).json()["nonce"] == 2
+            assert api.get("/v1/info").json()["role"] == "follower"
+    finally:
+        f.close()
+    files, _ = open_follower_dir(tmp_path / "f", URL)
+    down = FollowerService(files, "http://127.0.0.1:9")  # nothing listens on port 9
+    try:
+        with TestClient(create_app(down, produce_blocks=False)) as api:
+            resp = api.post("/v1/transactions", json=transfer(producer.nd, 0).model_dump(
+                mode="json"))
+            assert resp.status_code == 503
+            assert "cannot be reached" in resp.json()["detail"]
+            assert api.get("/v1/head").status_code == 200  # reads are served regardless
+    finally:
+        down.close()
+
+
+def test_relay_passes_a_429_with_retry_after(producer: Producer, tmp_path: Path) -> None:
+    """The producer's per-sender pool limit (429) reaches the client through the follower."""
+    per_sender = producer.svc.mempool.per_sender
+    for nonce in range(per_sender):
+        producer.svc.submit_transaction(transfer(producer.nd, nonce))
+    f = open_follower(tmp_path / "f", producer)
+    try:
+        with TestClient(create_app(f, produce_blocks=False)) as api:
+            resp = api.post("/v1/transactions",
+                            json=transfer(producer.nd, per_sender).model_dump(mode="json"))
+        assert resp.status_code == 429 and int(resp.headers["retry-after"]) >= 1
+        assert "pending" in resp.json()["detail"]
+        with pytest.raises(NodeRejected) as caught:
+            f.submit_transaction(transfer(producer.nd, per_sender))
+        assert caught.value.status == 429
+    finally:
+        f.close()
+
+
+def test_a_block_ahead_of_the_clock_is_waited_for_not_refused(producer: Producer,
+                                                              tmp_path: Path) -> None:
+    produce(producer.svc, producer.nd, 1)
+    producer.svc.submit_transaction(transfer(producer.nd, 1))
+    ahead = int(time.time() * 1000) + 120_000  # the producer's clock runs 2 minutes fast
+    assert producer.svc.produce_block(now_ms=ahead) is not None
+    f = open_follower(tmp_path / "f", producer)
+    try:
+        follower = Follower(f, head_feed=False, poll_seconds=0.02,
+                            transport=producer.transport())
+        follow_until(follower, lambda: "ahead" in (f.follow.reason or ""))
+        assert f.follow.state == "disconnected" and f.ledger.height == 1
+        assert f.relay.refused is None  # still relaying: a clock is no reason to refuse
+    finally:
+        f.close()
