@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -224,13 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             data_dir = root / f"node-{mode}"
             shutil.copytree(template, data_dir)
+            load = os.getloadavg()[0]
             res = one_mode(mode, root, per_sender, args, data_dir)
+            res["load_1min_before"] = round(load, 2)  # a shared box: note what else ran
             results.append(res)
             print(f"{mode:>6}: intake {res['intake_tx_s']:.0f} tx/s, included "
                   f"{res['included_tx_s']:.0f} tx/s ({res['seconds_to_all_included']} s to "
                   f"include all {res['transfers']}), {res['blocks']} blocks, node CPU "
                   f"{res['node_cpu_ms_per_tx']} ms/tx, retried {res['retried']}, "
-                  f"errors {len(res['errors'])}")
+                  f"errors {len(res['errors'])} (1-min load before: {load:.2f})")
     by = {r["mode"]: r for r in results}
     summary: dict[str, Any] = {"clients": args.clients, "batch": args.batch,
                                "block_time": args.block_time, "results": results}

@@ -20,6 +20,8 @@ so the tree, and its root, is a function of the key set alone (insertion order d
 matter) and its depth is about log2(keys), never more than 256. Nodes are immutable: an
 update copies only its path (O(depth) new nodes and hashes) and shares the rest, so a copy
 of a tree is free and an old root stays valid (the state's copy-on-apply relies on it).
+`update` applies many changes in one pass, building each changed node once (the state folds
+a block's writes with it).
 """
 
 from __future__ import annotations
