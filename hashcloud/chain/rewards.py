@@ -10,7 +10,7 @@ miners' work arrives. Views are JSON-ready dicts of integers (base units, work u
 
 from __future__ import annotations
 
-from hashcloud.chain.epoch import epoch_bounds, scheduled_subsidy
+from hashcloud.chain.epoch import epoch_bounds, is_epoch_start, scheduled_subsidy, split_pool
 from hashcloud.chain.genesis import Genesis
 from hashcloud.chain.state import State, get_epoch_record, get_worker, pending_work
 from hashcloud.errors import NotFound
@@ -29,7 +29,18 @@ def projected_pool(genesis: Genesis, state: State, height: int) -> int:
 def expected_payout(genesis: Genesis, state: State, height: int, work: int,
                     joins: bool = True) -> int:
     """Estimated gross payout of `work` in the open epoch: `floor(projected pool * work /
-    total)`, the total including `work` itself when it `joins` (is not yet on chain)."""
+    total)`, the total including `work` itself when it `joins` (is not yet on chain).
+
+    Work that joins after the open epoch's last block lands in the first block of the next
+    epoch (SPEC 6 v1.1: that block and its claims belong to the new epoch), so it is
+    estimated against the next pool: what the close carries over plus the next epoch's
+    subsidies, with `work` its only work so far."""
+    if joins and height >= 1 and is_epoch_start(height + 1, genesis.epoch_length):
+        _, carried = split_pool(state.totals.pool, {  # what the close will carry over
+            address: entry.work for address, entry in state.epoch_work.items()})
+        _, last = epoch_bounds(state.totals.epoch + 1, genesis.epoch_length)
+        return 0 if work == 0 else carried + scheduled_subsidy(
+            height + 1, last, genesis.subsidy0, genesis.halving_interval)
     total = state.totals.epoch_work + (work if joins else 0)
     return 0 if total == 0 else projected_pool(genesis, state, height) * work // total
 

@@ -83,6 +83,7 @@ from hashcloud.errors import (
     InvalidTransaction,
     InvalidTxSignature,
     NonceMismatch,
+    SupplyOverflow,
     TaskAlreadyRewarded,
 )
 from hashcloud.poc.audit import check_receipt
@@ -245,6 +246,18 @@ def _validate(state: State, tx: Transaction, genesis: Genesis) -> _Claim | None:
     raise InvalidTransaction(f"unknown transaction type {tx.tx_type!r}")  # pragma: no cover
 
 
+def _check_credits_fit(state: State, tx: Transaction, proposer: str) -> None:
+    """Refuse a TRANSFER whose credits would push a balance to 2**96 *before* anything is
+    debited, so a refused transaction leaves the state untouched (a half-applied transfer
+    would make the built block's root differ from its re-validation and stall production)."""
+    gains = {tx.to_address: tx.amount}
+    gains[proposer] = gains.get(proposer, 0) + tx.fee
+    gains[tx.from_address] = gains.get(tx.from_address, 0) - tx.amount - tx.fee
+    for address, gain in gains.items():
+        if gain > 0 and get_account(state, address).balance + gain >= MAX_AMOUNT:
+            raise SupplyOverflow(f"balance of {address} would exceed 2**96")
+
+
 def apply_transaction(state: State, tx: Transaction, genesis: Genesis, proposer: str) -> None:
     """Validate `tx`, then apply it to `state`, paying its fee to `proposer` (SPEC 6).
 
@@ -256,6 +269,7 @@ def apply_transaction(state: State, tx: Transaction, genesis: Genesis, proposer:
     """
     claim = _validate(state, tx, genesis)
     if claim is None:
+        _check_credits_fit(state, tx, proposer)
         debit(state, tx.from_address, tx.amount + tx.fee)
         credit(state, tx.to_address, tx.amount)  # type: ignore[arg-type]
         credit(state, proposer, tx.fee)

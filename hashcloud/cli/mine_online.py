@@ -109,7 +109,7 @@ def mine_online(st: CliState, engine: Engine, key: PrivateKey, *, duration: floa
             url, on_retry=on_retry, retries=2 if keep_going else 5, max_delay=backoff_max))
             for url in urls]
         backoff = Backoff(min(1.0, backoff_max), backoff_max)
-        address = key.public_key.address
+        address = payout_address or key.public_key.address  # where the coins go
         current = number = failures = down = 0
         last_error: HashCloudError | None = None
         try:  # Ctrl-C / SIGTERM at any point of the loop: stop after what is done
@@ -255,12 +255,14 @@ def _play_round(st: CliState, client: NodeClient, info: NodeInfo, engine: Engine
                                       "(paid at the epoch's end)")
             extra["expected payout"] = f"~{format_hc(row['reward'])} (estimate)"
         out.print(summary_table(outcome.work, engine, extra))
+    # The balance shown is the payout address's: with --payout the rig key holds nothing.
+    paid_to = payout_address or key.public_key.address
     try:
-        balance: int | None = client.account(key.public_key.address).balance
+        balance: int | None = client.account(paid_to).balance
     except NodeError:
         balance = None
     _emit(row, client=client, engine=engine, stats=stats, json_=json_, embedded=embedded,
-          address=key.public_key.address, balance=balance)
+          address=paid_to, balance=balance)
     return row, outcome.work.interrupted
 
 

@@ -96,6 +96,10 @@ class Mempool:
         self._pending = pending
         self._remember_drop(txid, reason)
         for k, why in dropped:
+            # Acknowledged earlier, but its sender's lower nonce never became durable: it
+            # cannot be included until that nonce is sent again. Say so loudly.
+            log.warning("dropping acknowledged transaction %s: it depended on %s, which "
+                        "could not be made durable (%s)", k, txid, why)
             self._remember_drop(k, why)
         return True
 

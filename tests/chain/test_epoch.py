@@ -222,6 +222,10 @@ def test_epoch_views_open_and_closed():
     worker = account_rewards(genesis, states[1], 1, WORKERS[0].public_key.address)
     assert (worker["lifetime_work"], worker["accepted_claims"]) == (30 * 64**3, 1)
     assert expected_payout(genesis, states[1], 1, 40 * 64**3) == 1500  # joins: half of 3000
+    # After block 3 (epoch 0's last), a claim lands in block 4, the first of epoch 1: it is
+    # estimated against epoch 1's pool (the remainder carried, 0 here, plus 3 x 1000), not
+    # against the closing pool it will not share (review finding).
+    assert expected_payout(genesis, states[3], 3, 40 * 64**3) == 3000
     closed = epoch_view(genesis, states[4], 4, 0)
     assert closed["status"] == "closed" and (closed["first_height"], closed["last_height"]) \
         == (1, 3)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashcloud.chain.genesis import genesis_block, genesis_state
+from hashcloud.chain.genesis import chain_domain, genesis_block, genesis_state
 from hashcloud.chain.state import (
     EpochWork,
     State,
@@ -489,3 +489,26 @@ def test_empty_accounts_are_not_stored_and_copy_is_independent():
     assert get_account(state, ADDRS[0]).balance == 5 and dict(copy.accounts) == {}
     with pytest.raises(InsufficientBalance):
         debit(state, ADDRS[0], 6)
+
+
+def test_a_transfer_that_would_overflow_the_recipient_leaves_the_state_untouched():
+    """Review finding: the sender was debited before the recipient's credit raised
+    SupplyOverflow, so a refused transfer half-applied (and a block built on that state never
+    re-validated: production stalled). The credits are now checked before any debit."""
+    from hashcloud.chain.state import state_root
+    from hashcloud.errors import SupplyOverflow
+    from hashcloud.types import MAX_AMOUNT
+    from tests.chain.test_tx import ALICE, BOB, transfer
+
+    genesis = make_genesis()
+    domain = chain_domain(genesis)
+    state = genesis_state(genesis)
+    # Epoch payouts (emission on top of the allocations) can bring one balance near 2**96.
+    credit(state, BOB.public_key.address,
+           MAX_AMOUNT - 10**6 - get_account(state, BOB.public_key.address).balance)
+    before = state_root(state)
+    tx = transfer(ALICE, BOB, amount=10**7, domain=domain)
+    with pytest.raises(SupplyOverflow):
+        apply_transaction(state, tx, genesis, AUTHORITY.public_key.address)
+    assert state_root(state) == before
+    assert get_account(state, ALICE.public_key.address).balance == 10**12

@@ -73,8 +73,10 @@ def test_two_miners_are_paid_pro_rata_to_audited_work(tmp_path: Path) -> None:
             assert receipt.payout_address == payout and proof["payout_address"] == payout
             work[payout] = receipt.loops * receipt.n**3  # the audited work
             assert row["work"] == work[payout]
-            # The rig's key holds nothing: the work is credited to the payout address.
-            mined_by = api(node.url, f"/v1/accounts/{row['address']}")
+            # The rig's key holds nothing: the work is credited to the payout address, whose
+            # balance the round reports.
+            assert row["address"] == payout != receipt.worker_address
+            mined_by = api(node.url, f"/v1/accounts/{receipt.worker_address}")
             assert mined_by["balance"] == 0 and mined_by["pending_work"] == 0
         verified = json_of(run_cli(admin, "verify", rounds[1]["proof_path"], "--json"))
         assert verified["valid"] is True  # the payout is part of the signed commit

@@ -347,3 +347,23 @@ def test_eviction_does_not_drop_the_transaction_that_funds_the_newcomer() -> Non
             f"the newcomer was refused ({exc}) after its funding transaction was evicted")
     else:
         assert tx_id(funding) in pool, "the newcomer was pooled without its funding"
+
+
+def test_withdrawing_a_transaction_drops_its_dependents_with_a_warning(caplog) -> None:
+    """A transaction whose journal write failed is withdrawn; later nonces of its sender that
+    were already acknowledged can no longer be included: they are dropped, each named at
+    WARNING (review finding: it was silent), and the rest of the pool is untouched."""
+    import logging
+
+    pool = new_pool()
+    alice = [pay(ALICE, i) for i in range(3)]
+    bob = pay(BOB, 0)
+    for tx in [*alice, bob]:
+        pool.add(tx)
+    with caplog.at_level(logging.WARNING, logger="hashcloud.node.mempool"):
+        assert pool.withdraw(tx_id(alice[1]), "journal write failed")
+    assert ids(pool.candidates()) == ids([alice[0], bob])
+    assert pool.pending_nonce(ALICE.public_key.address) == 1
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert tx_id(alice[2]) in warned and tx_id(alice[1]) in warned
+    assert not pool.withdraw(tx_id(alice[1]), "again")  # no longer pending
