@@ -95,7 +95,8 @@ class ChainSource:
 
     def history(self, address: str, limit: int) -> list[dict]:
         """Up to `limit` transactions from or to `address`, newest first, however many
-        bounded pages that takes (SPEC 7 v1.1 `history`)."""
+        bounded pages that takes (SPEC 7 v1.1 `history`). A node whose `next_before` does not
+        move back is a NodeError (it would be asked for the same page forever)."""
         found: list[dict] = []
         before: int | None = None
         while len(found) < limit:
@@ -107,9 +108,13 @@ class ChainSource:
             else:  # genesis only: no transaction yet
                 return []
             found.extend(page["transactions"])
-            before = page.get("next_before")
-            if before is None:
+            after = page.get("next_before")
+            if after is None:
                 break
+            if before is not None and after >= before:  # would ask for the same page again
+                raise NodeError(f"the history of {address} from {self.description} does not "
+                                f"move back: page before {before} continues at {after}")
+            before = after
         return found[:limit]
 
 

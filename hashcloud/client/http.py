@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hashcloud.api.detail import error_detail
 from hashcloud.api.models import (
     AccountInfo,
     BlockJson,
@@ -32,7 +33,7 @@ from hashcloud.api.models import (
 )
 from hashcloud.chain.tx import Transaction, tx_to_json
 from hashcloud.errors import InvalidOption, NodeError, NodeRejected
-from hashcloud.types import describe_validation_error
+from hashcloud.types import Amount, Hex32, describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,6 +43,38 @@ RetryFn = Callable[[str, int, float], None]
 
 MAX_RETRY_DELAY = 30.0
 """Longest wait between two attempts of one request (seconds)."""
+
+
+# The history answer's models live here, not in api/models.py, only because that module was
+# being edited by another change when they were written; they belong beside the other wire
+# models and can move there unchanged.
+class HistoryItem(BaseModel):
+    """One transaction of `GET /v1/accounts/{address}/history` (SPEC 7 v1.1 `history`):
+    what a wallet shows; amounts in base units. Extra keys (a newer node's) are kept."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="allow")
+
+    tx_id: Hex32
+    height: int = Field(ge=1)
+    index: int = Field(ge=0)
+    timestamp: int = Field(ge=0)
+    tx_type: str
+    from_address: str
+    to_address: str | None
+    amount: Amount
+    fee: Amount
+    nonce: int = Field(ge=0)
+
+
+class HistoryPage(BaseModel):
+    """One page of history, newest first; `next_before` is the `before` of the next page,
+    None once the walk reached genesis. Extra keys (a newer node's) are kept."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="allow")
+
+    address: str
+    transactions: list[HistoryItem]
+    next_before: int | None = Field(ge=1)
 
 
 class Backoff:
@@ -129,7 +162,7 @@ class NodeClient:
                         return resp.json()
                     except ValueError:
                         raise NodeError(f"node sent a non-JSON answer to {path}") from None
-                detail = _detail(resp)
+                detail = error_detail(resp.text, resp.reason_phrase)
                 if resp.status_code == 429 or resp.status_code >= 500:
                     reason = f"node busy ({resp.status_code}): {detail}"
                     delay = _retry_after(resp)
@@ -145,11 +178,13 @@ class NodeClient:
                 self.on_retry(reason, attempt, wait)
             time.sleep(wait)
 
-    def _get(self, model: type[M], method: str, path: str, json: Any = None) -> M:
-        """Request and validate the answer as `model`; a wrong shape is a NodeError."""
+    def _get(self, model: type[M], method: str, path: str, json: Any = None, *,
+             strict: bool | None = False) -> M:
+        """Request and validate the answer as `model` (lax unless `strict` is None: then as
+        the model's own config says); a wrong shape is a NodeError."""
         data = self._request(method, path, json)
         try:
-            return model.model_validate(data, strict=False)
+            return model.model_validate(data, strict=strict)
         except ValidationError as exc:
             raise NodeError(f"{self.base_url} sent an unexpected answer to {path}: "
                             f"{describe_validation_error(exc)}") from None
@@ -189,12 +224,12 @@ class NodeClient:
         return self._get(NextNonce, "GET", f"/v1/accounts/{address}/next-nonce").nonce
 
     def history(self, address: str, before: int | None = None, limit: int = 50) -> dict:
-        """`GET /v1/accounts/{address}/history`: one page, newest first (SPEC 7 v1.1)."""
+        """`GET /v1/accounts/{address}/history`: one page, newest first (SPEC 7 v1.1), as
+        JSON checked against `HistoryPage` (a wrong shape is a NodeError)."""
         params = f"?limit={limit}" + (f"&before={before}" if before is not None else "")
-        data = self._request("GET", f"/v1/accounts/{address}/history{params}")
-        if not (isinstance(data, dict) and isinstance(data.get("transactions"), list)):
-            raise NodeError(f"{self.base_url} sent an unexpected answer to the history query")
-        return data
+        page = self._get(HistoryPage, "GET", f"/v1/accounts/{address}/history{params}",
+                         strict=None)
+        return page.model_dump(mode="json")
 
     def block(self, ref: str) -> dict:
         """`GET /v1/blocks/{ref}` (SPEC 7 inspect-block JSON), shape-checked."""
@@ -213,16 +248,6 @@ class NodeClient:
             if time.monotonic() > deadline:
                 raise NodeError(f"transaction {txid} not included after {timeout:.0f} s")
             time.sleep(poll)
-
-
-def _detail(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text[:200] or resp.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        return body["detail"]
-    return str(body)[:200]
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

@@ -24,10 +24,12 @@ Sync (`Follower.run`, an asyncio task of the node's app):
 `FollowerService` is a `NodeService` whose writes go to the producer (`Relay`, httpx with
 timeouts): transactions (single and batch), next-nonce and pending transaction status, and
 the PoC requests (challenge, commit, reveal). The producer's 4xx answer is passed through
-unchanged (`NodeRejected`: same status and detail); an unreachable producer, a 5xx, or a
-refused producer is a 503 (`ProducerUnavailable`) naming the reason. The client's address
-goes along as `X-Forwarded-For` (the producer believes it only from a proxy its operator
-trusts, `node start --trusted-proxy`).
+unchanged (`NodeRejected`: same status and detail); an unreachable producer, a 5xx, a
+refused producer, or an answer whose shape this node does not understand is a 503
+(`ProducerUnavailable`) naming the reason. Answers are read by one rule (`parse_relayed`):
+unknown top-level keys are dropped (a newer producer may add fields), nested protocol records
+stay strict. The client's address goes along as `X-Forwarded-For` (the producer believes it
+only from a proxy its operator trusts, `node start --trusted-proxy`).
 
 A follower whose node key is one of the genesis `validators` is a PoC validator itself
 (SPEC 3, 6): it issues challenges bound to its own head, audits reveals and signs receipts
@@ -45,12 +47,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client import Counter
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from hashcloud.api.detail import error_detail
 from hashcloud.api.models import (
     BlockRange,
     ChallengeRequest,
@@ -59,6 +62,7 @@ from hashcloud.api.models import (
     CommitResponse,
     FollowInfo,
     HeadInfo,
+    NextNonce,
     NodeInfo,
     RevealRequest,
     RevealResponse,
@@ -93,11 +97,12 @@ from hashcloud.node.config import (
 from hashcloud.node.intake import prevalidate
 from hashcloud.node.service import NodeService
 from hashcloud.node.sync import DEFAULT_RANGE_BLOCKS, decode_range
-from hashcloud.types import describe_validation_error
+from hashcloud.types import AddressStr, PublicKeyBytes, describe_validation_error
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Follower", "FollowerService", "Relay", "fetch_genesis", "open_follower_dir"]
+__all__ = ["Follower", "FollowerService", "Relay", "fetch_genesis", "open_follower_dir",
+           "parse_relayed"]
 
 BACKOFF_MIN = 0.25
 """First retry delay (s) after the producer could not be reached."""
@@ -114,6 +119,8 @@ SYNC_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 
 HeadSink = Callable[[dict], None]
 """Told `{height, hash, timestamp}` after each imported range (the node's own head feed)."""
+
+M = TypeVar("M", bound=BaseModel)
 
 
 # ------------------------------------------------------------------ set-up
@@ -158,7 +165,10 @@ def fetch_genesis(url: str, expected_hash: str | None = None, *,
         raise FollowRefused(f"the producer's genesis is invalid: "
                             f"{describe_validation_error(exc)}") from None
     digest = genesis_hash(genesis)
-    announced = _get_json(url, "/v1/info", timeout, client).get("genesis_hash")
+    info = _get_json(url, "/v1/info", timeout, client)
+    if not isinstance(info, dict):
+        raise FollowRefused("the producer's /v1/info is not a JSON object")
+    announced = info.get("genesis_hash")
     if announced != digest:
         raise FollowRefused(f"the producer's genesis hashes to {digest}, but it announces "
                             f"{announced}")
@@ -200,15 +210,32 @@ def open_follower_dir(data_dir: Path, url: str, expected_hash: str | None = None
 # ------------------------------------------------------------------ relay
 
 
-def _detail(resp: httpx.Response) -> str:
-    """The `detail` of an error answer (or the start of its text)."""
+def parse_relayed(model: type[M], raw: Any, what: str) -> M:
+    """The producer's answer `raw` (to `what`, e.g. `GET /v1/head`) as `model`; a shape this
+    node does not understand is ProducerUnavailable (a 503 saying so, never a 500).
+
+    Lenient at the top level only: keys `model` does not know are dropped, so a newer
+    producer adding a field to an answer is still relayed (without it). Nested records stay
+    strict: they are protocol records (a challenge, an audit plan) that the miner checks
+    against signatures, which a changed record must fail visibly, not be trimmed to pass."""
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if k in model.model_fields}
     try:
-        body = resp.json()
-    except ValueError:
-        return resp.text[:200] or resp.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        return body["detail"]
-    return str(body)[:200]
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        why = describe_validation_error(exc)
+    except (TypeError, KeyError, ValueError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+    raise ProducerUnavailable(f"the producer's answer was not understood ({what}): "
+                              f"{why}"[:500])
+
+
+class _ProducerIdentity(BaseModel):
+    """The part of the producer's `/v1/info` a non-validating follower shows as its own
+    `node_public_key` / `node_address` (the key that signs the challenges it relays)."""
+
+    node_public_key: PublicKeyBytes
+    node_address: AddressStr
 
 
 class Relay:
@@ -238,9 +265,9 @@ class Relay:
                                       f"({type(exc).__name__}); retry later") from None
         if resp.status_code >= 500:
             raise ProducerUnavailable(f"the producer {self.url} answered {resp.status_code}: "
-                                      f"{_detail(resp)}")
+                                      f"{error_detail(resp.text, resp.reason_phrase)}")
         if resp.status_code >= 400:
-            exc = NodeRejected(resp.status_code, _detail(resp))
+            exc = NodeRejected(resp.status_code, error_detail(resp.text, resp.reason_phrase))
             with contextlib.suppress(TypeError, ValueError):
                 exc.retry_after = float(resp.headers.get("retry-after"))  # type: ignore[attr-defined]
             raise exc
@@ -249,6 +276,13 @@ class Relay:
         except ValueError:
             raise ProducerUnavailable(f"the producer {self.url} sent a non-JSON answer to "
                                       f"{path}") from None
+
+    def call_model(self, model: type[M], method: str, path: str, body: Any = None, *,
+                   client_ip: str | None = None, timeout: httpx.Timeout | None = None) -> M:
+        """`call`, its answer parsed as `model` (`parse_relayed`: a shape not understood is
+        ProducerUnavailable)."""
+        raw = self.call(method, path, body, client_ip=client_ip, timeout=timeout)
+        return parse_relayed(model, raw, f"{method} {path}")
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -305,7 +339,7 @@ class FollowerService(NodeService):
         update: dict[str, Any] = {"role": "follower", "validator": self.is_validator,
                                   "follow": self.follow.info()}
         if not self.is_validator:
-            with contextlib.suppress(ProducerUnavailable, NodeRejected, KeyError, ValueError):
+            with contextlib.suppress(ProducerUnavailable, NodeRejected):
                 update.update(self._producer_identity())  # unknown while it is down
         return base.model_copy(update=update)
 
@@ -316,10 +350,12 @@ class FollowerService(NodeService):
         assert self.producer_key is not None
         return self.producer_key
 
-    def learn_producer(self, info: dict[str, Any]) -> None:
-        """Keep the producer's node key and address from its `/v1/info` answer."""
-        self.producer_key = {"node_public_key": bytes.fromhex(info["node_public_key"]),
-                             "node_address": str(info["node_address"])}
+    def learn_producer(self, info: Any) -> None:
+        """Keep the producer's node key and address from its `/v1/info` answer
+        (ProducerUnavailable when they are not there or malformed)."""
+        ident = parse_relayed(_ProducerIdentity, info, "GET /v1/info")
+        self.producer_key = {"node_public_key": ident.node_public_key,
+                             "node_address": ident.node_address}
 
     def tx_status(self, txid: str) -> TxStatus:
         """Included here, else what the producer knows (pending, dropped, unknown)."""
@@ -327,7 +363,7 @@ class FollowerService(NodeService):
         if where is not None:
             return super().tx_status(txid)
         try:
-            return TxStatus.model_validate(self.relay.call("GET", f"/v1/transactions/{txid}"))
+            return self.relay.call_model(TxStatus, "GET", f"/v1/transactions/{txid}")
         except NodeRejected as exc:
             if exc.status == 404:
                 raise NotFound(f"unknown transaction {txid}") from None
@@ -335,8 +371,8 @@ class FollowerService(NodeService):
 
     def pending_nonce(self, address: str) -> int:
         """The producer's next nonce (it holds the pending transactions)."""
-        answer = self.relay.call("GET", f"/v1/accounts/{address}/next-nonce")
-        return int(answer["nonce"])
+        return self.relay.call_model(NextNonce, "GET",
+                                     f"/v1/accounts/{address}/next-nonce").nonce
 
     # ------------------------------------------------------------------ writes (relayed)
 
@@ -349,8 +385,8 @@ class FollowerService(NodeService):
     def submit_batch(self, bodies: list[dict[str, Any]],
                      status_of: Callable[[HashCloudError], int]) -> TxBatchResponse:
         """Relay a batch; the producer's per-transaction results."""
-        answer = self.relay.call("POST", "/v1/transactions/batch", {"transactions": bodies})
-        return TxBatchResponse.model_validate(answer)
+        return self.relay.call_model(TxBatchResponse, "POST", "/v1/transactions/batch",
+                                     {"transactions": bodies})
 
     def produce_block(self, now_ms: int | None = None) -> Block | None:
         """A follower never makes blocks."""
@@ -360,24 +396,26 @@ class FollowerService(NodeService):
         """Issue locally when this node is a PoC validator, else relay (SPEC 3)."""
         if self.is_validator:
             return super().issue_challenge(req, client_ip)
-        return ChallengeResponse.model_validate(self.relay.call(
-            "POST", "/v1/challenges", req.model_dump(mode="json"), client_ip=client_ip))
+        return self.relay.call_model(ChallengeResponse, "POST", "/v1/challenges",
+                                     req.model_dump(mode="json"), client_ip=client_ip)
 
     def commit(self, challenge_id: str, req: CommitRequest) -> CommitResponse:
         """Commit locally when this node is a PoC validator, else relay (SPEC 3)."""
         if self.is_validator:
             return super().commit(challenge_id, req)
-        return CommitResponse.model_validate(self.relay.call(
-            "POST", f"/v1/challenges/{challenge_id}/commit", req.model_dump(mode="json")))
+        return self.relay.call_model(CommitResponse, "POST",
+                                     f"/v1/challenges/{challenge_id}/commit",
+                                     req.model_dump(mode="json"))
 
     def reveal(self, challenge_id: str, req: RevealRequest,
                client_ip: str | None = None) -> RevealResponse:
         """Audit locally when this node is a PoC validator, else relay (SPEC 3 v1.1)."""
         if self.is_validator:
             return super().reveal(challenge_id, req, client_ip)
-        return RevealResponse.model_validate(self.relay.call(
-            "POST", f"/v1/challenges/{challenge_id}/reveal", req.model_dump(mode="json"),
-            client_ip=client_ip, timeout=REVEAL_TIMEOUT))
+        return self.relay.call_model(RevealResponse, "POST",
+                                     f"/v1/challenges/{challenge_id}/reveal",
+                                     req.model_dump(mode="json"), client_ip=client_ip,
+                                     timeout=REVEAL_TIMEOUT)
 
     # ------------------------------------------------------------------ import
 
@@ -504,7 +542,7 @@ class Follower:
             if info.get("genesis_hash") != self.service.genesis_hash:
                 raise FollowRefused(f"the producer runs genesis {info.get('genesis_hash')}, "
                                     f"this node {self.service.genesis_hash}")
-            with contextlib.suppress(KeyError, ValueError, TypeError):
+            with contextlib.suppress(ProducerUnavailable):  # shown as unknown in /v1/info
                 self.service.learn_producer(info)
             self.checked_genesis = True
         head = self._head(await self._get(http, "/v1/head"))
@@ -528,7 +566,7 @@ class Follower:
             raise NodeError(f"{path} answered {resp.status_code}")
         if resp.status_code >= 400:
             raise FollowRefused(f"the producer refused {path} ({resp.status_code}: "
-                                f"{_detail(resp)})")
+                                f"{error_detail(resp.text, resp.reason_phrase)})")
         try:
             return resp.json()
         except ValueError:

@@ -10,6 +10,7 @@ import pytest
 from hashcloud.chain.tx import MIN_GAS_PRICE, TRANSFER_GAS
 from hashcloud.crypto.keys import PrivateKey
 from tests.cli.conftest import FUNDED_AMOUNT, FUNDED_KEY, NodeProc, run_cli
+from tests.fake_http import FakeNode
 
 FEE = TRANSFER_GAS * MIN_GAS_PRICE
 OTHER = PrivateKey(0x5EED_0001).public_key.address
@@ -148,3 +149,56 @@ def test_send_without_node_uses_the_local_chain_and_says_so(tmp_path):
     assert f"chain: data dir {home / 'node'} (height 1)" in b.stderr
     h = run_cli(home, "history")
     assert "1 transaction, newest first" in h.stdout and "-2.5 HC" in h.stdout
+
+
+HISTORY_PATH = f"/v1/accounts/{OTHER}/history"
+ITEM = {"tx_id": "ab" * 32, "height": 4, "index": 0, "timestamp": 1_700_000_000_000,
+        "tx_type": "TRANSFER", "from_address": FUNDED_KEY.public_key.address,
+        "to_address": OTHER, "amount": 5, "fee": FEE, "nonce": 0}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("pages", "reason"), [
+    # A node repeating its `next_before` (or going up) would be asked forever.
+    ([{"address": OTHER, "transactions": [], "next_before": 5}] * 3, "does not move back"),
+    ([{"address": OTHER, "transactions": [], "next_before": 5},
+      {"address": OTHER, "transactions": [], "next_before": 9}], "does not move back"),
+    # Items that are not history entries would crash the table.
+    ([{"address": OTHER, "transactions": [{"tx_id": "ab" * 32}], "next_before": None}],
+     "unexpected answer"),
+    ([{"address": OTHER, "transactions": [[1]], "next_before": None}], "unexpected answer"),
+    ([{"address": OTHER, "transactions": [{**ITEM, "amount": "5"}], "next_before": None}],
+     "unexpected answer"),
+    ([{"address": OTHER, "transactions": [], "next_before": "x"}], "unexpected answer"),
+], ids=["repeats", "goes-up", "no-height", "not-an-object", "amount-string", "bad-cursor"])
+def test_history_refuses_a_node_whose_pages_do_not_make_sense(pages: list, reason: str,
+                                                              tmp_path) -> None:
+    """`history --node` against a fake node: a clear error and exit 1, never a traceback or a
+    query loop that does not end."""
+    answers = iter(pages)
+
+    def page(path: str) -> tuple[int, object]:
+        return 200, next(answers, pages[-1])
+
+    with FakeNode({HISTORY_PATH: page}) as fake:
+        for extra in ((), ("--json",)):
+            answers = iter(pages)
+            r = run_cli(tmp_path / "home", "history", OTHER, "--node", fake.url, *extra,
+                        timeout=30)
+            assert r.returncode == 1, r.stderr
+            assert reason in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(fake.requests) <= 2 * len(pages)
+
+
+@pytest.mark.timeout(60)
+def test_history_reads_a_newer_nodes_pages(tmp_path) -> None:
+    """Extra keys (a newer node's) are kept; pages continue while `next_before` goes down."""
+    pages = iter([
+        {"address": OTHER, "transactions": [{**ITEM, "memo": "hi"}], "next_before": 4},
+        {"address": OTHER, "transactions": [{**ITEM, "height": 2, "tx_id": "cd" * 32}],
+         "next_before": None, "scanned": 3}])
+    with FakeNode({HISTORY_PATH: lambda path: (200, next(pages))}) as fake:
+        r = run_cli(tmp_path / "home", "history", OTHER, "--node", fake.url, "--json")
+        got = cli_json(r)["transactions"]
+        assert [t["height"] for t in got] == [4, 2] and got[0]["memo"] == "hi"
+        assert fake.requests[1].endswith("before=4")

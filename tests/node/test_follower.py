@@ -21,8 +21,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from hashcloud.api.models import RevealRequest
 from hashcloud.chain.block import Block, block_hash, decode_block, encode_block
-from hashcloud.chain.genesis import genesis_hash
+from hashcloud.chain.genesis import genesis_hash, genesis_to_json
 from hashcloud.chain.tx import tx_id
 from hashcloud.errors import FollowRefused, InvalidBlock, NodeRejected, ProducerUnavailable
 from hashcloud.node import sync
@@ -36,7 +37,18 @@ from hashcloud.node.follower import (
 )
 from hashcloud.node.service import NodeService
 from hashcloud.node.sync import block_range, decode_range
-from tests.node.conftest import OTHER_KEY, NodeDir, make_node_dir, transfer
+from tests.fake_http import FakeNode
+from tests.node.conftest import (
+    OTHER_KEY,
+    WORKER_KEY,
+    FakeClock,
+    NodeDir,
+    challenge_request,
+    commit_request,
+    make_node_dir,
+    run_cli,
+    transfer,
+)
 
 URL = "http://producer.test"
 
@@ -403,3 +415,107 @@ def test_a_block_ahead_of_the_clock_is_waited_for_not_refused(producer: Producer
         assert f.relay.refused is None  # still relaying: a clock is no reason to refuse
     finally:
         f.close()
+
+
+# ------------------------------------------------------------------ odd producer answers
+
+ODD_ANSWERS = [{"status": "weird"}, [1], "a string", None, {"nonce": "x"}, {"nonce": None}]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("odd", ODD_ANSWERS, ids=repr)
+def test_a_producer_answer_of_the_wrong_shape_is_a_503_not_a_500(
+        producer: Producer, tmp_path: Path, odd: object) -> None:
+    """Every relayed answer is parsed under one rule: a shape the follower does not
+    understand is ProducerUnavailable (503, saying so), never a crash of the route."""
+    txid = "ab" * 32
+    address = producer.nd.funded.public_key.address
+    routes = {path: (200, odd) for path in (
+        f"/v1/transactions/{txid}", f"/v1/accounts/{address}/next-nonce",
+        "/v1/transactions/batch", "/v1/challenges", "/v1/challenges/c1/commit",
+        "/v1/challenges/c1/reveal", "/v1/info")}
+    files, _ = open_follower_dir(tmp_path / "f", URL, fetch=lambda url, pin: fetch_genesis(
+        url, pin, client=producer.client))
+    with FakeNode(routes) as fake:
+        f = FollowerService(files, fake.url)
+        try:
+            with TestClient(create_app(f, produce_blocks=False),
+                            raise_server_exceptions=False) as api:
+                for resp in (api.get(f"/v1/transactions/{txid}"),
+                             api.get(f"/v1/accounts/{address}/next-nonce"),
+                             api.post("/v1/transactions/batch", json={"transactions": [
+                                 transfer(producer.nd, 0).model_dump(mode="json")]})):
+                    assert resp.status_code == 503, resp.text
+                    assert "answer was not understood" in resp.json()["detail"]
+                info = api.get("/v1/info")  # served regardless, without the producer's key
+                assert info.status_code == 200 and info.json()["role"] == "follower"
+            clock = FakeClock()
+            calls = (
+                lambda: f.issue_challenge(challenge_request(WORKER_KEY, clock), "192.0.2.1"),
+                lambda: f.commit("c1", commit_request(WORKER_KEY, "c1", "ab" * 32, loops=3,
+                                                      merkle_root=b"\1" * 32)),
+                lambda: f.reveal("c1", RevealRequest.model_construct(samples=[],
+                                                                     signature=b"\0" * 64)))
+            for call in calls:
+                with pytest.raises(ProducerUnavailable, match="answer was not understood"):
+                    call()
+        finally:
+            f.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_newer_producer_adding_a_field_is_still_relayed(producer: Producer,
+                                                          tmp_path: Path) -> None:
+    """An unknown top-level key of a relayed answer is dropped (a newer producer's addition);
+    an unknown key inside a nested record is still not understood (module doc)."""
+    txid = "cd" * 32
+    address = producer.nd.funded.public_key.address
+    routes = {
+        f"/v1/transactions/{txid}": (200, {"tx_id": txid, "status": "pending",
+                                           "queued_behind": 3}),
+        f"/v1/accounts/{address}/next-nonce": (200, {"address": address, "nonce": 4,
+                                                     "pending": 2}),
+        "/v1/transactions/batch": (200, {"results": [{"status": "pending", "tx_id": txid,
+                                                      "lane": 1}], "accepted": 1}),
+    }
+    files, _ = open_follower_dir(tmp_path / "f", URL, fetch=lambda url, pin: fetch_genesis(
+        url, pin, client=producer.client))
+    with FakeNode(routes) as fake:
+        f = FollowerService(files, fake.url)
+        try:
+            with TestClient(create_app(f, produce_blocks=False)) as api:
+                assert api.get(f"/v1/transactions/{txid}").json() == {
+                    "tx_id": txid, "status": "pending", "height": None, "index": None,
+                    "block_hash": None}
+                assert api.get(f"/v1/accounts/{address}/next-nonce").json()["nonce"] == 4
+                batch = api.post("/v1/transactions/batch", json={"transactions": [
+                    transfer(producer.nd, 0).model_dump(mode="json")]})
+                assert batch.status_code == 503
+                assert "answer was not understood" in batch.json()["detail"]
+        finally:
+            f.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("genesis", "info", "reason"), [
+    ("real", [1], "/v1/info is not a JSON object"),
+    ("real", "a string", "/v1/info is not a JSON object"),
+    ([1], "real", "genesis is invalid"),
+    ("a string", "real", "genesis is invalid"),
+], ids=["info-list", "info-string", "genesis-list", "genesis-string"])
+def test_node_start_follow_refuses_an_odd_first_contact(tmp_path: Path, genesis: object,
+                                                        info: object, reason: str) -> None:
+    """`node start --follow` against a producer whose genesis or info is not an object: a
+    clear refusal (exit 1), no traceback, and no data dir made."""
+    nd = make_node_dir(tmp_path / "producer")
+    real_genesis = genesis_to_json(nd.files.genesis)
+    real_info = {"genesis_hash": genesis_hash(nd.files.genesis)}
+    routes = {"/v1/genesis": (200, real_genesis if genesis == "real" else genesis),
+              "/v1/info": (200, real_info if info == "real" else info)}
+    data_dir = tmp_path / "follower"
+    with FakeNode(routes) as fake:
+        r = run_cli(tmp_path / "home", "node", "start", "--follow", fake.url, "--data-dir",
+                    str(data_dir), "--port", "0", timeout=45)
+    assert r.returncode == 1, r.stderr
+    assert reason in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (data_dir / "genesis.json").exists()
