@@ -172,6 +172,27 @@ def _build_levels(leaves: Sequence[bytes], workers: int | None) -> list[bytes]:
     return _subtree_levels(leaves)
 
 
+def _siblings(levels: Sequence[bytes], index: int) -> list[bytes]:
+    """The RFC 6962 audit path of node `index` through `levels` (flat 32-byte hashes, lowest
+    first): at each level the sibling of node `j` is `j ^ 1`; a node with no sibling is the
+    odd last node, carried up unchanged, and contributes nothing (SPEC 2)."""
+    path = []
+    for level in levels:
+        sibling = (index ^ 1) * HASH_SIZE
+        if sibling < len(level):
+            path.append(level[sibling : sibling + HASH_SIZE])
+        index >>= 1
+    return path
+
+
+def _check_leaf_index(index: object, size: int) -> None:
+    """Reject a leaf index that is not an integer in `[0, size)`."""
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise MerkleError("leaf index must be an integer")
+    if not 0 <= index < size:
+        raise MerkleError(f"leaf index {index} out of range for tree size {size}")
+
+
 class MerkleTree:
     """An HC-MERKLE-v1 tree over a fixed list of leaves, built once (SPEC 2).
 
@@ -217,21 +238,12 @@ class MerkleTree:
         At each level the sibling of node `j` is `j ^ 1`; a node with no sibling is the odd
         last node, carried up unchanged, and contributes nothing to the path.
         """
-        self._check_index(index)
-        path = []
-        for level in self._levels[:-1]:
-            sibling = (index ^ 1) * HASH_SIZE
-            if sibling < len(level):
-                path.append(level[sibling : sibling + HASH_SIZE])
-            index >>= 1
-        return path
+        _check_leaf_index(index, self._size)
+        return _siblings(self._levels[:-1], index)
 
     def _check_index(self, index: int) -> None:
         """Reject an index outside `[0, size)`."""
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise MerkleError("leaf index must be an integer")
-        if not 0 <= index < self._size:
-            raise MerkleError(f"leaf index {index} out of range for tree size {self._size}")
+        _check_leaf_index(index, self._size)
 
     def __repr__(self) -> str:
         """Size and root, for debugging."""
@@ -399,27 +411,11 @@ class CompactMerkleTree:
         w = HASH_SIZE
         flat = self._leaves.raw(lo, hi)
         low = _subtree_levels([flat[i : i + w] for i in range(0, len(flat), w)])
-        path = []
-        j = index - lo
-        for level in low[:-1]:
-            sibling = (j ^ 1) * w
-            if sibling < len(level):
-                path.append(level[sibling : sibling + w])
-            j >>= 1
-        j = index >> c
-        for level in self._upper[:-1]:
-            sibling = (j ^ 1) * w
-            if sibling < len(level):
-                path.append(level[sibling : sibling + w])
-            j >>= 1
-        return path
+        return _siblings(low[:-1], index - lo) + _siblings(self._upper[:-1], index >> c)
 
     def _check_index(self, index: int) -> None:
         """Reject an index outside `[0, size)`."""
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise MerkleError("leaf index must be an integer")
-        if not 0 <= index < self._size:
-            raise MerkleError(f"leaf index {index} out of range for tree size {self._size}")
+        _check_leaf_index(index, self._size)
 
     def stored_bytes(self) -> int:
         """Bytes of leaves plus stored tree levels (what a round keeps per loop * L)."""
