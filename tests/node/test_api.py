@@ -9,6 +9,7 @@ a 500 (the TestClient returns server errors instead of raising them, so a 500 is
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import json
@@ -23,6 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.responses import JSONResponse, Response
 
 from hashcloud.chain.genesis import genesis_hash
 from hashcloud.chain.tx import (
@@ -43,6 +45,7 @@ from hashcloud.node.app import (
     MAX_BODY,
     REVEAL_SLACK,
     THREAD_MARGIN,
+    SubmitFastPath,
     reveal_body_limit,
     worker_threads,
 )
@@ -546,6 +549,98 @@ def test_malformed_transaction_bodies_are_422_like_other_routes(api: TestClient,
     assert_refused(resp, 422)
 
 
+ROUTE_JSON = {"content-type": "application/json; charset=utf-8"}
+"""A content type `SubmitFastPath` leaves to the FastAPI route (`json=` sends the plain one)."""
+
+
+def test_fast_path_answers_as_the_route_does(api: TestClient, node_dir: NodeDir) -> None:
+    """Each outcome of a submission, once by `SubmitFastPath` (plain application/json) and
+    once by the FastAPI route: the same status, headers that matter and body."""
+    def both(fast: dict | bytes, route: dict | bytes) -> tuple[Any, Any]:
+        def post(body: dict | bytes, headers: dict | None) -> Any:
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            return api.post("/v1/transactions", content=raw,
+                            headers=headers or {"content-type": "application/json"})
+        return post(fast, None), post(route, ROUTE_JSON)
+
+    first, second = (tx_to_json(transfer(node_dir, n)) for n in (0, 1))
+    ok_fast, ok_route = both(first, second)
+    assert (ok_fast.status_code, ok_route.status_code) == (200, 200)
+    assert ok_fast.json() == {"tx_id": tx_id(Transaction(**first)), "status": "pending"}
+    assert ok_route.json() == {"tx_id": tx_id(Transaction(**second)), "status": "pending"}
+    assert ok_fast.headers["content-type"] == ok_route.headers["content-type"]
+    forged = dict(first, amount=first["amount"] + 1)
+    cases = {"duplicate": (first, first), "nonce gap": (tx_to_json(transfer(node_dir, 9)),) * 2,
+             "forged": (forged, forged), "extra field": (dict(first, x=1),) * 2,
+             "not json": (b"{", b"{"), "deeply nested": (b"[" * 50_000 + b"]" * 50_000,) * 2}
+    for name, (fast_body, route_body) in cases.items():
+        fast, route = both(fast_body, route_body)
+        assert 400 <= fast.status_code < 500, (name, fast.text)
+        assert (fast.status_code, fast.json()) == (route.status_code, route.json()), name
+    assert api.get("/v1/info").json()["mempool_size"] == 2
+
+
+def test_fast_path_passes_anything_else_on_with_its_body(node_dir: NodeDir) -> None:
+    """`SubmitFastPath` over a stand-in route that echoes what it was given: a plain valid
+    transaction never reaches it, every other request does, with its whole body."""
+    async def route(scope, receive, send) -> None:  # noqa: ANN001 - ASGI
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        await JSONResponse({"route": body.decode("latin-1")}, 418)(scope, receive, send)
+
+    async def submit(tx: Transaction) -> Response:
+        return JSONResponse({"fast": tx.nonce})
+
+    def call(method: str, path: str, headers: list, chunks: list[bytes]) -> dict:
+        sent: list[dict] = []
+        msgs = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+                for i, c in enumerate(chunks)]
+
+        async def receive() -> dict:
+            return msgs.pop(0) if msgs else {"type": "http.disconnect"}
+
+        async def send(msg: dict) -> None:
+            sent.append(msg)
+
+        scope = {"type": "http", "method": method, "path": path, "headers": headers}
+        asyncio.run(SubmitFastPath(route, submit)(scope, receive, send))
+        return json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+    tx = json.dumps(tx_to_json(transfer(node_dir, 3))).encode()
+    plain = [(b"content-length", str(len(tx)).encode()), (b"content-type", b"application/json")]
+    assert call("POST", "/v1/transactions", plain, [tx[:10], tx[10:]]) == {"fast": 3}
+    for method, path, headers, body in (
+            ("POST", "/v1/transactions", plain, tx[:-1]),  # not JSON
+            ("POST", "/v1/transactions", plain, b'{"nonce": 3}'),  # not a transaction
+            ("POST", "/v1/transactions", plain[:1], tx),  # no content type
+            ("POST", "/v1/transactions", [(b"content-type", b"text/plain")], tx),
+            ("POST", "/v1/transactions", plain[1:], tx),  # chunked: no declared length
+            ("POST", "/v1/transactions/batch", plain, tx),
+            ("PUT", "/v1/transactions", plain, tx)):
+        assert call(method, path, headers, [body[:7], body[7:]]) == {"route": body.decode()}
+
+
+def test_fast_path_acknowledges_only_what_is_durable(tmp_path: Path) -> None:
+    """A transaction the fast path answered 200 is back after a restart (journal fsynced
+    before the answer)."""
+    nd = make_node_dir(tmp_path / "node")
+    svc = NodeService(nd.files)
+    txs = [transfer(nd, n) for n in range(3)]
+    with open_client(svc) as client:
+        for tx in txs:
+            assert client.post("/v1/transactions", json=tx_to_json(tx)).status_code == 200
+    svc.close()
+    again = NodeService(nd.files)
+    try:
+        assert all(tx_id(tx) in again.mempool for tx in txs)
+    finally:
+        again.close()
+
+
 def test_replayed_transaction_is_409(api: TestClient, node_dir: NodeDir) -> None:
     body = tx_to_json(transfer(node_dir, 0))
     assert api.post("/v1/transactions", json=body).status_code == 200
@@ -882,8 +977,10 @@ def test_unwritable_journal_is_503_and_undone(node_dir: NodeDir, engine: Engine)
 def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str]]:
     """One app for the many malformed-input cases, with an issued challenge id to aim at."""
     nd = make_node_dir(tmp_path_factory.mktemp("fuzz") / "node")
+    # Hypothesis may draw one worker key many times: no per-worker bound may refuse it.
     svc = NodeService(nd.files, ValidatorConfig(requests_per_minute_per_ip=100_000,
-                                                requests_per_minute_per_address=100_000))
+                                                requests_per_minute_per_address=100_000,
+                                                max_open_per_worker=100_000))
     try:
         with open_client(svc) as client:
             fuzz_key = PrivateKey(0xF022)

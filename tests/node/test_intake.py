@@ -7,11 +7,13 @@ a service reopened on the data dir has them back), and the bounds (count, body s
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pytest import raises
 
 from hashcloud.chain.tx import tx_id, tx_to_json
 from hashcloud.crypto.keys import PrivateKey
@@ -137,3 +139,16 @@ def test_candidates_keep_nonce_order_and_price_priority(tmp_path_factory, plan) 
     got = [tx_id(t) for t in pool.candidates()]
     assert got == reference_candidates(pool)
     assert [tx_id(t) for t in pool.candidates(limit=3)] == got[:3]
+
+
+def test_submit_threads_answer_raise_and_start_again_after_close() -> None:
+    """`SubmitThreads` (single submissions): a result, an exception passed through, and a
+    pool made afresh after `close` (an app started again, as TestClient does)."""
+    threads = intake.SubmitThreads(2)
+    assert asyncio.run(threads.run(pow, 2, 10)) == 1024
+    with raises(ValueError):
+        asyncio.run(threads.run(int, "not a number"))
+    threads.close()
+    assert asyncio.run(threads.run(pow, 3, 3)) == 27
+    threads.close()
+    threads.close()  # idempotent
