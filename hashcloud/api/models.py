@@ -1,33 +1,47 @@
 """Pydantic models of every object crossing the node's HTTP boundary (SPEC 3, 6, 7).
 
 Requests are strict and forbid unknown fields, so a malformed body is a 422 naming the
-field, never a 500. Responses reuse the protocol records where they exist (`Challenge`).
+field, never a 500. Responses reuse the protocol records where they exist (`Challenge`,
+`Genesis`, `BlockHeader`, `Transaction`). Every route answers one of these models, so
+`/openapi.json` declares exactly what it sends (issue 11 item 6); clients parse the same
+models (`client.http`), ignoring fields a newer node may add.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hashcloud.chain.block import BlockHeader
+from hashcloud.chain.tx import MIN_GAS_PRICE, ComputeResult
 from hashcloud.crypto.signatures import ChainDomain
 from hashcloud.params import MAX_LOOPS, MAX_S_MAX
 from hashcloud.poc.challenge import Challenge
 from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.proof import DeviceInfo, Sample
 from hashcloud.types import (
+    U64,
     AddressStr,
+    Amount,
     Hex32,
     HexBytes,
     MatrixSize,
     PHash32,
     PSignature,
     PublicKeyBytes,
+    PublicKeyHex,
     Signature,
+    SignatureHex,
 )
 
 MAX_SAMPLES = MAX_S_MAX
+
+MAX_BATCH = 1000
+"""Most transactions one `POST /v1/transactions/batch` may carry: the request model's bound
+(`TxBatchRequest`, a 422 beyond it, as the document declares) and the service's
+(`NodeService.submit_batch`). Its body is also bounded by the app's 1 MiB limit (about
+2,000 transfers)."""
 
 
 _STRICT = ConfigDict(frozen=True, strict=True, extra="forbid")
@@ -146,15 +160,110 @@ class NextNonce(_Strict):
     nonce: int = Field(ge=0)
 
 
-class BlockJson(BaseModel):
-    """`GET /v1/blocks/{ref}`: the SPEC 7 block object (`hash`, `header` with every header
-    field, `transactions`); extra keys are kept, so newer nodes stay readable."""
+class BlockTransaction(_Strict):
+    """One transaction of a block object: its id, then every `Transaction` field with the
+    same type (`chain.block.block_to_json`; the tests hold the two field lists equal)."""
 
-    model_config = ConfigDict(extra="allow")
+    tx_id: Hex32
+    tx_type: Literal["TRANSFER", "SUBMIT_RESULT"]
+    from_address: AddressStr
+    to_address: AddressStr | None
+    amount: Amount
+    fee: Amount
+    nonce: U64
+    gas_price: int = Field(ge=MIN_GAS_PRICE, lt=2**64)
+    gas_limit: U64
+    payload: ComputeResult | None
+    public_key: PublicKeyHex
+    signature: SignatureHex
+
+
+class BlockJson(_Strict):
+    """`GET /v1/blocks/{ref}`: the SPEC 7 block object (`hash`, `header` with every header
+    field, `transactions` in block order)."""
 
     hash: Hex32
     header: BlockHeader
-    transactions: list[dict[str, Any]]
+    transactions: list[BlockTransaction]
+
+
+class HistoryItem(_Strict):
+    """One transaction of `GET /v1/accounts/{address}/history` (SPEC 7 v1.1 `history`,
+    `node.service.address_history`): what a wallet shows; amounts in base units."""
+
+    tx_id: Hex32
+    height: int = Field(ge=1)
+    index: int = Field(ge=0)
+    timestamp: int = Field(ge=0)
+    tx_type: str
+    from_address: AddressStr
+    to_address: AddressStr | None
+    amount: Amount
+    fee: Amount
+    nonce: int = Field(ge=0)
+
+
+class HistoryPage(_Strict):
+    """One page of history, newest first; `next_before` is the `before` of the next page,
+    None once the walk reached genesis."""
+
+    address: AddressStr
+    transactions: list[HistoryItem]
+    next_before: int | None = Field(ge=1)
+
+
+class EpochPayout(_Strict):
+    """One payout address of a closed epoch: its work, gross `amount`, the claim `fees`
+    deducted from it and the `net` credited (SPEC 6 v1.1)."""
+
+    address: AddressStr
+    work: int = Field(ge=0)
+    amount: Amount
+    fees: Amount
+    net: Amount
+
+
+class EpochPending(_Strict):
+    """One payout address of the open epoch: its work so far, deferred claim fees and
+    estimated net payout at the close (SPEC 6 v1.1)."""
+
+    address: AddressStr
+    work: int = Field(ge=0)
+    fees: Amount
+    estimated_payout: Amount
+
+
+class ClosedEpoch(_Strict):
+    """A closed epoch (`chain.rewards.epoch_view`): pool, total work, what was carried on
+    to the next epoch and the payouts per address."""
+
+    epoch: int = Field(ge=0)
+    first_height: int = Field(ge=0)
+    last_height: int = Field(ge=0)
+    status: Literal["closed"]
+    pool: Amount
+    total_work: int = Field(ge=0)
+    carried: Amount
+    payouts: list[EpochPayout]
+
+
+class OpenEpoch(_Strict):
+    """The open epoch (`chain.rewards.epoch_view`): pool so far, projected pool at its end,
+    what was carried in, total work and pending work per payout address."""
+
+    epoch: int = Field(ge=0)
+    first_height: int = Field(ge=0)
+    last_height: int = Field(ge=0)
+    status: Literal["open"]
+    pool: Amount
+    projected_pool: Amount
+    carried_in: Amount
+    total_work: int = Field(ge=0)
+    pending: list[EpochPending]
+
+
+EpochView = Annotated[OpenEpoch | ClosedEpoch, Field(discriminator="status")]
+"""`GET /v1/epochs/{number}`: an open or a closed epoch, told apart by `status`."""
 
 
 class AccountInfo(_Strict):
@@ -238,7 +347,7 @@ class TxBatchRequest(_Strict):
     """`POST /v1/transactions/batch`: signed transactions (JSON objects as for
     `POST /v1/transactions`), admitted in order."""
 
-    transactions: list[dict[str, Any]] = Field(min_length=1)
+    transactions: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class TxBatchResult(_Strict):

@@ -120,7 +120,7 @@ def start(
              "default: none, the client is the socket peer).")] = None,
     tx_rate: Annotated[int | None, typer.Option(
         min=1, show_default=False,
-        help="POST /v1/transactions requests per minute per client IP (default: the node's "
+        help="Transactions per minute per client IP, a batch counting each (default: the node's "
              "policy).")] = None,
     reveal_rate: Annotated[int | None, typer.Option(
         min=1, show_default=False,

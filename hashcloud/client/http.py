@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hashcloud.api.detail import error_detail
 from hashcloud.api.models import (
@@ -24,6 +24,7 @@ from hashcloud.api.models import (
     ChallengeResponse,
     CommitRequest,
     CommitResponse,
+    HistoryPage,
     NextNonce,
     NodeInfo,
     RevealRequest,
@@ -33,7 +34,7 @@ from hashcloud.api.models import (
 )
 from hashcloud.chain.tx import Transaction, tx_to_json
 from hashcloud.errors import InvalidOption, NodeError, NodeRejected
-from hashcloud.types import Amount, Hex32, describe_validation_error
+from hashcloud.types import describe_errors
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,38 +44,6 @@ RetryFn = Callable[[str, int, float], None]
 
 MAX_RETRY_DELAY = 30.0
 """Longest wait between two attempts of one request (seconds)."""
-
-
-# The history answer's models live here, not in api/models.py, only because that module was
-# being edited by another change when they were written; they belong beside the other wire
-# models and can move there unchanged.
-class HistoryItem(BaseModel):
-    """One transaction of `GET /v1/accounts/{address}/history` (SPEC 7 v1.1 `history`):
-    what a wallet shows; amounts in base units. Extra keys (a newer node's) are kept."""
-
-    model_config = ConfigDict(frozen=True, strict=True, extra="allow")
-
-    tx_id: Hex32
-    height: int = Field(ge=1)
-    index: int = Field(ge=0)
-    timestamp: int = Field(ge=0)
-    tx_type: str
-    from_address: str
-    to_address: str | None
-    amount: Amount
-    fee: Amount
-    nonce: int = Field(ge=0)
-
-
-class HistoryPage(BaseModel):
-    """One page of history, newest first; `next_before` is the `before` of the next page,
-    None once the walk reached genesis. Extra keys (a newer node's) are kept."""
-
-    model_config = ConfigDict(frozen=True, strict=True, extra="allow")
-
-    address: str
-    transactions: list[HistoryItem]
-    next_before: int | None = Field(ge=1)
 
 
 class Backoff:
@@ -186,8 +155,26 @@ class NodeClient:
         try:
             return model.model_validate(data, strict=strict)
         except ValidationError as exc:
-            raise NodeError(f"{self.base_url} sent an unexpected answer to {path}: "
-                            f"{describe_validation_error(exc)}") from None
+            raise self._unexpected(path, exc.errors()) from None
+
+    def _get_json(self, model: type[BaseModel], path: str, *,
+                  strict: bool | None = False) -> dict[str, Any]:
+        """`GET path` as the node's JSON, checked against `model` (the node's response model,
+        `api.models`; a wrong shape is a NodeError) while keeping keys a newer node adds
+        beyond it, for a caller that shows or passes on the whole object."""
+        data = self._request("GET", path)
+        try:
+            model.model_validate(data, strict=strict)
+        except ValidationError as exc:
+            errors = [e for e in exc.errors() if e["type"] != "extra_forbidden"]
+            if errors or not isinstance(data, dict):
+                raise self._unexpected(path, errors or exc.errors()) from None
+        return data  # a JSON object holding every field of `model`, well formed
+
+    def _unexpected(self, path: str, errors: list[Any]) -> NodeError:
+        """The NodeError of an answer to `path` that is not what the node API declares."""
+        return NodeError(f"{self.base_url} sent an unexpected answer to {path}: "
+                         f"{describe_errors(errors)}")
 
     def info(self) -> NodeInfo:
         """`GET /v1/info`."""
@@ -225,15 +212,16 @@ class NodeClient:
 
     def history(self, address: str, before: int | None = None, limit: int = 50) -> dict:
         """`GET /v1/accounts/{address}/history`: one page, newest first (SPEC 7 v1.1), as
-        JSON checked against `HistoryPage` (a wrong shape is a NodeError)."""
+        JSON checked strictly against `HistoryPage` (a wrong shape is a NodeError; keys a
+        newer node adds are kept)."""
         params = f"?limit={limit}" + (f"&before={before}" if before is not None else "")
-        page = self._get(HistoryPage, "GET", f"/v1/accounts/{address}/history{params}",
-                         strict=None)
-        return page.model_dump(mode="json")
+        return self._get_json(HistoryPage, f"/v1/accounts/{address}/history{params}",
+                              strict=None)
 
     def block(self, ref: str) -> dict:
-        """`GET /v1/blocks/{ref}` (SPEC 7 inspect-block JSON), shape-checked."""
-        return self._get(BlockJson, "GET", f"/v1/blocks/{ref}").model_dump(mode="json")
+        """`GET /v1/blocks/{ref}` (SPEC 7 inspect-block JSON), checked against `BlockJson`
+        (keys a newer node adds are kept)."""
+        return self._get_json(BlockJson, f"/v1/blocks/{ref}")
 
     def wait_for_inclusion(self, txid: str, timeout: float = 60.0,
                            poll: float = 0.25) -> TxStatus:

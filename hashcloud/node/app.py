@@ -7,9 +7,12 @@ Routes (all under `/v1`, OpenAPI at `/openapi.json`): `info`; `challenges` (issu
 `ws/heads` (WebSocket: one JSON message per new head). `/metrics` serves Prometheus text.
 For followers and throughput (issue 12): `genesis` (the genesis document), `blocks?from=H&
 limit=N` (stored blocks as canonical bytes, bounded: `node.sync`), `transactions/batch`
-(many transactions, one fsync). A follower (`node.follower`) serves the same routes, relays
-the writes to its producer (its 4xx passed through unchanged, `NodeRejected`; unreachable:
-503 `ProducerUnavailable`) and runs its sync loop as a background task (`tasks`).
+(many transactions, one fsync; charged its transaction count against the client's
+transaction rate, `node.edge`). Every JSON answer has its `api.models` model, so
+`/openapi.json` declares each field (`node.openapi`). A follower (`node.follower`) serves
+the same routes, relays the writes to its producer (its 4xx passed through unchanged,
+`NodeRejected`; unreachable: 503 `ProducerUnavailable`) and runs its sync loop as a
+background task (`tasks`).
 
 Errors: every HashCloudError becomes a 4xx `{"detail": ...}` (`http_status`, else 400);
 a malformed body is 422; a body over its route's limit is 413. Nothing a client sends can
@@ -53,6 +56,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import anyio
@@ -66,13 +70,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hashcloud.api.models import (
     MAX_SAMPLES,
     AccountInfo,
+    BlockJson,
     BlockRange,
     ChallengeRequest,
     ChallengeResponse,
     CommitRequest,
     CommitResponse,
+    EpochView,
     HeadInfo,
+    HistoryPage,
+    NextNonce,
     NodeInfo,
+    OpenEpoch,
     RevealRequest,
     RevealResponse,
     TxBatchRequest,
@@ -80,7 +89,7 @@ from hashcloud.api.models import (
     TxStatus,
     TxSubmitResponse,
 )
-from hashcloud.chain.genesis import genesis_to_json
+from hashcloud.chain.genesis import Genesis
 from hashcloud.chain.tx import Transaction
 from hashcloud.errors import (
     ChallengeExpired,
@@ -99,7 +108,7 @@ from hashcloud.errors import (
     ValidatorError,
 )
 from hashcloud.node.config import ValidatorConfig
-from hashcloud.node.edge import DEFAULT_EDGE_SETTINGS, EdgeSettings, WriteRateLimit
+from hashcloud.node.edge import DEFAULT_EDGE_SETTINGS, EdgeSettings, WriteRateLimit, client_ip
 from hashcloud.node.intake import SubmitThreads
 from hashcloud.node.openapi import install_openapi
 from hashcloud.node.service import NodeService
@@ -405,7 +414,8 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
     app.state.feed = feed
     app.add_middleware(SubmitFastPath, submit=submit_one)  # innermost: after the limits
     app.add_middleware(BodyLimit, limit=max_body, reveal_limit=reveal_limit)
-    app.add_middleware(WriteRateLimit, limits=edge.write_limits())  # outermost: first
+    write_limits = edge.write_limits()  # the middleware's and the batch route's windows
+    app.add_middleware(WriteRateLimit, limits=write_limits)  # outermost: first
     install_openapi(app)
 
     @app.exception_handler(HashCloudError)
@@ -453,10 +463,15 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
         return await submit_one(tx)
 
     @app.post("/v1/transactions/batch", response_model=TxBatchResponse)
-    def submit_batch(req: TxBatchRequest) -> TxBatchResponse:
-        """Submit up to `service.MAX_BATCH` signed transactions in one request (throughput):
-        each is validated and journaled as by `POST /v1/transactions`, the journal fsynced
-        once for the batch before the answer; one result per transaction, in order."""
+    def submit_batch(req: TxBatchRequest, request: Request) -> TxBatchResponse:
+        """Submit up to `api.models.MAX_BATCH` signed transactions in one request: each is
+        validated and journaled as by `POST /v1/transactions`, the journal fsynced once for
+        the batch before the answer; one result per transaction, in order. The batch is
+        charged its transaction count against the client's transaction rate before any
+        signature is checked (429 with Retry-After for the whole batch when the window lacks
+        room, `node.edge`)."""
+        write_limits.take_transactions(client_ip(request.scope), len(req.transactions),
+                                       time.time())
         return service.submit_batch(req.transactions, http_status)
 
     @app.get("/v1/transactions/{txid}", response_model=TxStatus)
@@ -472,15 +487,18 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
         count and size; `node.sync`): what followers catch up with."""
         return block_range(service.ledger, service.head_info(), start, limit)
 
-    @app.get("/v1/genesis")
-    def genesis() -> dict:
+    @app.get("/v1/genesis", response_model=Genesis)
+    def genesis() -> Genesis:
         """The genesis document (its hash is `/v1/info`'s `genesis_hash`): a new follower's
         starting point."""
-        return genesis_to_json(service.genesis)
+        return service.genesis
 
-    @app.get("/v1/blocks/{ref}")
+    @app.get("/v1/blocks/{ref}", response_model=None,
+             responses={200: {"model": BlockJson, "description": "Successful Response"}})
     def block(ref: str) -> dict:
-        """SPEC 7 inspect-block JSON of `latest`, a height or a block hash."""
+        """SPEC 7 inspect-block JSON of `latest`, a height or a hash (`BlockJson`, declared
+        but not re-validated per request: a block holds up to 5,000 transactions; the tests
+        hold the answer to the model)."""
         return service.block(ref)
 
     @app.get("/v1/accounts/{address}", response_model=AccountInfo)
@@ -488,29 +506,29 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
         """Balance and nonce at the head."""
         return service.account(address)
 
-    @app.get("/v1/epoch")
+    @app.get("/v1/epoch", response_model=OpenEpoch)
     def current_epoch() -> dict:
         """The open epoch (SPEC 6 v1.1): pool so far, projected pool, pending work and
         estimated payouts per payout address."""
         return service.epoch()
 
-    @app.get("/v1/epochs/{number}")
+    @app.get("/v1/epochs/{number}", response_model=EpochView)
     def epoch(number: int) -> dict:
         """Epoch `number`: closed (pool, total work, payouts per address) or open (pending
         work); 404 for an epoch that has not started."""
         return service.epoch(number)
 
-    @app.get("/v1/accounts/{address}/history")
+    @app.get("/v1/accounts/{address}/history", response_model=HistoryPage)
     def history(address: AddressStr, before: int | None = Query(None, ge=1, lt=2**63),
                 limit: int = Query(50, ge=1, le=500)) -> dict:
         """Transactions from or to `address`, newest first, one bounded page per call
         (SPEC 7 v1.1 `history`; `next_before` continues the walk, null at genesis)."""
         return service.history(address, before, limit)
 
-    @app.get("/v1/accounts/{address}/next-nonce")
-    def next_nonce(address: AddressStr) -> dict:
+    @app.get("/v1/accounts/{address}/next-nonce", response_model=NextNonce)
+    def next_nonce(address: AddressStr) -> NextNonce:
         """The nonce a new transaction from `address` must use (pending ones counted)."""
-        return {"address": address, "nonce": service.pending_nonce(address)}
+        return NextNonce(address=address, nonce=service.pending_nonce(address))
 
     @app.get("/v1/head", response_model=HeadInfo)
     def head() -> HeadInfo:

@@ -22,9 +22,12 @@ descriptor of the process, and the event loop then logs one traceback per failed
   `min_body_rate` bytes/s (slow bodies). A connection past its deadline is closed.
 - `LogThrottle`: recurring warnings (accept() out of file descriptors, malformed requests)
   become one line per `log_interval` seconds with a count, never a traceback per event.
-- `WriteRateLimit`: ASGI middleware refusing `POST /v1/transactions` and reveals over their
-  per-client-address rate (`limits.WriteLimits`) with 429 and Retry-After before the body
-  is read, as challenge issuing is limited by the validator (SPEC 3 "rate limits").
+- `WriteRateLimit`: ASGI middleware refusing `POST /v1/transactions`, batches and reveals
+  over their per-client-address rate (`limits.WriteLimits`) with 429 and Retry-After before
+  the body is read, as challenge issuing is limited by the validator (SPEC 3 "rate
+  limits"). A batch carries up to `api.models.MAX_BATCH` transactions, each a signature check: the
+  middleware takes one batch request and checks the transaction window has room, and the
+  batch route charges the window the batch's transaction count (`node.app`).
 
 The client address is the socket peer for the connection caps (a trusted proxy is exempt
 from the per-address cap) and the ASGI client for the rate limits (rewritten from
@@ -61,6 +64,7 @@ __all__ = [
     "GuardMetrics",
     "LogThrottle",
     "WriteRateLimit",
+    "client_ip",
     "describe_limits",
     "expose_guard_metrics",
     "guarded_protocol",
@@ -85,6 +89,7 @@ FD_RESERVE_MIN = ACCEPT_BATCH + 48
 _PER_REQUEST_WARNINGS = ("Invalid HTTP request received.", "Unsupported upgrade request.")
 _REVEAL_POST = re.compile(r"^/v1/challenges/[^/]+/reveal$")
 _TRANSACTIONS_POST = re.compile(r"^/v1/transactions(?:/[^/]+)?$")
+_BATCH_POST = "/v1/transactions/batch"
 
 
 def _positive(name: str, value: object, *, integer: bool) -> None:
@@ -114,7 +119,8 @@ class EdgeSettings:
     max_connections: int | None = None
     #: Open connections per client address.
     max_connections_per_ip: int = 64
-    #: `POST /v1/transactions` requests per client address in any 60 s window.
+    #: Transactions per client address in any 60 s window: one per `POST /v1/transactions`,
+    #: a batch's count per `POST /v1/transactions/batch` (`limits.WriteLimits`).
     transactions_per_minute_per_ip: int = 1200
     #: Reveals per client address in any 60 s window (twice the challenge rate: a reveal
     #: refused by a full audit queue is retried).
@@ -481,14 +487,24 @@ def _guarded_ws(base: type, guard: ConnectionGuard) -> type:
 
 
 def write_route(method: str, path: str) -> str | None:
-    """The rate-limited write route a request goes to ("transactions", "reveals"), or None."""
+    """The rate-limited write route a request goes to ("transactions", "batches",
+    "reveals"), or None."""
     if method != "POST":
         return None
+    if path == _BATCH_POST:
+        return "batches"
     if _TRANSACTIONS_POST.match(path):
         return "transactions"
     if _REVEAL_POST.match(path):
         return "reveals"
     return None
+
+
+def client_ip(scope: Scope) -> str:
+    """The client address the write limits charge: the ASGI client (the socket peer, or the
+    X-Forwarded-For address of a trusted proxy, `node.server`)."""
+    client = scope.get("client")
+    return client[0] if client else "unknown"
 
 
 def retry_after_header(seconds: float) -> str:
@@ -497,8 +513,10 @@ def retry_after_header(seconds: float) -> str:
 
 
 class WriteRateLimit:
-    """ASGI middleware: `POST /v1/transactions` and reveals over their per-client-address
-    rate get 429 with Retry-After before their body is read (`limits.WriteLimits`)."""
+    """ASGI middleware: `POST /v1/transactions`, batches and reveals over their
+    per-client-address rate get 429 with Retry-After before their body is read
+    (`limits.WriteLimits`; a batch's transaction count is charged by its route, which knows
+    it, through `limits.take_transactions` with the client address of `client_ip`)."""
 
     def __init__(self, app: ASGIApp, limits: WriteLimits,
                  clock: Callable[[], float] = time.time) -> None:
@@ -510,8 +528,7 @@ class WriteRateLimit:
         if scope["type"] == "http":
             route = write_route(scope.get("method", ""), scope.get("path", ""))
             if route is not None:
-                client = scope.get("client")
-                ip = client[0] if client else "unknown"
+                ip = client_ip(scope)
                 try:
                     self.limits.take(route, ip, self.clock())
                 except RateLimited as exc:
@@ -542,7 +559,8 @@ def describe_limits(validator: Any, edge: EdgeSettings, connection_cap: int) -> 
         f"challenges {validator.requests_per_minute_per_ip}/min per IP and "
         f"{validator.requests_per_minute_per_address}/min per worker, "
         f"{validator.max_open_per_worker} open per worker; "
-        f"transactions {edge.transactions_per_minute_per_ip}/min per IP; "
+        f"transactions {edge.transactions_per_minute_per_ip}/min per IP (a batch counts "
+        f"each); "
         f"reveals {edge.reveals_per_minute_per_ip}/min per IP; "
         f"failed audits {validator.ip_failures_per_hour}/h per IP; "
         f"connections {edge.max_connections_per_ip} per IP, {connection_cap} overall; "

@@ -30,8 +30,9 @@ import threading
 from collections import deque
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
+from itertools import repeat
 
-from hashcloud.errors import RateLimited, RequestRefused
+from hashcloud.errors import InvalidTransaction, RateLimited, RequestRefused
 
 __all__ = [
     "FAILURE_WINDOW",
@@ -65,26 +66,35 @@ class SlidingWindow:
         self.window = window
         self._times: dict[Hashable, deque[float]] = {}
 
-    def retry_after(self, key: Hashable, now: float) -> float | None:
-        """Seconds until one more event of `key` fits under the limit, or None if one fits now."""
+    def retry_after(self, key: Hashable, now: float, count: int = 1) -> float | None:
+        """Seconds until `count` more events of `key` fit under the limit, or None if they fit
+        now (infinity if `count` exceeds the limit: they never fit)."""
+        if count > self.limit:
+            return math.inf
         times = self._times.get(key)
         if times is None:
             return None
         self._prune(times, now)
-        if len(times) < self.limit:
+        if len(times) + count <= self.limit:
             return None
-        # The event that must leave the window for the count to drop below `limit`.
-        return times[len(times) - self.limit] + self.window - now
+        # The event that must leave the window for `count` more to fit.
+        return times[len(times) + count - self.limit - 1] + self.window - now
 
-    def record(self, key: Hashable, now: float) -> None:
-        """Count one event of `key` at `now` (whether or not it fits: failures always count)."""
-        self._times.setdefault(key, deque()).append(now)
+    def record(self, key: Hashable, now: float, count: int = 1) -> None:
+        """Count `count` events of `key` at `now` (whether or not they fit: failures always
+        count)."""
+        times = self._times.setdefault(key, deque())
+        if count == 1:
+            times.append(now)
+        else:
+            times.extend(repeat(now, count))
 
-    def take(self, key: Hashable, now: float) -> float | None:
-        """Count one event if it fits and return None; else return `retry_after` (not counted)."""
-        retry = self.retry_after(key, now)
+    def take(self, key: Hashable, now: float, count: int = 1) -> float | None:
+        """Count `count` events if they all fit and return None; else return `retry_after`
+        (none counted)."""
+        retry = self.retry_after(key, now, count)
         if retry is None:
-            self.record(key, now)
+            self.record(key, now, count)
         return retry
 
     def prune(self, now: float) -> None:
@@ -280,22 +290,60 @@ class WriteLimits:
     (issue 11: transactions and reveals), `RATE_WINDOW` windows. Thread-safe.
 
     Checked at the HTTP edge before the body is read (`node.edge.WriteRateLimit`), so a
-    flood of transactions or reveals costs the node no parsing and no signature check."""
+    flood of transactions or reveals costs the node no parsing and no signature check.
+
+    The `transactions` window counts transactions, not requests: a single submission takes
+    one, a batch (`POST /v1/transactions/batch`, up to `api.models.MAX_BATCH` signature
+    checks) takes its transaction count, charged by the batch route once it has the body
+    (`take_transactions`). Before the body is read, a batch request takes one place in the
+    `batches` window (same limit: it bounds the bodies parsed) and is refused while the
+    transactions window has no room left for even one transaction."""
 
     def __init__(self, transactions_per_minute: int, reveals_per_minute: int) -> None:
-        """At most that many requests per client address in any minute, per route."""
+        """At most that many transactions (reveals) per client address in any minute."""
         self.windows = {"transactions": SlidingWindow(transactions_per_minute, RATE_WINDOW),
+                        "batches": SlidingWindow(transactions_per_minute, RATE_WINDOW),
                         "reveals": SlidingWindow(reveals_per_minute, RATE_WINDOW)}
         self._lock = threading.Lock()
         self._next_prune = 0.0
 
     def take(self, route: str, client_ip: str, now: float) -> None:
-        """Count one request of `client_ip` to `route` ("transactions" or "reveals") or
-        raise RateLimited with the time to retry."""
+        """Count one request of `client_ip` to `route` ("transactions", "batches" or
+        "reveals") or raise RateLimited with the time to retry. A batch request needs room
+        for one transaction as well (its count is charged by `take_transactions`)."""
         window = self.windows[route]
         with self._lock:
-            if now >= self._next_prune:  # forget departed clients once per window
-                for w in self.windows.values():
-                    w.prune(now)
-                self._next_prune = now + RATE_WINDOW
+            self._prune(now)
+            if route == "batches":
+                self._check_room(client_ip, now, 1)
             _take(window, client_ip, now, f"{route} from IP {client_ip}")
+
+    def take_transactions(self, client_ip: str, count: int, now: float) -> None:
+        """Count a batch's `count` transactions of `client_ip`, all or none: RateLimited
+        (429, retry when all of them fit) while the window lacks room; InvalidTransaction
+        (400, final) if `count` is more than the window ever holds."""
+        window = self.windows["transactions"]
+        if count > window.limit:
+            raise InvalidTransaction(
+                f"a batch of {count} transactions is more than this node admits from one IP "
+                f"in a minute ({window.limit}); send smaller batches")
+        with self._lock:
+            self._prune(now)
+            self._check_room(client_ip, now, count)
+            window.record(client_ip, now, count)
+
+    def _check_room(self, client_ip: str, now: float, count: int) -> None:
+        """RateLimited unless `count` more transactions of `client_ip` fit now (lock held)."""
+        window = self.windows["transactions"]
+        retry = window.retry_after(client_ip, now, count)
+        if retry is not None:
+            raise RateLimited(
+                f"rate limit of {window.limit} transactions per minute from IP {client_ip} "
+                f"exceeded (room needed for {count}); retry in {math.ceil(retry)} s", retry)
+
+    def _prune(self, now: float) -> None:
+        """Forget departed clients once per window (lock held)."""
+        if now >= self._next_prune:
+            for w in self.windows.values():
+                w.prune(now)
+            self._next_prune = now + RATE_WINDOW

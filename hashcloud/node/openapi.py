@@ -15,6 +15,10 @@ adds around them. `install_openapi` post-processes the generated document once:
   named by the `cpc-address` format);
 - integer bounds are exact integers again (FastAPI writes them as floats).
 
+Every 2xx JSON answer is an `api.models` model given to its route (`response_model`, or for
+`/v1/blocks/{ref}`, whose blocks are large, `responses=`: declared, held to it by the
+tests): no answer is a free-form object.
+
 `tests/node/test_openapi.py` runs schemathesis against a real node with this document:
 no server error, no response outside it.
 """

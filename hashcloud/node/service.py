@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from hashcloud import __version__
 from hashcloud.api.models import (
+    MAX_BATCH,
     AccountInfo,
     ChallengeRequest,
     ChallengeResponse,
@@ -68,9 +69,6 @@ MAX_TXS_PER_BLOCK = 5000
 """Most transactions the producer puts in one block (`transition.MAX_BLOCK_TRANSACTIONS`):
 large blocks leave fewer pooled transactions to re-validate after each block."""
 
-MAX_BATCH = 1000
-"""Most transactions one `POST /v1/transactions/batch` may carry (its body is also bounded by
-the app's 1 MiB limit: about 2,000 transfers)."""
 
 HISTORY_SCAN_BLOCKS = 1000
 """Most blocks one `address_history` call reads (SPEC 7 v1.1 `history`): an address's history

@@ -10,9 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from hashcloud.chain.block import block_to_json
+from hashcloud.chain.genesis import chain_domain, genesis_block
+from hashcloud.chain.tx import make_transfer, tx_id, tx_to_json
 from hashcloud.client.http import NodeClient
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.errors import InvalidOption, NodeError, NodeRejected
+from hashcloud.node.config import init_data_dir
 
 
 class _Script:
@@ -117,3 +121,23 @@ def test_an_unreachable_node_is_a_node_error():
     with NodeClient("http://127.0.0.1:9", retries=1, backoff=0.01, timeout=2) as client, \
             pytest.raises(NodeError, match="cannot reach node"):
         client.next_nonce("cpc1x")
+
+
+def test_blocks_are_checked_against_the_nodes_model_and_keep_newer_keys(server, tmp_path):
+    """`block` checks the answer against `api.models.BlockJson` (the node's own response
+    model) and returns the node's JSON whole: keys a newer node adds are kept, a
+    transaction missing a field is a NodeError."""
+    files = init_data_dir(tmp_path / "node")
+    key = PrivateKey(0xA11CE)
+    tx = make_transfer(key, ADDRESS, 5, 0, domain=chain_domain(files.genesis))
+    blk = block_to_json(genesis_block(files.genesis))
+    blk["transactions"] = [{"tx_id": tx_id(tx), **tx_to_json(tx), "memo": "newer"}]
+    url, script = server
+    broken = {**blk, "transactions": [{k: v for k, v in blk["transactions"][0].items()
+                                       if k != "signature"}]}
+    script.answers = [(200, _json({**blk, "size": 7}), {}), (200, _json(broken), {})]
+    with NodeClient(url, retries=0) as client:
+        got = client.block("latest")
+        assert got["size"] == 7 and got["transactions"][0]["memo"] == "newer"
+        with pytest.raises(NodeError, match="unexpected answer"):
+            client.block("latest")

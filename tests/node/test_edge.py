@@ -25,12 +25,15 @@ import httpx
 import pytest
 
 from hashcloud.chain.tx import tx_to_json
+from hashcloud.crypto.signatures import _verify_cached, clear_verification_cache
 from hashcloud.errors import InvalidOption
+from hashcloud.node.app import BodyLimit, SubmitFastPath, create_app
 from hashcloud.node.config import ValidatorConfig
 from hashcloud.node.edge import (
     ConnectionGuard,
     EdgeSettings,
     LogThrottle,
+    WriteRateLimit,
     describe_limits,
     is_loopback_host,
     write_route,
@@ -375,7 +378,8 @@ def test_uvicorn_invalid_request_warnings_are_throttled(quick: Served,
 
 def test_write_routes() -> None:
     assert write_route("POST", "/v1/transactions") == "transactions"
-    assert write_route("POST", "/v1/transactions/batch") == "transactions"
+    assert write_route("POST", "/v1/transactions/batch") == "batches"  # charged per tx
+    assert write_route("POST", "/v1/transactions/other") == "transactions"  # a 405, counted
     assert write_route("POST", "/v1/challenges/" + "ab" * 16 + "/reveal") == "reveals"
     assert write_route("GET", "/v1/transactions/" + "00" * 32) is None
     assert write_route("POST", "/v1/challenges") is None  # limited by the validator
@@ -395,6 +399,58 @@ def test_transactions_over_the_rate_get_429_with_retry_after(service: NodeServic
         # refused before the body is read: even a garbage body gets the 429
         assert api.post("/v1/transactions", content=b"{").status_code == 429
         assert api.get("/v1/info").status_code == 200
+
+
+def test_submit_fast_path_sits_inside_the_rate_limit(service: NodeService) -> None:
+    """Starlette runs `user_middleware[0]` first: the rate limit, then the body limit, then
+    the fast path of plain submissions (which reads the body)."""
+    app = create_app(service, produce_blocks=False)
+    assert [m.cls for m in app.user_middleware] == [WriteRateLimit, BodyLimit, SubmitFastPath]
+
+
+def test_a_batch_is_charged_its_transaction_count(service: NodeService,
+                                                  node_dir: NodeDir) -> None:
+    """A batch costs the client's transaction window one place per transaction (each is a
+    signature check), all or nothing: a batch that does not fit is refused whole with 429
+    and Retry-After before any of its signatures is checked; one that can never fit is a
+    400. Was: one place per batch request, ~1,000x the signature checks the limit allows."""
+    txs = [transfer(node_dir, n) for n in range(12)]
+
+    def batch(*nonces: int) -> dict:
+        return {"transactions": [tx_to_json(txs[n]) for n in nonces]}
+
+    with open_client(service, edge=EdgeSettings(transactions_per_minute_per_ip=10)) as api:
+        resp = api.post("/v1/transactions/batch", json=batch(0, 1, 2, 3, 4, 5))
+        assert resp.status_code == 200 and resp.json()["accepted"] == 6, resp.text
+        clear_verification_cache()
+        resp = api.post("/v1/transactions/batch", json=batch(6, 7, 8, 9, 10))  # 6 + 5 > 10
+        assert resp.status_code == 429, resp.text
+        assert int(resp.headers["retry-after"]) >= 1 and "transactions" in resp.json()["detail"]
+        assert _verify_cached.cache_info().misses == 0  # no signature was checked
+        assert len(service.mempool) == 6  # nothing of the refused batch was admitted
+        assert api.post("/v1/transactions", json=tx_to_json(txs[6])).status_code == 200
+        resp = api.post("/v1/transactions/batch", json=batch(7, 8, 9))  # exactly fills it
+        assert resp.status_code == 200 and resp.json()["accepted"] == 3, resp.text
+        # The window is full: a single transaction and a batch (even an unreadable one,
+        # refused before its body is read) get 429.
+        assert api.post("/v1/transactions", json=tx_to_json(txs[10])).status_code == 429
+        assert api.post("/v1/transactions/batch", content=b"{").status_code == 429
+        assert len(service.mempool) == 10
+    with open_client(service, edge=EdgeSettings(transactions_per_minute_per_ip=3)) as api:
+        resp = api.post("/v1/transactions/batch", json=batch(10, 11, 0, 1))  # 4 > 3 ever
+        assert resp.status_code == 400 and "smaller batches" in resp.json()["detail"]
+
+
+def test_a_batch_of_bad_signatures_is_charged_too(service: NodeService,
+                                                   node_dir: NodeDir) -> None:
+    """Garbage signatures cost a check each: they count like any transaction."""
+    forged = [tx_to_json(transfer(node_dir, n).model_copy(update={"signature": "7f" * 64}))
+              for n in range(4)]
+    with open_client(service, edge=EdgeSettings(transactions_per_minute_per_ip=6)) as api:
+        resp = api.post("/v1/transactions/batch", json={"transactions": forged})
+        assert resp.status_code == 200 and resp.json()["accepted"] == 0, resp.text
+        resp = api.post("/v1/transactions/batch", json={"transactions": forged})
+        assert resp.status_code == 429, resp.text
 
 
 def test_reveals_over_the_rate_get_429(service: NodeService) -> None:

@@ -8,13 +8,14 @@ audit queue and failed audits per client IP.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
 
 from hashcloud.crypto.keys import PrivateKey
 from hashcloud.crypto.merkle import MerkleTree
-from hashcloud.errors import RateLimited, RequestRefused, ValidatorError
+from hashcloud.errors import InvalidTransaction, RateLimited, RequestRefused, ValidatorError
 from hashcloud.node.app import http_status
 from hashcloud.node.config import ValidatorConfig
 from hashcloud.node.limits import (
@@ -253,6 +254,36 @@ def test_write_limits_count_per_address_and_route() -> None:
     with pytest.raises(RateLimited):
         limits.take("reveals", "a", 3.0)
     limits.take("transactions", "a", 60.0)  # the first one left the window
+
+
+def test_write_limits_charge_a_batch_its_transaction_count() -> None:
+    """A batch takes one place per transaction, all or none, in the same window as single
+    submissions; its request needs room for one before its body is read."""
+    limits = WriteLimits(transactions_per_minute=5, reveals_per_minute=1)
+    limits.take("transactions", "a", 0.0)
+    limits.take("batches", "a", 1.0)
+    limits.take_transactions("a", 3, 1.0)
+    with pytest.raises(RateLimited, match="room needed for 2") as info:
+        limits.take_transactions("a", 2, 2.0)  # 4 + 2 > 5: none counted
+    assert info.value.retry_after == pytest.approx(58.0)  # when the first one leaves
+    limits.take_transactions("a", 1, 2.0)
+    with pytest.raises(RateLimited):
+        limits.take("batches", "a", 3.0)  # no room for one: refused before the body
+    with pytest.raises(RateLimited):
+        limits.take("transactions", "a", 3.0)
+    with pytest.raises(InvalidTransaction, match="smaller batches"):
+        limits.take_transactions("b", 6, 3.0)  # more than the window ever holds
+    limits.take_transactions("a", 4, 61.0)  # the batch of 3 at 1.0 and the one at 0.0 left
+    assert limits.windows["transactions"].retry_after("a", 61.0) is not None
+
+
+def test_sliding_window_counts_many_events_at_once() -> None:
+    w = SlidingWindow(limit=4, window=10.0)
+    assert w.take("k", 0.0, count=3) is None
+    assert w.take("k", 1.0, count=2) == pytest.approx(9.0)  # the 3 at 0.0 must leave
+    assert w.take("k", 1.0) is None
+    assert w.retry_after("k", 1.0, count=5) == math.inf  # never fits
+    assert w.take("k", 10.0, count=3) is None
 
 
 def test_write_limits_forget_departed_clients() -> None:

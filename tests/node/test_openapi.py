@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,37 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from hashcloud.chain.tx import tx_to_json
+from hashcloud.api.models import (
+    MAX_BATCH,
+    BlockJson,
+    BlockTransaction,
+    ClosedEpoch,
+    HistoryPage,
+    NextNonce,
+    OpenEpoch,
+)
+from hashcloud.chain.block import block_to_json
+from hashcloud.chain.genesis import Genesis, chain_domain, genesis_to_json
+from hashcloud.chain.tx import Transaction, make_transfer, tx_to_json
+from hashcloud.client.round import submit_claim
+from hashcloud.engine.mining import Engine
 from hashcloud.node.app import create_app
+from hashcloud.node.config import init_data_dir
 from hashcloud.node.edge import EdgeSettings
 from hashcloud.node.openapi import ADDRESS_PATTERN, ROUTE_ERRORS, truthful_openapi
 from hashcloud.node.service import NodeService
-from tests.node.conftest import NodeDir, cli_env, make_node_dir, open_client, start_node, transfer
+from tests.node.conftest import (
+    FUNDED_KEY,
+    WORKER_KEY,
+    NodeDir,
+    cli_env,
+    honest_round,
+    make_node_dir,
+    node_client,
+    open_client,
+    start_node,
+    transfer,
+)
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = 3  # per operation and phase (the coverage phase does not depend on it): ~1 min
@@ -106,6 +132,110 @@ def test_integer_bounds_are_exact(spec: dict[str, Any]) -> None:
     assert nonce["exclusiveMaximum"] == 2**64 and isinstance(nonce["exclusiveMaximum"], int)
     assert truthful_openapi({"paths": {}, "x": {"type": "integer", "minimum": 0.0}})["x"] == {
         "type": "integer", "minimum": 0}
+
+
+def _reachable(spec: dict[str, Any], schema: Any, seen: set[str]) -> Iterator[dict]:
+    """Every schema node under `schema`, following `$ref`s once each."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in seen:
+                seen.add(name)
+                yield from _reachable(spec, spec["components"]["schemas"][name], seen)
+            return
+        yield schema
+        for value in schema.values():
+            yield from _reachable(spec, value, seen)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _reachable(spec, value, seen)
+
+
+def test_every_json_answer_declares_its_fields(spec: dict[str, Any]) -> None:
+    """No 2xx answer is a free-form object (`additionalProperties: true`, or an object
+    without properties): epochs, history, genesis, blocks and next-nonce included."""
+    for method, path, op in _operations(spec):
+        for code, response in op["responses"].items():
+            content = response.get("content", {}).get("application/json")
+            if not code.startswith("2") or content is None:
+                continue
+            nodes = list(_reachable(spec, content["schema"], set()))
+            assert nodes, (method, path)
+            for node in nodes:
+                assert node.get("additionalProperties") is not True, (method, path, node)
+                if node.get("type") == "object":
+                    assert "properties" in node or isinstance(
+                        node.get("additionalProperties"), dict), (method, path, node)
+
+
+def test_declared_answer_models(spec: dict[str, Any]) -> None:
+    def answer(path: str) -> dict:
+        return spec["paths"][path]["get"]["responses"]["200"]["content"][
+            "application/json"]["schema"]
+
+    assert answer("/v1/epoch") == {"$ref": "#/components/schemas/OpenEpoch"}
+    assert answer("/v1/epochs/{number}")["discriminator"]["propertyName"] == "status"
+    assert answer("/v1/accounts/{address}/history") == {
+        "$ref": "#/components/schemas/HistoryPage"}
+    assert answer("/v1/genesis") == {"$ref": "#/components/schemas/Genesis"}
+    assert answer("/v1/blocks/{ref}") == {"$ref": "#/components/schemas/BlockJson"}
+    assert answer("/v1/accounts/{address}/next-nonce") == {
+        "$ref": "#/components/schemas/NextNonce"}
+
+
+def test_batch_bound_is_declared_and_enforced_as_one(spec: dict[str, Any],
+                                                     api: TestClient) -> None:
+    """The schema's `maxItems` is the bound the node enforces (was: 1,001 items were
+    schema-valid and refused with 400)."""
+    items = spec["components"]["schemas"]["TxBatchRequest"]["properties"]["transactions"]
+    assert items["maxItems"] == MAX_BATCH and items["minItems"] == 1
+    resp = api.post("/v1/transactions/batch", json={"transactions": [{}] * (MAX_BATCH + 1)})
+    assert resp.status_code == 422 and "transactions" in resp.json()["detail"]
+
+
+def test_block_transaction_model_has_every_transaction_field() -> None:
+    assert list(BlockTransaction.model_fields) == ["tx_id", *Transaction.model_fields]
+    for name, field in Transaction.model_fields.items():
+        assert BlockTransaction.model_fields[name].annotation == field.annotation, name
+
+
+@pytest.mark.timeout(60)
+def test_answers_are_their_declared_models(tmp_path: Path, engine: Engine) -> None:
+    """The JSON of each answer given a model in this change parses strictly (no missing, no
+    extra field) as that model, on a chain with a claim, a transfer, a closed epoch and an
+    open one."""
+    files = init_data_dir(tmp_path / "node", schedule={"epoch_length": 2},
+                          allocations={FUNDED_KEY.public_key.address: 10**15})
+    svc = NodeService(files)
+    try:
+        with open_client(svc) as api:
+            client = node_client(api)
+            outcome = honest_round(client, WORKER_KEY, engine)
+            assert outcome.accepted, outcome.reason
+            submit_claim(client, WORKER_KEY, outcome.proof, wait=False)
+            svc.submit_transaction(make_transfer(FUNDED_KEY, WORKER_KEY.public_key.address,
+                                                 5, 0, domain=chain_domain(files.genesis)))
+            while svc.ledger.height < 3:  # epoch 0 (blocks 1-2) closes and pays out
+                assert svc.produce_block() is not None
+            closed = ClosedEpoch.model_validate(api.get("/v1/epochs/0").json())
+            assert [p.address for p in closed.payouts] == [WORKER_KEY.public_key.address]
+            opened = OpenEpoch.model_validate(api.get("/v1/epoch").json())
+            assert opened.epoch == 1
+            assert OpenEpoch.model_validate(api.get("/v1/epochs/1").json()) == opened
+            block = BlockJson.model_validate(api.get("/v1/blocks/1").json())
+            assert {t.tx_type for t in block.transactions} == {"SUBMIT_RESULT", "TRANSFER"}
+            assert block.model_dump(mode="json") == block_to_json(svc.ledger.get_block(1))
+            page = HistoryPage.model_validate(
+                api.get(f"/v1/accounts/{WORKER_KEY.public_key.address}/history").json())
+            assert len(page.transactions) == 2 and page.next_before is None
+            resp = api.get(f"/v1/accounts/{WORKER_KEY.public_key.address}/next-nonce")
+            assert NextNonce.model_validate(resp.json()).nonce == 1
+            genesis = api.get("/v1/genesis").json()
+            assert genesis == genesis_to_json(files.genesis)  # what followers hash
+            assert Genesis.model_validate(genesis) == files.genesis
+    finally:
+        svc.close()
 
 
 # ----------------------------------------------------------- answers match the document
