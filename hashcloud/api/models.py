@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from hashcloud.chain.block import BlockHeader
-from hashcloud.chain.tx import MIN_GAS_PRICE, ComputeResult
+from hashcloud.chain.tx import Transaction
 from hashcloud.crypto.signatures import ChainDomain
 from hashcloud.params import MAX_LOOPS, MAX_S_MAX
 from hashcloud.poc.challenge import Challenge
 from hashcloud.poc.plan import AuditPlan
 from hashcloud.poc.proof import DeviceInfo, Sample
 from hashcloud.types import (
-    U64,
     AddressStr,
     Amount,
     Hex32,
@@ -30,9 +29,7 @@ from hashcloud.types import (
     PHash32,
     PSignature,
     PublicKeyBytes,
-    PublicKeyHex,
     Signature,
-    SignatureHex,
 )
 
 MAX_SAMPLES = MAX_S_MAX
@@ -160,22 +157,15 @@ class NextNonce(_Strict):
     nonce: int = Field(ge=0)
 
 
-class BlockTransaction(_Strict):
-    """One transaction of a block object: its id, then every `Transaction` field with the
-    same type (`chain.block.block_to_json`; the tests hold the two field lists equal)."""
-
-    tx_id: Hex32
-    tx_type: Literal["TRANSFER", "SUBMIT_RESULT"]
-    from_address: AddressStr
-    to_address: AddressStr | None
-    amount: Amount
-    fee: Amount
-    nonce: U64
-    gas_price: int = Field(ge=MIN_GAS_PRICE, lt=2**64)
-    gas_limit: U64
-    payload: ComputeResult | None
-    public_key: PublicKeyHex
-    signature: SignatureHex
+BlockTransaction = create_model(
+    "BlockTransaction",
+    __config__=_STRICT,
+    __doc__="""One transaction of a block object: its id, then every `Transaction` field with
+    the same type (`chain.block.block_to_json`), derived from `Transaction` so the two field
+    lists cannot drift apart.""",
+    tx_id=(Hex32, ...),
+    **{name: (field.annotation, field) for name, field in Transaction.model_fields.items()},
+)
 
 
 class BlockJson(_Strict):
