@@ -31,11 +31,9 @@ outputs of the plan's audited samples in a row audit) plus `REVEAL_SLACK`, cappe
 refused anyway. An output on a sample the plan does not audit is legal but not budgeted
 beyond the slack.
 
-Single submissions (`POST /v1/transactions`, the hot write route): `SubmitFastPath` answers
-a well-formed transaction itself, past FastAPI's routing, dependency and serialization
-layers, and runs the service call on `intake.SubmitThreads` (one cheap hand-off, not two
-anyio ones); anything else goes on to the FastAPI route, which stays the reference (the
-same answers, the OpenAPI document).
+Single submissions (`POST /v1/transactions`, the hot write route): an async route that runs
+the service call on `intake.SubmitThreads` (one cheap hand-off, not the two anyio ones of a
+sync route with a response model).
 
 Worker threads: FastAPI runs the sync routes in anyio's default thread pool (40 threads).
 A reveal waiting for an audit slot holds its thread, so at start-up the pool is raised to
@@ -52,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import re
@@ -64,7 +61,6 @@ from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hashcloud.api.models import (
@@ -195,73 +191,7 @@ def error_response(exc: HashCloudError) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
-SubmitFn = Callable[[Transaction], Awaitable[Response]]
 """Submits one transaction and answers it (`create_app`'s `submit_one`)."""
-
-
-class SubmitFastPath:
-    """ASGI middleware answering `POST /v1/transactions` itself when the request is plain:
-    `Content-Type: application/json`, a declared Content-Length, a body that is a valid
-    `Transaction`. That skips FastAPI's per-request layers (routing, dependency solving,
-    response validation): about a quarter of the event loop's CPU per transaction.
-
-    Anything else goes on to the FastAPI route with the body it read replayed, so every
-    refusal of a malformed request is the route's own (422 with the named field, the
-    OpenAPI document's shapes). It sits inside `WriteRateLimit` and `BodyLimit`: the rate
-    and the declared length are checked before it reads a byte. The answer to a plain
-    request is `submit(tx)`'s, the same function the route awaits."""
-
-    PATH = "/v1/transactions"
-
-    def __init__(self, app: ASGIApp, submit: SubmitFn) -> None:
-        """Wrap `app`; `submit` admits a parsed transaction and returns the answer."""
-        self.app, self.submit = app, submit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer a plain submission, pass anything else on."""
-        if (scope["type"] != "http" or scope.get("path") != self.PATH
-                or scope.get("method") != "POST" or not self._plain(scope)):
-            await self.app(scope, receive, send)
-            return
-        read: list[Message] = []
-        chunks: list[bytes] = []
-        while True:
-            msg = await receive()
-            read.append(msg)
-            if msg["type"] != "http.request":
-                break  # a disconnect: the route answers it as usual
-            chunks.append(msg.get("body", b""))
-            if not msg.get("more_body", False):
-                tx = self._parse(b"".join(chunks))
-                if tx is not None:
-                    response = await self.submit(tx)
-                    await response(scope, receive, send)
-                    return
-                break
-
-        async def replay() -> Message:
-            return read.pop(0) if read else await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    def _plain(scope: Scope) -> bool:
-        """A JSON body of declared length (anything else is the route's to judge)."""
-        json_type = length = False
-        for name, value in scope.get("headers", ()):
-            if name == b"content-type":
-                json_type = value == b"application/json"
-            elif name == b"content-length":
-                length = True
-        return json_type and length
-
-    @staticmethod
-    def _parse(body: bytes) -> Transaction | None:
-        """The body as the route would parse it (`json.loads`, then the model), or None."""
-        try:
-            return Transaction.model_validate(json.loads(body))
-        except (ValueError, RecursionError, ValidationError):  # the route says why
-            return None
 
 
 class BodyLimit:
@@ -353,7 +283,7 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
     submits = SubmitThreads()
 
     async def submit_one(tx: Transaction) -> Response:
-        # Journaled (fsynced) before the answer; the route and `SubmitFastPath` share this.
+        # Journaled (fsynced) before the answer.
         try:
             txid = await submits.run(service.submit_transaction, tx)
         except HashCloudError as exc:
@@ -412,7 +342,6 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.service = service
     app.state.feed = feed
-    app.add_middleware(SubmitFastPath, submit=submit_one)  # innermost: after the limits
     app.add_middleware(BodyLimit, limit=max_body, reveal_limit=reveal_limit)
     write_limits = edge.write_limits()  # the middleware's and the batch route's windows
     app.add_middleware(WriteRateLimit, limits=write_limits)  # outermost: first
@@ -458,8 +387,7 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
     @app.post("/v1/transactions", response_model=TxSubmitResponse)
     async def submit(tx: Transaction) -> Response:
         """Submit a signed transaction (validated on entry, journaled before the answer). A
-        body that is no transaction is a 422 like any other malformed body. A plain request
-        is answered by `SubmitFastPath` with the same `submit_one`."""
+        body that is no transaction is a 422 like any other malformed body."""
         return await submit_one(tx)
 
     @app.post("/v1/transactions/batch", response_model=TxBatchResponse)

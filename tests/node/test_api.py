@@ -9,7 +9,6 @@ a 500 (the TestClient returns server errors instead of raising them, so a 500 is
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import json
@@ -24,7 +23,6 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from starlette.responses import JSONResponse, Response
 
 from hashcloud.chain.genesis import genesis_hash
 from hashcloud.chain.tx import (
@@ -45,7 +43,6 @@ from hashcloud.node.app import (
     MAX_BODY,
     REVEAL_SLACK,
     THREAD_MARGIN,
-    SubmitFastPath,
     reveal_body_limit,
     worker_threads,
 )
@@ -550,12 +547,13 @@ def test_malformed_transaction_bodies_are_422_like_other_routes(api: TestClient,
 
 
 ROUTE_JSON = {"content-type": "application/json; charset=utf-8"}
-"""A content type `SubmitFastPath` leaves to the FastAPI route (`json=` sends the plain one)."""
+"""The JSON content type with a charset (`json=` sends the plain one)."""
 
 
-def test_fast_path_answers_as_the_route_does(api: TestClient, node_dir: NodeDir) -> None:
-    """Each outcome of a submission, once by `SubmitFastPath` (plain application/json) and
-    once by the FastAPI route: the same status, headers that matter and body."""
+def test_submission_answers_do_not_depend_on_the_content_type_spelling(
+        api: TestClient, node_dir: NodeDir) -> None:
+    """Each outcome of a submission, once with plain application/json and once with a
+    charset: the same status, headers that matter and body."""
     def both(fast: dict | bytes, route: dict | bytes) -> tuple[Any, Any]:
         def post(body: dict | bytes, headers: dict | None) -> Any:
             raw = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -580,53 +578,9 @@ def test_fast_path_answers_as_the_route_does(api: TestClient, node_dir: NodeDir)
     assert api.get("/v1/info").json()["mempool_size"] == 2
 
 
-def test_fast_path_passes_anything_else_on_with_its_body(node_dir: NodeDir) -> None:
-    """`SubmitFastPath` over a stand-in route that echoes what it was given: a plain valid
-    transaction never reaches it, every other request does, with its whole body."""
-    async def route(scope, receive, send) -> None:  # noqa: ANN001 - ASGI
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        await JSONResponse({"route": body.decode("latin-1")}, 418)(scope, receive, send)
-
-    async def submit(tx: Transaction) -> Response:
-        return JSONResponse({"fast": tx.nonce})
-
-    def call(method: str, path: str, headers: list, chunks: list[bytes]) -> dict:
-        sent: list[dict] = []
-        msgs = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-                for i, c in enumerate(chunks)]
-
-        async def receive() -> dict:
-            return msgs.pop(0) if msgs else {"type": "http.disconnect"}
-
-        async def send(msg: dict) -> None:
-            sent.append(msg)
-
-        scope = {"type": "http", "method": method, "path": path, "headers": headers}
-        asyncio.run(SubmitFastPath(route, submit)(scope, receive, send))
-        return json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
-
-    tx = json.dumps(tx_to_json(transfer(node_dir, 3))).encode()
-    plain = [(b"content-length", str(len(tx)).encode()), (b"content-type", b"application/json")]
-    assert call("POST", "/v1/transactions", plain, [tx[:10], tx[10:]]) == {"fast": 3}
-    for method, path, headers, body in (
-            ("POST", "/v1/transactions", plain, tx[:-1]),  # not JSON
-            ("POST", "/v1/transactions", plain, b'{"nonce": 3}'),  # not a transaction
-            ("POST", "/v1/transactions", plain[:1], tx),  # no content type
-            ("POST", "/v1/transactions", [(b"content-type", b"text/plain")], tx),
-            ("POST", "/v1/transactions", plain[1:], tx),  # chunked: no declared length
-            ("POST", "/v1/transactions/batch", plain, tx),
-            ("PUT", "/v1/transactions", plain, tx)):
-        assert call(method, path, headers, [body[:7], body[7:]]) == {"route": body.decode()}
-
-
-def test_fast_path_acknowledges_only_what_is_durable(tmp_path: Path) -> None:
-    """A transaction the fast path answered 200 is back after a restart (journal fsynced
-    before the answer)."""
+def test_submission_acknowledges_only_what_is_durable(tmp_path: Path) -> None:
+    """A transaction answered 200 is back after a restart (journal fsynced before the
+    answer)."""
     nd = make_node_dir(tmp_path / "node")
     svc = NodeService(nd.files)
     txs = [transfer(nd, n) for n in range(3)]

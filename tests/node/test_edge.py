@@ -27,7 +27,7 @@ import pytest
 from hashcloud.chain.tx import tx_to_json
 from hashcloud.crypto.signatures import _verify_cached, clear_verification_cache
 from hashcloud.errors import InvalidOption
-from hashcloud.node.app import BodyLimit, SubmitFastPath, create_app
+from hashcloud.node.app import BodyLimit, create_app
 from hashcloud.node.config import ValidatorConfig
 from hashcloud.node.edge import (
     ConnectionGuard,
@@ -401,11 +401,11 @@ def test_transactions_over_the_rate_get_429_with_retry_after(service: NodeServic
         assert api.get("/v1/info").status_code == 200
 
 
-def test_submit_fast_path_sits_inside_the_rate_limit(service: NodeService) -> None:
-    """Starlette runs `user_middleware[0]` first: the rate limit, then the body limit, then
-    the fast path of plain submissions (which reads the body)."""
+def test_the_rate_limit_runs_before_the_body_limit(service: NodeService) -> None:
+    """Starlette runs `user_middleware[0]` first: the rate limit (before any body is read),
+    then the body limit."""
     app = create_app(service, produce_blocks=False)
-    assert [m.cls for m in app.user_middleware] == [WriteRateLimit, BodyLimit, SubmitFastPath]
+    assert [m.cls for m in app.user_middleware] == [WriteRateLimit, BodyLimit]
 
 
 def test_a_batch_is_charged_its_transaction_count(service: NodeService,
