@@ -191,8 +191,6 @@ def error_response(exc: HashCloudError) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
-"""Submits one transaction and answers it (`create_app`'s `submit_one`)."""
-
 
 class BodyLimit:
     """ASGI middleware refusing request bodies larger than `limit` bytes with 413 (the reveal
