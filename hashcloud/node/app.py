@@ -191,7 +191,6 @@ def error_response(exc: HashCloudError) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
-
 class BodyLimit:
     """ASGI middleware refusing request bodies larger than `limit` bytes with 413 (the reveal
     route of challenge `id`: `reveal_limit(id)` bytes, default `limit`).
