@@ -197,6 +197,7 @@ class NodeProcess:
     data_dir: Path
     home: Path
     stderr_path: Path
+    port: int = 0
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -213,20 +214,24 @@ class NodeProcess:
 
     def kill9(self) -> None:
         """SIGKILL: no cleanup at all in the node."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
 
 
 def start_node(data_dir: Path, home: Path, *, block_time: float = 0.3,
-               deadline: float = 20.0, extra_args: tuple[str, ...] = ()) -> NodeProcess:
-    """Start a node on `data_dir` (port 0) and wait for its listening line."""
+               deadline: float = 20.0, extra_args: tuple[str, ...] = (), port: int = 0,
+               env: dict[str, str] | None = None) -> NodeProcess:
+    """Start a node on `data_dir` (port 0: any free) and wait for its listening line; `env`
+    defaults to `cli_env()` (the CLI suite passes its own, without `COLUMNS`)."""
     home.mkdir(parents=True, exist_ok=True)
     stderr_path = home / f"node-{time.monotonic_ns()}.stderr"
     err_fh = open(stderr_path, "w")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
-        hashcloud_cmd(home, "node", "start", "--data-dir", str(data_dir), "--port", "0",
+        hashcloud_cmd(home, "node", "start", "--data-dir", str(data_dir), "--port", str(port),
                       "--block-time", str(block_time), *extra_args),
-        stdout=subprocess.PIPE, stderr=err_fh, text=True, env=cli_env(), cwd=home.parent)
+        stdout=subprocess.PIPE, stderr=err_fh, stdin=subprocess.DEVNULL, text=True,
+        env=cli_env() if env is None else env, cwd=home.parent)
     err_fh.close()
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -252,6 +257,7 @@ def start_node(data_dir: Path, home: Path, *, block_time: float = 0.3,
         match = LISTEN_RE.search(line)
         if match:
             node.url = match.group(1)
+            node.port = int(node.url.rsplit(":", 1)[1])
             return node
 
 
