@@ -457,6 +457,23 @@ class CompactMerkleBuilder:
         if self._finished:
             raise MerkleError("the tree is finished; no more leaves can be added")
         self._leaves.extend(leaves)
+        self._hash_complete_chunks()
+
+    @classmethod
+    def over(cls, leaves: LeafStore,
+             chunk_levels: int = COMPACT_CHUNK_LEVELS) -> CompactMerkleBuilder:
+        """A builder over leaves already stored (no copy), every complete chunk hashed.
+
+        Why: an interrupt (Ctrl-C, SIGTERM) can land inside `extend` after the leaves were
+        stored but before their chunks were hashed; the leaf store is always whole (one
+        append), so the tree of an interrupted round is rebuilt from it."""
+        builder = cls(chunk_levels)
+        builder._leaves = leaves
+        builder._hash_complete_chunks()
+        return builder
+
+    def _hash_complete_chunks(self) -> None:
+        """Hash every complete chunk not hashed yet into the levels above."""
         chunk = 1 << self._chunk_levels
         full = len(self._leaves) // chunk
         if full > self._done_chunks:

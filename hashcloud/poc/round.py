@@ -103,6 +103,9 @@ def run_loops(
         interrupted = True
         if not leaves:
             raise
+        # The interrupt may have landed inside `builder.extend`, between storing a batch's
+        # leaves and hashing their chunks: rebuild the tree from the (always whole) leaves.
+        builder = CompactMerkleBuilder.over(leaves)
     compute_time = time.perf_counter() - start
     return RoundWork(seed, engine.n, leaves, compute_time, interrupted, builder.finish())
 

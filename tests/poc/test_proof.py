@@ -310,3 +310,33 @@ def test_sample_outputs_on_several_threads_equal_one_thread():
     many = sample_outputs("cd" * 32, 64, indices, workers=4)
     assert list(many) == indices and many == one
     assert one[5] == loop_output("cd" * 32, 5, 64)
+
+
+def test_an_interrupt_inside_the_tree_update_still_gives_a_whole_tree(monkeypatch):
+    """Ctrl-C or SIGTERM (raised as KeyboardInterrupt) can land inside the builder's update,
+    after a batch's leaves were stored but before their chunks were hashed: the tree had too
+    few chunk roots and a mined round was rejected ("audit path too short", seen in a real
+    SIGTERM test). The interrupted round's tree must still be the tree of its leaves."""
+    from hashcloud.crypto.merkle import CompactMerkleBuilder, MerkleTree, verify_inclusion
+
+    real = CompactMerkleBuilder._hash_complete_chunks
+    calls = {"n": 0}
+
+    def interrupted_on_the_third_batch(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # after `extend` stored the batch, before hashing it
+        real(self)
+
+    monkeypatch.setattr(CompactMerkleBuilder, "_hash_complete_chunks",
+                        interrupted_on_the_third_batch)
+    with Engine("numpy", 64, batch_size=100) as engine:
+        work = run_loops(engine, "ab" * 8, 60.0, max_loops=1000)
+    monkeypatch.setattr(CompactMerkleBuilder, "_hash_complete_chunks", real)
+    assert work.interrupted and len(work.leaves) > 100
+    full = MerkleTree(list(work.leaves))
+    assert work.tree.root == full.root
+    for i in (0, len(work.leaves) - 1, len(work.leaves) // 2):
+        assert work.tree.audit_path(i) == full.audit_path(i)
+        verify_inclusion(work.leaves[i], i, len(work.leaves), work.tree.audit_path(i),
+                         work.tree.root)
