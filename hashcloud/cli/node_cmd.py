@@ -140,6 +140,10 @@ def start(
         min=0.1, show_default=False,
         help="Seconds a client has to send a request body, plus 1 s per 64 KiB "
              "(default: the node's policy).")] = None,
+    send_timeout: Annotated[float | None, typer.Option(
+        min=0.1, show_default=False,
+        help="Seconds a buffered response may wait on a client that reads none of it "
+             "before the connection is closed (default: the node's policy).")] = None,
     accept_rollback: Annotated[bool, typer.Option(
         "--accept-rollback",
         help="Start even though the chain store is missing or behind the height this node "
@@ -178,6 +182,7 @@ def start(
         "transactions_per_minute_per_ip": tx_rate, "reveals_per_minute_per_ip": reveal_rate,
         "max_connections": max_connections, "max_connections_per_ip": max_connections_per_ip,
         "header_timeout": header_timeout, "body_timeout": body_timeout,
+        "send_timeout": send_timeout,
     }
     edge = EdgeSettings(**{k: v for k, v in edge_options.items() if v is not None})
     if not is_loopback_host(host):

@@ -16,10 +16,15 @@ descriptor of the process, and the event loop then logs one traceback per failed
   waited longest for a request header is closed to make room (honest clients send their
   header at once, so a flood of half-sent requests churns among itself while honest
   requests are served), and only when none waits is the new one closed.
-- `guarded_protocol`: uvicorn's h11 protocol with read deadlines: the request header must
+- `guarded_protocol`: uvicorn's h11 protocol with deadlines: the request header must
   be complete `header_timeout` seconds after the connection opened or the previous
-  response ended (slowloris), the body within `body_timeout` plus its length at
-  `min_body_rate` bytes/s (slow bodies). A connection past its deadline is closed.
+  response was delivered (slowloris), the body within `body_timeout` plus its length at
+  `min_body_rate` bytes/s (slow bodies), and while a response waits in the write buffer
+  the client must take some of it every `send_timeout` seconds (nginx's `send_timeout`:
+  a client that sends requests and never reads the answers would hold a slot and the
+  response's memory for ever). A connection past its deadline is closed. The header deadline of the next
+  request starts only once the previous response has left the write buffer, so a slow
+  but steady reader of a large response (a follower on a thin link) is never cut.
 - `LogThrottle`: recurring warnings (accept() out of file descriptors, malformed requests)
   become one line per `log_interval` seconds with a count, never a traceback per event.
 - `WriteRateLimit`: ASGI middleware refusing `POST /v1/transactions`, batches and reveals
@@ -114,6 +119,10 @@ class EdgeSettings:
     #: Bytes per second a body deadline allows beyond `body_timeout` (64 KiB/s: a 17 MiB
     #: reveal, the largest legal one, gets about 5 minutes).
     min_body_rate: int = 64 * 1024
+    #: Seconds a response may wait on a client that reads none of it: while the write
+    #: buffer is above its high-water mark (asyncio's 64 KiB), the buffer must shrink at
+    #: least once per period.
+    send_timeout: float = 30.0
     #: Open connections overall; None: `DEFAULT_MAX_CONNECTIONS`. Never above what the
     #: open-file limit allows (`connection_cap`).
     max_connections: int | None = None
@@ -130,7 +139,7 @@ class EdgeSettings:
 
     def __post_init__(self) -> None:
         """Refuse unusable values with a message naming the field."""
-        for name in ("header_timeout", "body_timeout", "log_interval"):
+        for name in ("header_timeout", "body_timeout", "send_timeout", "log_interval"):
             _positive(name, getattr(self, name), integer=False)
         for name in ("min_body_rate", "max_connections_per_ip",
                      "transactions_per_minute_per_ip", "reveals_per_minute_per_ip"):
@@ -273,7 +282,8 @@ class ConnectionGuard:
     connection it upgraded). `admit` takes a slot or says no; `set_waiting` marks a
     connection as waiting for a request header (the ones evicted first at the overall
     cap); `release` gives the slot back (idempotent). Counters: `refused`, `evicted`,
-    `timed_out` (closed at a read deadline), `responses` (HTTP responses sent)."""
+    `timed_out` (closed at a header or body deadline), `send_timed_out` (closed with a
+    response the client did not read), `responses` (HTTP responses sent)."""
 
     def __init__(self, cap: int, per_ip: int, exempt: Iterable[str] = ()) -> None:
         """At most `cap` connections overall and `per_ip` per address (`exempt` addresses,
@@ -285,7 +295,7 @@ class ConnectionGuard:
         self._open: dict[Any, str] = {}
         self._per_ip: Counter[str] = Counter()
         self._waiting: OrderedDict[Any, None] = OrderedDict()  # oldest wait first
-        self.refused = self.evicted = self.timed_out = 0
+        self.refused = self.evicted = self.timed_out = self.send_timed_out = 0
         self.responses = 0  # HTTP responses completed (every request answered)
 
     def __len__(self) -> int:
@@ -337,7 +347,8 @@ class ConnectionGuard:
 class GuardMetrics:
     """A Prometheus collector of a `ConnectionGuard`: `hc_connections_open` and the counters
     `hc_connections_refused_total`, `hc_connections_evicted_total`,
-    `hc_connections_timed_out_total`, `hc_http_responses_total` (read at scrape time, no
+    `hc_connections_timed_out_total`, `hc_connections_send_timed_out_total`,
+    `hc_http_responses_total` (read at scrape time, no
     bookkeeping of its own)."""
 
     def __init__(self, guard: ConnectionGuard) -> None:
@@ -352,7 +363,9 @@ class GuardMetrics:
         for name, value, what in (
                 ("refused", g.refused, "closed at once: over the per-address or overall cap"),
                 ("evicted", g.evicted, "closed at the overall cap while waiting for a header"),
-                ("timed_out", g.timed_out, "closed at a header or body deadline")):
+                ("timed_out", g.timed_out, "closed at a header or body deadline"),
+                ("send_timed_out", g.send_timed_out,
+                 "closed with a response the client did not read in time")):
             yield CounterMetricFamily(f"hc_connections_{name}", f"Connections {what}",
                                       value=value)
         yield CounterMetricFamily("hc_http_responses", "HTTP responses sent",
@@ -379,18 +392,20 @@ def _content_length(headers: list[tuple[bytes, bytes]] | None) -> int | None:
 def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
                      base: type[H11Protocol] = H11Protocol) -> type[H11Protocol]:
     """uvicorn's h11 protocol class admitting connections through `guard` and closing
-    those past their read deadline (module doc); its WebSocket upgrades keep the slot and
-    release it when they close."""
+    those past their header, body or send deadline (module doc); its WebSocket upgrades
+    keep the slot and release it when they close."""
 
     ws_classes: dict[type, type] = {}  # uvicorn's WebSocket class -> its guarded subclass
 
     class GuardedProtocol(base):  # type: ignore[valid-type, misc]
-        """An h11 connection with a slot in the guard and a read deadline per request."""
+        """An h11 connection with a slot in the guard and a deadline for each phase."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._deadline: asyncio.TimerHandle | None = None
             self._state: tuple[str, object] | None = None
+            self._write_stalled = False  # the transport's buffer is above its high water
+            self._unsent = 0  # bytes buffered when the send deadline was armed
             ws = self.ws_protocol_class
             if ws is not None:
                 if ws not in ws_classes:
@@ -423,6 +438,18 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
             super().on_response_complete()
             self._update_deadline()
 
+        def pause_writing(self) -> None:
+            """The client stopped reading (write buffer full): arm the send deadline."""
+            super().pause_writing()
+            self._write_stalled = True
+            self._update_deadline()
+
+        def resume_writing(self) -> None:
+            """The buffer drained: back to the phase the request is in (a new deadline)."""
+            super().resume_writing()
+            self._write_stalled = False
+            self._update_deadline()
+
         def handle_websocket_upgrade(self, event: Any) -> None:
             """Hand the slot to the WebSocket: no read deadline, released when it closes."""
             self._cancel_deadline()
@@ -435,7 +462,9 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
             if self.transport.is_closing() or (self._state and self._state[0] == "websocket"):
                 return
             cycle = self.cycle
-            if cycle is None or cycle.response_complete:
+            if self._write_stalled:
+                phase = "send"  # checked first: the next header waits for the drain
+            elif cycle is None or cycle.response_complete:
                 phase = "header"
             elif cycle.more_body:
                 phase = "body"
@@ -452,6 +481,13 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
             elif phase == "body":
                 seconds = settings.body_deadline(_content_length(self.headers))
                 self._deadline = self.loop.call_later(seconds, self._expire)
+            elif phase == "send":
+                self._arm_send_deadline()
+
+        def _arm_send_deadline(self) -> None:
+            """Give the client `send_timeout` seconds to take some of the buffered bytes."""
+            self._unsent = self.transport.get_write_buffer_size()
+            self._deadline = self.loop.call_later(settings.send_timeout, self._expire)
 
         def _cancel_deadline(self) -> None:
             """Drop the armed deadline, if any."""
@@ -463,7 +499,13 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
             """The deadline passed: close the connection."""
             self._deadline = None
             if not self.transport.is_closing():
-                guard.timed_out += 1
+                if self._state and self._state[0] == "send":
+                    if self.transport.get_write_buffer_size() < self._unsent:
+                        self._arm_send_deadline()  # the client read some: a new period
+                        return
+                    guard.send_timed_out += 1
+                else:
+                    guard.timed_out += 1
                 self.transport.abort()
 
     return GuardedProtocol
@@ -565,5 +607,6 @@ def describe_limits(validator: Any, edge: EdgeSettings, connection_cap: int) -> 
         f"failed audits {validator.ip_failures_per_hour}/h per IP; "
         f"connections {edge.max_connections_per_ip} per IP, {connection_cap} overall; "
         f"request header within {edge.header_timeout:g} s, body within "
-        f"{edge.body_timeout:g} s + 1 s per {edge.min_body_rate // 1024} KiB"
+        f"{edge.body_timeout:g} s + 1 s per {edge.min_body_rate // 1024} KiB, "
+        f"a stalled response drained within {edge.send_timeout:g} s"
     )

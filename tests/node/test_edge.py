@@ -161,11 +161,15 @@ async def _hello(scope: dict, receive: object, send: object) -> None:
         body += msg.get("body", b"")
         if not msg.get("more_body"):
             break
-    answer = str(len(body)).encode()
+    answer = b"x" * BIG if scope["path"] == "/big" else str(len(body)).encode()
     await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
                 "headers": [(b"content-type", b"text/plain"),
                             (b"content-length", str(len(answer)).encode())]})
     await send({"type": "http.response.body", "body": answer})  # type: ignore[operator]
+
+
+#: The size of `GET /big`: far more than the kernel buffers of a client reading slowly.
+BIG = 4 << 20
 
 
 class Served:
@@ -229,7 +233,7 @@ def _closed_by_peer(s: socket.socket) -> bool:
 def quick() -> Iterator[Served]:
     """A guarded server with short deadlines and a per-address cap of 3."""
     edge = EdgeSettings(header_timeout=0.5, body_timeout=0.5, min_body_rate=1 << 20,
-                        max_connections_per_ip=3, max_connections=6)
+                        send_timeout=0.5, max_connections_per_ip=3, max_connections=6)
     with Served(edge) as served:
         yield served
 
@@ -265,6 +269,64 @@ def test_slow_body_is_closed_at_the_body_deadline(quick: Served) -> None:
     s = quick.connect()
     s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
     assert _closed_by_peer(s)
+
+
+def _small_buffers_client(served: Served) -> socket.socket:
+    """A client connection with small kernel buffers on both ends (the receive buffer set
+    before connecting sets the TCP window; accepted sockets inherit the listener's send
+    buffer), so a response the client has not read waits in the server's write buffer, not
+    in the kernel."""
+    served.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", served.port))
+    return s
+
+
+def _wait_for(predicate: object, seconds: float = 10.0) -> bool:
+    """Poll `predicate()` every 20 ms for up to `seconds`."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_response_the_client_never_reads_is_closed_at_the_send_deadline(quick: Served) -> None:
+    """A client that sends a request and reads nothing is closed send_timeout after the
+    server's buffer filled (it would hold a slot and the response's memory for ever)."""
+    s = _small_buffers_client(quick)
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _wait_for(lambda: quick.server.guard.send_timed_out >= 1)
+    assert _wait_for(lambda: len(quick.server.guard) == 0)
+    assert quick.server.guard.timed_out == 0
+    s.close()
+
+
+def test_slow_steady_reader_gets_a_large_response_whole(quick: Served) -> None:
+    """A client reading a 4 MiB response in small steps for longer than both the header and
+    the send deadline (0.5 s each) gets all of it: the next request's header deadline starts
+    once the response has drained (it used to start when the app finished writing, cutting
+    a follower on a thin link mid-download), and every read restarts the send deadline."""
+    s = _small_buffers_client(quick)
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: no close to flush
+    data, started = b"", time.monotonic()
+    while not data.endswith(b"x" * 1000) or len(data) < BIG:
+        try:
+            chunk = s.recv(32768)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+        time.sleep(0.003)  # at most 16 KiB a read: > 0.75 s for 4 MiB
+    elapsed = time.monotonic() - started
+    s.close()
+    assert elapsed > 0.5, "too fast to test the deadlines"
+    assert len(data) > BIG and data.endswith(b"x" * 1000), (len(data), elapsed)
+    assert quick.server.guard.send_timed_out == 0 and quick.server.guard.timed_out == 0
 
 
 def test_keep_alive_requests_are_served(quick: Served) -> None:
