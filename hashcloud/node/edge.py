@@ -22,9 +22,10 @@ descriptor of the process, and the event loop then logs one traceback per failed
   `min_body_rate` bytes/s (slow bodies), and while a response waits in the write buffer
   the client must take some of it every `send_timeout` seconds (nginx's `send_timeout`:
   a client that sends requests and never reads the answers would hold a slot and the
-  response's memory for ever). A connection past its deadline is closed. The header deadline of the next
-  request starts only once the previous response has left the write buffer, so a slow
-  but steady reader of a large response (a follower on a thin link) is never cut.
+  response's memory for ever). A connection past its deadline is closed. The header
+  deadline of the next request starts only once the previous response has left the
+  write buffer, so a slow but steady reader of a large response (a follower on a thin
+  link) is never cut.
 - `LogThrottle`: recurring warnings (accept() out of file descriptors, malformed requests)
   become one line per `log_interval` seconds with a count, never a traceback per event.
 - `WriteRateLimit`: ASGI middleware refusing `POST /v1/transactions`, batches and reveals
