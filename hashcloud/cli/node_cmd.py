@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from hashcloud.cli.common import cli_command, err, node_key_passphrase, out, print_json, state
 from hashcloud.errors import UsageError
@@ -157,6 +158,10 @@ def start(
     genesis_hash_: Annotated[str | None, typer.Option(
         "--genesis-hash", show_default=False,
         help="With --follow: refuse a producer whose genesis hash is not this one.")] = None,
+    reconsider: Annotated[bool, typer.Option(
+        "--reconsider",
+        help="With --follow: clear this follower's recorded refusal of its producer (an "
+             "invalid or conflicting block) and follow again.")] = False,
 ) -> None:
     """Run the node (PoC validator + chain) until Ctrl-C / SIGTERM.
 
@@ -194,9 +199,11 @@ def start(
     dd = data_dir or state(ctx).home / "node"
     if genesis_hash_ is not None and follow is None:
         raise UsageError("--genesis-hash needs --follow URL")
+    if reconsider and follow is None:
+        raise UsageError("--reconsider needs --follow URL")
     if follow is not None:
         _start_follower(dd, follow, genesis_hash_, config, host, port, log_level,
-                        trusted_proxy or (), edge=edge)
+                        trusted_proxy or (), edge=edge, reconsider=reconsider)
         return
     files, created = open_or_init(dd, node_key_passphrase(dd))
     if created:
@@ -216,11 +223,13 @@ def start(
 
 def _start_follower(dd: Path, url: str, pinned: str | None, config: object, host: str,
                     port: int, log_level: str, trusted_proxies: list[str] | tuple[str, ...],
-                    edge: object) -> None:
+                    edge: object, reconsider: bool) -> None:
     """`node start --follow URL`: open (or initialise from the producer's genesis) the data
-    dir, say which genesis it follows, and serve with the sync loop instead of a producer."""
+    dir, say which genesis it follows and any refusal it recorded (`--reconsider` clears
+    it), and serve with the sync loop instead of a producer."""
     from hashcloud.chain.genesis import genesis_hash
     from hashcloud.node.follower import FollowerService, check_url, follower_task, open_follower_dir
+    from hashcloud.node.refusal import clear_refusal, load_refusal
     from hashcloud.node.server import bind_socket, run_node
 
     if pinned is not None and not (len(pinned) == 64 and all(
@@ -232,6 +241,15 @@ def _start_follower(dd: Path, url: str, pinned: str | None, config: object, host
     err.print(f"{'initialised a follower' if created else 'following'} in {dd}: "
               f"producer {url}, genesis {digest}"
               + ("" if pinned else " (not pinned: pass --genesis-hash to check it)"))
+    if reconsider:
+        cleared = clear_refusal(dd)
+        err.print(f"reconsidering: cleared the record \"{cleared.describe()}\""
+                  if cleared else "reconsidering: no refusal was recorded", soft_wrap=True,
+                  markup=False)
+    elif (prior := load_refusal(dd)) is not None:
+        err.print(f"[yellow]warning:[/] this follower {escape(prior.describe())}. It serves its "
+                  "chain but neither follows nor relays; fix the cause, then start with "
+                  "--reconsider.", soft_wrap=True)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per sync request

@@ -19,7 +19,9 @@ Sync (`Follower.run`, an asyncio task of the node's app):
   not extend this node's chain, a head that conflicts with a block this node accepted, or
   another genesis, is refused: the follower stops following, logs the reason at ERROR and
   shows it in `/v1/info` (`follow.state = "refused"`, `follow.reason`). It never rewrites or
-  rolls back an accepted block; it keeps serving what it has.
+  rolls back an accepted block; it keeps serving what it has. The refusal is recorded on
+  disk first (`node.refusal`), so a restart does not follow (or relay to) that producer
+  again until the operator clears it (`node start --follow URL --reconsider`).
 
 `FollowerService` is a `NodeService` whose writes go to the producer (`Relay`, httpx with
 timeouts): transactions (single and batch), next-nonce and pending transaction status, and
@@ -95,6 +97,7 @@ from hashcloud.node.config import (
     is_initialised,
 )
 from hashcloud.node.intake import prevalidate
+from hashcloud.node.refusal import Refusal, load_refusal, record_refusal
 from hashcloud.node.service import NodeService
 from hashcloud.node.sync import DEFAULT_RANGE_BLOCKS, decode_range
 from hashcloud.types import AddressStr, PublicKeyBytes, describe_validation_error
@@ -328,6 +331,9 @@ class FollowerService(NodeService):
         self.producer_key: dict[str, Any] | None = None
         self.imported_blocks = Counter("hc_blocks_imported", "Blocks imported from the producer",
                                        registry=self.metrics.registry)
+        prior = load_refusal(files.data_dir)
+        if prior is not None:
+            self._mark_refused(f"{prior.describe()} (start with --reconsider to follow again)")
 
     # ------------------------------------------------------------------ reads
 
@@ -461,11 +467,23 @@ class FollowerService(NodeService):
                      block_hash(head)[:16], head.proposer)
 
     def refuse(self, reason: str) -> None:
-        """Stop following: record and log why; relaying stops too (module doc)."""
+        """Stop following: record why on disk (`node.refusal`; a write error is logged, the
+        refusal stands in memory), log it; relaying stops too (module doc)."""
+        refusal = Refusal(self.producer_url, reason, self.ledger.height,
+                          int(time.time() * 1000))
+        try:
+            record_refusal(self.files.data_dir, refusal)
+        except OSError as exc:
+            log.error("cannot record the refusal in %s (%s): a restart would follow again",
+                      self.files.data_dir, exc.strerror or exc)
+        self._mark_refused(reason)
+
+    def _mark_refused(self, reason: str) -> None:
+        """Show and log the refusal; the relay answers 503 from now on."""
         self.follow.state = "refused"
         self.follow.reason = reason
         self.relay.refused = reason
-        log.error("stopped following %s: %s", self.producer_url, reason)
+        log.error("not following %s: %s", self.producer_url, reason)
 
     def close(self) -> None:
         """Close the relay, then the node."""
@@ -500,7 +518,10 @@ class Follower:
         return self.service.follow
 
     async def run(self, sink: HeadSink | None = None) -> None:
-        """Follow until cancelled or until the producer is refused."""
+        """Follow until cancelled or until the producer is refused (at once if it was
+        refused before this start: `node.refusal`)."""
+        if self.state.state == "refused":
+            return
         self.wake = asyncio.Event()
         self.checked_genesis = False
         feed = asyncio.create_task(self._head_feed()) if self.use_feed else None

@@ -35,6 +35,7 @@ from hashcloud.node.follower import (
     fetch_genesis,
     open_follower_dir,
 )
+from hashcloud.node.refusal import clear_refusal, load_refusal, refusal_path
 from hashcloud.node.service import NodeService
 from hashcloud.node.sync import block_range, decode_range
 from tests.fake_http import FakeNode
@@ -47,6 +48,7 @@ from tests.node.conftest import (
     commit_request,
     make_node_dir,
     run_cli,
+    start_node,
     transfer,
 )
 
@@ -270,6 +272,118 @@ def test_follower_refuses_a_tampered_block(producer: Producer, tmp_path: Path,
             f.submit_transaction(transfer(producer.nd, 4))
     finally:
         f.close()
+
+
+class Counting(httpx.AsyncBaseTransport):
+    """The producer's transport, counting the requests made through it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner, self.requests = inner, 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        return await self.inner.handle_async_request(request)
+
+
+def refuse_at_block_2(producer: Producer, path: Path) -> str:
+    """A follower at `path` that refused the producer's tampered block 2; its reason."""
+    produce(producer.svc, producer.nd, 4)
+    f = open_follower(path, producer)
+    try:
+        follower = Follower(f, batch=1, head_feed=False, poll_seconds=0.02,
+                            transport=Rewrite(producer.transport(), flip_a_byte))
+        follow_until(follower, lambda: f.follow.state == "refused")
+        assert f.follow.reason is not None
+        return f.follow.reason
+    finally:
+        f.close()
+
+
+def test_a_refusal_survives_a_restart_until_reconsidered(producer: Producer,
+                                                         tmp_path: Path) -> None:
+    """The refusal is on disk: a restarted follower neither follows (no request reaches the
+    producer) nor relays until the record is cleared; then it follows again. (It used to
+    re-sync and relay after every restart.)"""
+    path = tmp_path / "f"
+    reason = refuse_at_block_2(producer, path)
+    record = load_refusal(path)
+    assert record is not None
+    assert (record.producer, record.reason, record.height) == (URL, reason, 1)
+    again = open_follower(path, producer)
+    try:
+        assert again.follow.state == "refused"
+        assert again.follow.reason is not None and reason in again.follow.reason
+        assert "--reconsider" in again.follow.reason
+        counted = Counting(producer.transport())
+        follow_until(Follower(again, head_feed=False, poll_seconds=0.02, transport=counted),
+                     lambda: False)  # returns when the loop ends
+        assert counted.requests == 0 and again.ledger.height == 1
+        with pytest.raises(ProducerUnavailable, match="refused its producer"):
+            again.submit_transaction(transfer(producer.nd, 4))
+    finally:
+        again.close()
+    assert clear_refusal(path) == record
+    assert load_refusal(path) is None and clear_refusal(path) is None
+    third = open_follower(path, producer)
+    try:
+        follow_until(Follower(third, head_feed=False, poll_seconds=0.02,
+                              transport=producer.transport()),
+                     lambda: third.ledger.height == producer.svc.ledger.height)
+        assert third.follow.state != "refused" and third.ledger.height >= 4
+    finally:
+        third.close()
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"producer": 1}',
+                                     b'{"producer": "u", "reason": "r", "height": -1, '
+                                     b'"time_ms": 0}'],
+                         ids=["empty", "truncated", "list", "missing", "negative"])
+def test_a_damaged_refusal_record_still_refuses(producer: Producer, tmp_path: Path,
+                                                content: bytes) -> None:
+    path = tmp_path / "f"
+    open_follower(path, producer).close()
+    refusal_path(path).write_bytes(content)
+    f = open_follower(path, producer)
+    try:
+        assert f.follow.state == "refused"
+        assert f.follow.reason is not None and "is damaged" in f.follow.reason
+    finally:
+        f.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(90)
+def test_node_start_follow_warns_of_a_refusal_and_reconsider_clears_it(
+        producer: Producer, tmp_path: Path) -> None:
+    """A real `node start --follow` on a dir holding a refusal warns, serves its chain and
+    shows the refusal in /v1/info; `--reconsider` clears the record and follows again (here
+    towards an unreachable producer: disconnected, retrying)."""
+    path = tmp_path / "f"
+    reason = refuse_at_block_2(producer, path)
+    gone = "http://127.0.0.1:9"  # nothing listens: the follower must not need it to start
+    node = start_node(path, tmp_path / "home", extra_args=("--follow", gone))
+    try:
+        info = httpx.get(f"{node.url}/v1/info", timeout=10).json()
+        assert info["follow"]["state"] == "refused" and reason in info["follow"]["reason"]
+        assert httpx.get(f"{node.url}/v1/head", timeout=10).json()["height"] == 1
+    finally:
+        node.stop()
+    assert "warning: this follower refused producer" in node.stderr()
+    assert "--reconsider" in node.stderr()
+    node = start_node(path, tmp_path / "home", extra_args=("--follow", gone, "--reconsider"))
+    try:
+        info = httpx.get(f"{node.url}/v1/info", timeout=10).json()
+        assert info["follow"]["state"] != "refused"
+    finally:
+        node.stop()
+    assert "reconsidering: cleared the record" in node.stderr() and reason in node.stderr()
+    assert load_refusal(path) is None
+
+
+def test_reconsider_needs_follow(tmp_path: Path) -> None:
+    r = run_cli(tmp_path / "home", "node", "start", "--reconsider", "--data-dir",
+                str(tmp_path / "n"), "--port", "0", timeout=45)
+    assert r.returncode == 2 and "--reconsider needs --follow" in r.stderr, r.stderr
 
 
 def test_a_bad_block_inside_a_range_keeps_the_blocks_before_it(producer: Producer,
