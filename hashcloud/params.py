@@ -38,3 +38,11 @@ DEFAULT_AUDIT_ROWS = 16
 MAX_LOOPS = 2**40
 """Most loops one commitment may claim (far above any real round; keeps every index and count
 inside what the canonical encoding and the JSON edges carry exactly)."""
+
+DEFAULT_EPOCH_ROWS = 100
+"""Payout (or pending) rows an epoch view carries when the caller names no limit
+(`chain.rewards.epoch_view`, `GET /v1/epochs/{n}`, `hashcloud epoch`)."""
+
+MAX_EPOCH_ROWS = 1000
+"""Most rows one epoch view carries: an epoch has a row per payout address, and each audited
+claim may name a new one, so a whole epoch is read page by page."""

@@ -225,7 +225,8 @@ class EpochPending(_Strict):
 
 class ClosedEpoch(_Strict):
     """A closed epoch (`chain.rewards.epoch_view`): pool, total work, what was carried on
-    to the next epoch and the payouts per address."""
+    to the next epoch and one page of the payouts per address (`count` in all; `next_offset`
+    is the next page's `offset`, null after the last)."""
 
     epoch: int = Field(ge=0)
     first_height: int = Field(ge=0)
@@ -234,12 +235,16 @@ class ClosedEpoch(_Strict):
     pool: Amount
     total_work: int = Field(ge=0)
     carried: Amount
+    count: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    next_offset: int | None = Field(ge=1)
     payouts: list[EpochPayout]
 
 
 class OpenEpoch(_Strict):
     """The open epoch (`chain.rewards.epoch_view`): pool so far, projected pool at its end,
-    what was carried in, total work and pending work per payout address."""
+    what was carried in, total work and one page of the pending work per payout address
+    (paged like `ClosedEpoch`)."""
 
     epoch: int = Field(ge=0)
     first_height: int = Field(ge=0)
@@ -249,6 +254,9 @@ class OpenEpoch(_Strict):
     projected_pool: Amount
     carried_in: Amount
     total_work: int = Field(ge=0)
+    count: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    next_offset: int | None = Field(ge=1)
     pending: list[EpochPending]
 
 

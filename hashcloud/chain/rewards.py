@@ -10,10 +10,13 @@ miners' work arrives. Views are JSON-ready dicts of integers (base units, work u
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hashcloud.chain.epoch import epoch_bounds, is_epoch_start, scheduled_subsidy, split_pool
 from hashcloud.chain.genesis import Genesis
-from hashcloud.chain.state import State, get_epoch_record, get_worker, pending_work
+from hashcloud.chain.state import EpochRecord, State, get_epoch_record, get_worker, pending_work
 from hashcloud.errors import NotFound
+from hashcloud.params import DEFAULT_EPOCH_ROWS, MAX_EPOCH_ROWS
 
 __all__ = ["account_rewards", "epoch_view", "expected_payout", "projected_pool"]
 
@@ -58,14 +61,22 @@ def account_rewards(genesis: Genesis, state: State, height: int, address: str) -
             "lifetime_work": worker.work, "accepted_claims": worker.claims}
 
 
-def epoch_view(genesis: Genesis, state: State, height: int, epoch: int | None = None) -> dict:
+def epoch_view(genesis: Genesis, state: State, height: int, epoch: int | None = None, *,
+               offset: int = 0, limit: int = DEFAULT_EPOCH_ROWS,
+               record_of: Callable[[State, int], EpochRecord | None] = get_epoch_record,
+               ) -> dict:
     """The `hashcloud epoch [N]` view (default: the open epoch) of the chain whose state after
     block `height` is `state`; NotFound for an epoch that has not started.
 
     Closed: `{"epoch", "status": "closed", "first_height", "last_height", "pool", "total_work",
     "carried", "payouts": [{"address", "work", "amount", "fees", "net"}...]}`. Open: the same
     with `"status": "open"`, `pool` so far, `projected_pool`, `carried_in` and `pending:
-    [{"address", "work", "fees", "estimated_payout"}...]`."""
+    [{"address", "work", "fees", "estimated_payout"}...]`. Rows are in address order, one
+    page of at most `limit` from `offset`: `count` is the epoch's number of rows and
+    `next_offset` the next page's offset (None after the last). `record_of` reads a closed
+    epoch's record (a node passes a cached reader: closed records never change)."""
+    if offset < 0 or not 1 <= limit <= MAX_EPOCH_ROWS:
+        raise ValueError(f"epoch view page out of range: offset {offset}, limit {limit}")
     current = state.totals.epoch
     epoch = current if epoch is None else epoch
     first, last = epoch_bounds(epoch, genesis.epoch_length)
@@ -73,21 +84,28 @@ def epoch_view(genesis: Genesis, state: State, height: int, epoch: int | None = 
     if epoch > current or epoch < 0:
         raise NotFound(f"epoch {epoch} has not started (the open epoch is {current})")
     if epoch < current:
-        record = get_epoch_record(state, epoch)
+        record = record_of(state, epoch)
         if record is None:  # pragma: no cover - every close writes its record
             raise NotFound(f"no record of epoch {epoch}")
+        page = record.payouts[offset:offset + limit]
         return {**base, "status": "closed", "pool": record.pool, "total_work": record.work,
-                "carried": record.carried,
+                "carried": record.carried, **_page(len(record.payouts), offset, limit),
                 "payouts": [{"address": p.address, "work": p.work, "amount": p.amount,
-                             "fees": p.fees, "net": p.amount - p.fees}
-                            for p in record.payouts]}
+                             "fees": p.fees, "net": p.amount - p.fees} for p in page]}
     projected = projected_pool(genesis, state, height)
     total = state.totals.epoch_work
     pending = []
-    for address in sorted(state.epoch_work):
+    for address in sorted(state.epoch_work)[offset:offset + limit]:
         entry = state.epoch_work[address]
         gross = projected * entry.work // total if total else 0
         pending.append({"address": address, "work": entry.work, "fees": entry.fees,
                         "estimated_payout": gross - min(gross, entry.fees)})
     return {**base, "status": "open", "pool": state.totals.pool, "projected_pool": projected,
-            "carried_in": state.totals.carried, "total_work": total, "pending": pending}
+            "carried_in": state.totals.carried, "total_work": total,
+            **_page(len(state.epoch_work), offset, limit), "pending": pending}
+
+
+def _page(count: int, offset: int, limit: int) -> dict:
+    """The paging fields of a view over `count` rows: `count`, `offset`, `next_offset`."""
+    return {"count": count, "offset": offset,
+            "next_offset": offset + limit if offset + limit < count else None}

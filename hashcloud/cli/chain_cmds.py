@@ -25,7 +25,7 @@ from hashcloud.cli.common import (
     state,
 )
 from hashcloud.errors import HashCloudError, ProofError, UsageError
-from hashcloud.params import DEFAULT_KEY_NAME
+from hashcloud.params import DEFAULT_EPOCH_ROWS, DEFAULT_KEY_NAME, MAX_EPOCH_ROWS
 
 if TYPE_CHECKING:
     from hashcloud.node.config import NodeFiles
@@ -83,21 +83,28 @@ def epoch(
     ctx: typer.Context,
     number: Annotated[int | None, typer.Argument(
         min=0, help="Epoch number (SPEC 6 v1.1; default: the open one).")] = None,
+    offset: Annotated[int, typer.Option(
+        min=0, help="First payout row to show (rows are in address order).")] = 0,
+    limit: Annotated[int, typer.Option(
+        min=1, max=MAX_EPOCH_ROWS, help="Most payout rows to show.")] = DEFAULT_EPOCH_ROWS,
     node: NodeOpt = None,
     data_dir: DataDirOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """An epoch's reward pool (SPEC 6 v1.1): pool, total work and payouts per address once
-    closed; pending work and estimated payouts while open (in HC; --json: base units)."""
+    closed; pending work and estimated payouts while open (in HC; --json: base units). An
+    epoch has a row per payout address: they come a page at a time (--offset, --limit)."""
     from hashcloud.chain.rewards import epoch_view
     from hashcloud.cli.chain_source import open_source
 
     with open_source(state(ctx), node, data_dir) as src:
         if src.client is not None:
             path = "/v1/epoch" if number is None else f"/v1/epochs/{number}"
-            view = src.client._request("GET", path)  # a plain JSON read, like `history`
+            view = src.client._request(  # a plain JSON read, like `history`
+                "GET", f"{path}?offset={offset}&limit={limit}")
         else:
-            view = _local_chain(src, lambda g, s, h: epoch_view(g, s, h, number))
+            view = _local_chain(src, lambda g, s, h: epoch_view(
+                g, s, h, number, offset=offset, limit=limit))
     if json_:
         print_json(view)
     else:
@@ -118,7 +125,9 @@ def _print_epoch(view: dict) -> None:
     out.print(head + f"; total work {view['total_work']:,}")
     rows = view["payouts"] if view["status"] == "closed" else view["pending"]
     if not rows:
-        out.print("no work in this epoch" + (" yet" if view["status"] == "open" else ""))
+        out.print(f"no rows from offset {view['offset']} ({view['count']} in all)"
+                  if view["count"] else
+                  "no work in this epoch" + (" yet" if view["status"] == "open" else ""))
         return
     closed = view["status"] == "closed"
     table = Table(box=None)
@@ -131,6 +140,11 @@ def _print_epoch(view: dict) -> None:
         table.add_row(row["address"], f"{row['work']:,}", f"{100 * row['work'] / total:.2f}%",
                       format_hc(amount), format_hc(row["fees"]))
     out.print(table)
+    if len(rows) < view["count"]:
+        first = view["offset"] + 1
+        more = (f"; next page: --offset {view['next_offset']}"
+                if view["next_offset"] is not None else "")
+        out.print(f"rows {first}..{first + len(rows) - 1} of {view['count']}{more}")
 
 
 @cli_command

@@ -110,7 +110,7 @@ from hashcloud.node.openapi import install_openapi
 from hashcloud.node.service import NodeService
 from hashcloud.node.sync import DEFAULT_RANGE_BLOCKS, MAX_RANGE_BLOCKS, block_range
 from hashcloud.node.validator import reveal_json_bound
-from hashcloud.params import MAX_LOOPS
+from hashcloud.params import DEFAULT_EPOCH_ROWS, MAX_EPOCH_ROWS, MAX_LOOPS
 from hashcloud.types import AddressStr, Hex32, describe_errors
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,11 @@ or two): the reveal route's limit for a committed challenge."""
 
 THREAD_MARGIN = 40
 """Worker threads kept for the other routes beyond the audit places (anyio's own default)."""
+
+#: The paging parameters of the epoch views (`chain.rewards.epoch_view`).
+EPOCH_OFFSET = Query(0, ge=0, lt=2**63, description="First row of the page.")
+EPOCH_LIMIT = Query(DEFAULT_EPOCH_ROWS, ge=1, le=MAX_EPOCH_ROWS,
+                    description="Most rows in the page.")
 
 #: The reveal route (its challenge id is group 1): its body limit is sized per challenge.
 _REVEAL_PATH = re.compile(r"^/v1/challenges/([^/]+)/reveal$")
@@ -432,16 +437,16 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
         return service.account(address)
 
     @app.get("/v1/epoch", response_model=OpenEpoch)
-    def current_epoch() -> dict:
+    def current_epoch(offset: int = EPOCH_OFFSET, limit: int = EPOCH_LIMIT) -> dict:
         """The open epoch (SPEC 6 v1.1): pool so far, projected pool, pending work and
-        estimated payouts per payout address."""
-        return service.epoch()
+        estimated payouts per payout address (one page of rows, `next_offset` continues)."""
+        return service.epoch(None, offset, limit)
 
     @app.get("/v1/epochs/{number}", response_model=EpochView)
-    def epoch(number: int) -> dict:
+    def epoch(number: int, offset: int = EPOCH_OFFSET, limit: int = EPOCH_LIMIT) -> dict:
         """Epoch `number`: closed (pool, total work, payouts per address) or open (pending
-        work); 404 for an epoch that has not started."""
-        return service.epoch(number)
+        work), one page of rows; 404 for an epoch that has not started."""
+        return service.epoch(number, offset, limit)
 
     @app.get("/v1/accounts/{address}/history", response_model=HistoryPage)
     def history(address: AddressStr, before: int | None = Query(None, ge=1, lt=2**63),

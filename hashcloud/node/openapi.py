@@ -77,7 +77,7 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/accounts/{address}"): (422,),
     ("get", "/v1/accounts/{address}/history"): (422,),
     ("get", "/v1/accounts/{address}/next-nonce"): (422,),
-    ("get", "/v1/epoch"): (),
+    ("get", "/v1/epoch"): (422,),
     ("get", "/v1/epochs/{number}"): (404, 422),
 }
 """The error statuses each operation can answer (besides 2xx). Any route may also answer

@@ -16,6 +16,7 @@ import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,7 +43,7 @@ from hashcloud.chain.epoch import claim_work
 from hashcloud.chain.genesis import chain_domain, genesis_block, genesis_hash
 from hashcloud.chain.ledger import Ledger
 from hashcloud.chain.rewards import account_rewards, epoch_view, expected_payout
-from hashcloud.chain.state import get_account
+from hashcloud.chain.state import EpochRecord, State, get_account, get_epoch_record
 from hashcloud.chain.tx import Transaction, decode_tx, encode_tx, tx_from_json, tx_id
 from hashcloud.engine.rows import loop_leaf, row_digests_of
 from hashcloud.errors import (
@@ -60,7 +61,7 @@ from hashcloud.node.mempool import Mempool
 from hashcloud.node.recovery import check_chain_present, check_journal_head, guard_store
 from hashcloud.node.round_log import RoundLog
 from hashcloud.node.validator import REVEAL_OUTCOMES, PocValidator, reveal_outcome
-from hashcloud.params import AUDIT_MODES
+from hashcloud.params import AUDIT_MODES, DEFAULT_EPOCH_ROWS
 from hashcloud.poc.audit import LeafFn, RowFn
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,10 @@ class NodeService:
         self.domain = chain_domain(files.genesis)  # every signature's chain (SPEC 5 v1.1)
         self.lock = threading.RLock()
         self.closed = False
+        # Decoded closed-epoch records, most recent use last: a record never changes once
+        # written, and decoding one checks every payout address (tens of microseconds each).
+        self._epoch_records: OrderedDict[int, EpochRecord] = OrderedDict()
+        self._epoch_records_lock = threading.Lock()
         self.metrics = NodeMetrics()
         self.round_log = RoundLog(self.metrics.registry)  # one line per audited round
         check_chain_present(files, accept_rollback=accept_rollback)
@@ -275,11 +280,32 @@ class NodeService:
         return AccountInfo(address=address, balance=acct.balance, nonce=acct.nonce,
                            **account_rewards(self.genesis, state, height, address))
 
-    def epoch(self, number: int | None = None) -> dict:
-        """The epoch view (SPEC 6 v1.1, `hashcloud epoch [N]`); NotFound for a future epoch."""
+    def epoch(self, number: int | None = None, offset: int = 0,
+              limit: int = DEFAULT_EPOCH_ROWS) -> dict:
+        """One page of the epoch view (SPEC 6 v1.1, `hashcloud epoch [N]`,
+        `chain.rewards.epoch_view`); NotFound for a future epoch."""
         with self.lock:
             state, height = self.ledger.state, self.ledger.height
-        return epoch_view(self.genesis, state, height, number)
+        return epoch_view(self.genesis, state, height, number, offset=offset, limit=limit,
+                          record_of=self._epoch_record)
+
+    #: Closed-epoch records kept decoded (`epoch`): the pages of a few epochs being read.
+    EPOCH_RECORD_CACHE = 8
+
+    def _epoch_record(self, state: State, epoch: int) -> EpochRecord | None:
+        """Closed epoch `epoch`'s record, decoded once and kept (`EPOCH_RECORD_CACHE`)."""
+        with self._epoch_records_lock:
+            record = self._epoch_records.get(epoch)
+            if record is not None:
+                self._epoch_records.move_to_end(epoch)
+                return record
+        record = get_epoch_record(state, epoch)
+        if record is not None:
+            with self._epoch_records_lock:
+                self._epoch_records[epoch] = record
+                while len(self._epoch_records) > self.EPOCH_RECORD_CACHE:
+                    self._epoch_records.popitem(last=False)
+        return record
 
     def pending_nonce(self, address: str) -> int:
         """The nonce a new transaction from `address` must use (counts pooled ones)."""

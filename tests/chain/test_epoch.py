@@ -236,6 +236,35 @@ def test_epoch_views_open_and_closed():
         epoch_view(genesis, states[4], 4, 2)
 
 
+def test_epoch_views_come_in_pages():
+    """Every payout address is a row, so views are paged: the pages of any size, in order,
+    are the whole view's rows; `next_offset` walks them and is None after the last."""
+    genesis = make_genesis(epoch_length=3, subsidy0=1000, halving_interval=10**6)
+    txs = [claim(WORKERS[i], i + 1, 10 * (i + 1), PAYOUTS[i], genesis=genesis)
+           for i in range(3)]
+    states = run_chain(genesis, [txs, [], [], []])
+    for state, height, number, key in ((states[1], 1, None, "pending"),
+                                       (states[4], 4, 0, "payouts")):
+        whole = epoch_view(genesis, state, height, number)
+        assert whole["count"] == 3 and whole["next_offset"] is None
+        assert [r["address"] for r in whole[key]] == sorted(PAYOUTS)
+        for limit in (1, 2, 3):
+            rows, offset, offsets = [], 0, []
+            while offset is not None:
+                page = epoch_view(genesis, state, height, number, offset=offset, limit=limit)
+                assert page["count"] == 3 and page["offset"] == offset
+                assert len(page[key]) <= limit
+                rows += page[key]
+                offsets.append(offset)
+                offset = page["next_offset"]
+            assert rows == whole[key] and offsets == list(range(0, 3, limit))
+        past = epoch_view(genesis, state, height, number, offset=7, limit=2)
+        assert past[key] == [] and past["count"] == 3 and past["next_offset"] is None
+        for bad in ({"offset": -1}, {"limit": 0}, {"limit": 1001}):
+            with pytest.raises(ValueError, match="page out of range"):
+                epoch_view(genesis, state, height, number, **bad)
+
+
 @settings(derandomize=True, deadline=None, max_examples=10)
 @given(st.lists(st.lists(st.tuples(st.integers(0, len(WORKERS) - 1), st.integers(1, 3000),
                                    st.integers(0, 2)), max_size=3), min_size=1, max_size=8),

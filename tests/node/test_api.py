@@ -219,6 +219,43 @@ def test_transaction_submit_status_and_inclusion(api: TestClient, service: NodeS
     assert service.produce_block() is None  # nothing pending: no empty block
 
 
+def test_epoch_views_are_paged_and_closed_records_decoded_once(
+        api: TestClient, service: NodeService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An epoch has a row per payout address (each audited claim may name a new one), so
+    its views come in bounded pages, and a node decodes a closed epoch's record once for
+    all its pages (decoding checks every address: ~65 us each)."""
+    import hashcloud.node.service as service_module
+    from tests.chain.test_epoch import PAYOUTS, WORKERS, claim, make_genesis, run_chain
+
+    view = api.get("/v1/epoch").json()
+    assert (view["count"], view["offset"], view["next_offset"], view["pending"]) == \
+        (0, 0, None, [])
+    for path in ("/v1/epoch", "/v1/epochs/0"):
+        for query in ("limit=0", "limit=1001", "offset=-1", "limit=x"):
+            assert_refused(api.get(f"{path}?{query}"), 422)
+        assert api.get(f"{path}?offset=5&limit=1000").status_code == 200
+    genesis = make_genesis(epoch_length=1, subsidy0=1000, halving_interval=10**6)
+    blocks = [[claim(WORKERS[0], e + 1, 5, PAYOUTS[e % 3], nonce=e, genesis=genesis)]
+              for e in range(10)]
+    state = run_chain(genesis, blocks + [[]])[-1]  # epochs 0..9 closed
+    calls: list[int] = []
+    decode = service_module.get_epoch_record
+
+    def counting(st: object, epoch: int) -> object:
+        calls.append(epoch)
+        return decode(st, epoch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service_module, "get_epoch_record", counting)
+    for _ in range(3):
+        assert service._epoch_record(state, 2).payouts[0].address == PAYOUTS[2]  # type: ignore[union-attr]
+    assert calls == [2]
+    for epoch in range(10):
+        service._epoch_record(state, epoch)
+    assert len(service._epoch_records) == service.EPOCH_RECORD_CACHE
+    service._epoch_record(state, 0)  # evicted by the newer ones: decoded again
+    assert calls.count(0) == 2
+
+
 def test_unknown_transaction_is_404(api: TestClient) -> None:
     assert_refused(api.get("/v1/transactions/" + "00" * 32), 404)
 
