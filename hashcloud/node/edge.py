@@ -18,14 +18,19 @@ descriptor of the process, and the event loop then logs one traceback per failed
   requests are served), and only when none waits is the new one closed.
 - `guarded_protocol`: uvicorn's h11 protocol with deadlines: the request header must
   be complete `header_timeout` seconds after the connection opened or the previous
-  response was delivered (slowloris), the body within `body_timeout` plus its length at
-  `min_body_rate` bytes/s (slow bodies), and while a response waits in the write buffer
-  the client must take some of it every `send_timeout` seconds (nginx's `send_timeout`:
-  a client that sends requests and never reads the answers would hold a slot and the
-  response's memory for ever). A connection past its deadline is closed. The header
-  deadline of the next request starts only once the previous response has left the
-  write buffer, so a slow but steady reader of a large response (a follower on a thin
-  link) is never cut.
+  response was taken (slowloris), the body within `body_timeout` plus its length at
+  `min_body_rate` bytes/s (slow bodies), and while bytes of a response wait for the
+  client, it must take some of them every `send_timeout` seconds (nginx's `send_timeout`;
+  `SendWatch`). "Waiting" counts the kernel's send queue as well as the transport's
+  buffer (Linux SIOCOUTQ): a loopback or fast peer's kernel buffers hold megabytes, so
+  a slow but steady reader is seen progressing and is never cut, and the next header
+  deadline and uvicorn's keep-alive close wait until the response was taken. A client
+  that sends requests and never reads the answers is closed, `Connection: close` or
+  not (a closing transport still flushes, so the send deadline still runs), instead of
+  holding a slot and the responses' memory for ever. WebSockets get the send deadline
+  too, and are closed when more than `WS_MAX_UNSENT` bytes wait while their peer keeps
+  sending (every ping is answered with a pong). A connection past a deadline is aborted
+  with a TCP reset, so the kernel frees what it held for the client at once.
 - `LogThrottle`: recurring warnings (accept() out of file descriptors, malformed requests)
   become one line per `log_interval` seconds with a count, never a traceback per event.
 - `WriteRateLimit`: ASGI middleware refusing `POST /v1/transactions`, batches and reveals
@@ -43,11 +48,17 @@ X-Forwarded-For only for trusted proxies, see `node.server`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import ipaddress
 import logging
 import math
 import re
 import resource
+import socket
+import struct
+import sys
+import termios
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -69,13 +80,17 @@ __all__ = [
     "EdgeSettings",
     "GuardMetrics",
     "LogThrottle",
+    "SendWatch",
+    "WS_MAX_UNSENT",
     "WriteRateLimit",
+    "abort_with_reset",
     "client_ip",
     "describe_limits",
     "expose_guard_metrics",
     "guarded_protocol",
     "is_loopback_host",
     "raise_fd_limit",
+    "unsent_bytes",
     "write_route",
 ]
 
@@ -120,9 +135,9 @@ class EdgeSettings:
     #: Bytes per second a body deadline allows beyond `body_timeout` (64 KiB/s: a 17 MiB
     #: reveal, the largest legal one, gets about 5 minutes).
     min_body_rate: int = 64 * 1024
-    #: Seconds a response may wait on a client that reads none of it: while the write
-    #: buffer is above its high-water mark (asyncio's 64 KiB), the buffer must shrink at
-    #: least once per period.
+    #: Seconds a response may wait on a client that takes none of it: while bytes wait
+    #: for the client (the transport's buffer and the kernel's send queue), fewer must
+    #: wait at least once per period (`SendWatch`).
     send_timeout: float = 30.0
     #: Open connections overall; None: `DEFAULT_MAX_CONNECTIONS`. Never above what the
     #: open-file limit allows (`connection_cap`).
@@ -390,27 +405,117 @@ def _content_length(headers: list[tuple[bytes, bytes]] | None) -> int | None:
     return None
 
 
+#: Linux's SIOCOUTQ (== TIOCOUTQ): bytes in a socket's send queue not yet taken by the peer.
+_SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+#: Most bytes a WebSocket may have waiting in its write buffer while it receives: the
+#: protocol answers every ping with a pong, so a peer sending pings and reading nothing
+#: would otherwise grow the node's memory at its upload rate.
+WS_MAX_UNSENT = 1 << 20
+
+
+def unsent_bytes(transport: asyncio.BaseTransport) -> int:
+    """Bytes written to `transport` that its peer has not taken yet: the transport's buffer
+    plus, on Linux, the kernel's send queue (a loopback or fast peer's kernel buffers can
+    hold megabytes, so the transport's buffer alone says little about the peer reading)."""
+    unsent = transport.get_write_buffer_size()  # type: ignore[attr-defined]
+    sock = transport.get_extra_info("socket")
+    if _SIOCOUTQ is not None and sock is not None:
+        try:
+            queued = fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
+            unsent += struct.unpack("i", queued)[0]
+        except (OSError, ValueError):
+            pass  # closed meanwhile: nothing more will be sent
+    return unsent
+
+
+def abort_with_reset(transport: asyncio.BaseTransport) -> None:
+    """Abort `transport` with a TCP reset (SO_LINGER 0): the kernel drops what it still
+    holds for the peer at once instead of keeping it for a client that is not reading."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()  # type: ignore[attr-defined]
+
+
+class SendWatch:
+    """The send deadline of one connection (module doc): while bytes wait for the peer
+    (`unsent_bytes`), it must take some of them every `timeout` seconds, else `on_stall`
+    runs; once none wait, `on_drained` runs and the watch stops. Polled every
+    `min(timeout, 1 s)` on the event loop (one ioctl per poll)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport,
+                 timeout: float, on_stall: Callable[[], None],
+                 on_drained: Callable[[], None] = lambda: None) -> None:
+        """Watch `transport` (not started)."""
+        self.loop, self.transport, self.timeout = loop, transport, timeout
+        self.on_stall, self.on_drained = on_stall, on_drained
+        self._timer: asyncio.TimerHandle | None = None
+        self._mark = 0
+        self._progress_at = 0.0
+
+    @property
+    def running(self) -> bool:
+        """True while the watch is polling."""
+        return self._timer is not None
+
+    def start(self) -> None:
+        """Start watching (no-op if running): the first period starts now."""
+        if self._timer is None:
+            self._mark = unsent_bytes(self.transport)
+            self._progress_at = self.loop.time()
+            self._schedule()
+
+    def stop(self) -> None:
+        """Stop watching."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _schedule(self) -> None:
+        """Poll again in a while."""
+        self._timer = self.loop.call_later(min(self.timeout, 1.0), self._poll)
+
+    def _poll(self) -> None:
+        """Drained, progressing, or stalled past the timeout."""
+        self._timer = None
+        unsent = unsent_bytes(self.transport)
+        now = self.loop.time()
+        if unsent == 0:
+            self.on_drained()
+            return
+        if unsent < self._mark:
+            self._mark, self._progress_at = unsent, now
+        elif now - self._progress_at >= self.timeout:
+            self.on_stall()
+            return
+        self._schedule()
+
+
 def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
                      base: type[H11Protocol] = H11Protocol) -> type[H11Protocol]:
     """uvicorn's h11 protocol class admitting connections through `guard` and closing
     those past their header, body or send deadline (module doc); its WebSocket upgrades
-    keep the slot and release it when they close."""
+    keep the slot, get the send deadline too, and release the slot when they close."""
 
     ws_classes: dict[type, type] = {}  # uvicorn's WebSocket class -> its guarded subclass
 
     class GuardedProtocol(base):  # type: ignore[valid-type, misc]
-        """An h11 connection with a slot in the guard and a deadline for each phase."""
+        """An h11 connection with a slot in the guard and a deadline for each phase:
+        header, body, busy (the app has the request: none) and send (bytes wait for the
+        peer: `SendWatch`; it comes first, so the next header deadline, and uvicorn's
+        keep-alive close, wait until the previous response was taken)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._deadline: asyncio.TimerHandle | None = None
             self._state: tuple[str, object] | None = None
-            self._write_stalled = False  # the transport's buffer is above its high water
-            self._unsent = 0  # bytes buffered when the send deadline was armed
+            self._sending = False  # bytes of a response wait for the peer
+            self._watch: SendWatch | None = None
             ws = self.ws_protocol_class
             if ws is not None:
                 if ws not in ws_classes:
-                    ws_classes[ws] = _guarded_ws(ws, guard)
+                    ws_classes[ws] = _guarded_ws(ws, guard, settings)
                 self.ws_protocol_class = ws_classes[ws]
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -420,11 +525,15 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
             if not guard.admit(transport, ip):
                 transport.abort()
                 return
+            self._watch = SendWatch(self.loop, transport, settings.send_timeout,
+                                    self._send_stalled, self._send_drained)
             self._update_deadline()
 
         def connection_lost(self, exc: Exception | None) -> None:
             """Give the slot back."""
             self._cancel_deadline()
+            if self._watch is not None:
+                self._watch.stop()
             guard.release(self.transport)
             super().connection_lost(exc)
 
@@ -434,37 +543,65 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
             self._update_deadline()
 
         def on_response_complete(self) -> None:
-            """Count the response; the next request's header deadline starts now."""
+            """Count the response; the next request's header deadline starts once the
+            response has been taken (now if it already was)."""
             guard.responses += 1
+            if unsent_bytes(self.transport):  # a closing one too: its flush may stall
+                self._sending = True
             super().on_response_complete()
             self._update_deadline()
 
         def pause_writing(self) -> None:
-            """The client stopped reading (write buffer full): arm the send deadline."""
+            """The peer stopped taking bytes (write buffer full): the send phase."""
             super().pause_writing()
-            self._write_stalled = True
+            self._sending = True
             self._update_deadline()
 
-        def resume_writing(self) -> None:
-            """The buffer drained: back to the phase the request is in (a new deadline)."""
-            super().resume_writing()
-            self._write_stalled = False
-            self._update_deadline()
+        def timeout_keep_alive_handler(self) -> None:
+            """uvicorn's keep-alive close, put off while the last response is still being
+            taken (a close would wait for it anyway, and cut the keep-alive of a slow but
+            steady reader)."""
+            if self._sending:
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler)
+                return
+            super().timeout_keep_alive_handler()
 
         def handle_websocket_upgrade(self, event: Any) -> None:
             """Hand the slot to the WebSocket: no read deadline, released when it closes."""
             self._cancel_deadline()
+            if self._watch is not None:
+                self._watch.stop()
             self._state = ("websocket", None)
             guard.set_waiting(self.transport, False)
             super().handle_websocket_upgrade(event)
 
+        def _send_drained(self) -> None:
+            """The response was taken: the phase the request is in; uvicorn's keep-alive
+            period starts afresh."""
+            self._sending = False
+            task = self.timeout_keep_alive_task
+            if task is not None:
+                task.cancel()
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            self._update_deadline()
+
+        def _send_stalled(self) -> None:
+            """The peer took nothing for `send_timeout` seconds: close the connection."""
+            guard.send_timed_out += 1
+            abort_with_reset(self.transport)
+
         def _update_deadline(self) -> None:
-            """Arm the deadline of the phase the connection is in, when it enters it."""
-            if self.transport.is_closing() or (self._state and self._state[0] == "websocket"):
+            """Arm the deadline of the phase the connection is in, when it enters it. A
+            closing connection keeps only its send deadline (its response is flushing)."""
+            if self._watch is None or (self._state and self._state[0] == "websocket"):
+                return
+            if self.transport.is_closing() and not self._sending:
                 return
             cycle = self.cycle
-            if self._write_stalled:
-                phase = "send"  # checked first: the next header waits for the drain
+            if self._sending:
+                phase = "send"
             elif cycle is None or cycle.response_complete:
                 phase = "header"
             elif cycle.more_body:
@@ -476,6 +613,8 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
                 return
             self._state = state
             self._cancel_deadline()
+            if phase != "send":
+                self._watch.stop()
             guard.set_waiting(self.transport, phase == "header")
             if phase == "header":
                 self._deadline = self.loop.call_later(settings.header_timeout, self._expire)
@@ -483,43 +622,60 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
                 seconds = settings.body_deadline(_content_length(self.headers))
                 self._deadline = self.loop.call_later(seconds, self._expire)
             elif phase == "send":
-                self._arm_send_deadline()
-
-        def _arm_send_deadline(self) -> None:
-            """Give the client `send_timeout` seconds to take some of the buffered bytes."""
-            self._unsent = self.transport.get_write_buffer_size()
-            self._deadline = self.loop.call_later(settings.send_timeout, self._expire)
+                self._watch.start()
 
         def _cancel_deadline(self) -> None:
-            """Drop the armed deadline, if any."""
+            """Drop the armed read deadline, if any."""
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
 
         def _expire(self) -> None:
-            """The deadline passed: close the connection."""
+            """A read deadline passed: close the connection."""
             self._deadline = None
             if not self.transport.is_closing():
-                if self._state and self._state[0] == "send":
-                    if self.transport.get_write_buffer_size() < self._unsent:
-                        self._arm_send_deadline()  # the client read some: a new period
-                        return
-                    guard.send_timed_out += 1
-                else:
-                    guard.timed_out += 1
-                self.transport.abort()
+                guard.timed_out += 1
+                abort_with_reset(self.transport)
 
     return GuardedProtocol
 
 
-def _guarded_ws(base: type, guard: ConnectionGuard) -> type:
-    """`base` (a uvicorn WebSocket protocol) releasing its guard slot when it closes."""
+def _guarded_ws(base: type, guard: ConnectionGuard, settings: EdgeSettings) -> type:
+    """`base` (a uvicorn WebSocket protocol) with the send deadline (`SendWatch`, armed
+    when its write buffer fills), a bound on its write buffer while it receives
+    (`WS_MAX_UNSENT`), and releasing its guard slot when it closes."""
 
     class GuardedWebSocket(base):  # type: ignore[valid-type, misc]
         """A WebSocket connection holding the guard slot of the HTTP connection it was."""
 
+        _watch: SendWatch | None = None
+
+        def pause_writing(self) -> None:
+            """The peer stopped reading: start the send deadline."""
+            super().pause_writing()
+            if self._watch is None:
+                self._watch = SendWatch(self.loop, self.transport, settings.send_timeout,
+                                        self._send_stalled)
+            self._watch.start()
+
+        def data_received(self, data: bytes) -> None:
+            """Refuse to answer more (pongs) while too much waits for a peer not reading."""
+            if self.transport.get_write_buffer_size() > WS_MAX_UNSENT:
+                self._send_stalled()
+                return
+            super().data_received(data)
+
+        def _send_stalled(self) -> None:
+            """The peer is not reading: close the connection."""
+            if not getattr(self, "_stalled", False):
+                self._stalled = True
+                guard.send_timed_out += 1
+                abort_with_reset(self.transport)
+
         def connection_lost(self, exc: Exception | None) -> None:
             """Give the slot back."""
+            if self._watch is not None:
+                self._watch.stop()
             guard.release(getattr(self, "transport", None))
             super().connection_lost(exc)
 

@@ -147,7 +147,8 @@ def test_trusted_proxy_is_exempt_from_the_per_address_cap() -> None:
 
 
 async def _hello(scope: dict, receive: object, send: object) -> None:
-    """A minimal ASGI app: reads the body, answers its length."""
+    """A minimal ASGI app: reads the body, answers its length (`/big`: BIG bytes). Its
+    WebSocket reads until the client leaves; on `/push` it also sends 64 KiB every 10 ms."""
     if scope["type"] == "lifespan":
         while True:
             msg = await receive()  # type: ignore[operator]
@@ -155,6 +156,23 @@ async def _hello(scope: dict, receive: object, send: object) -> None:
             await send({"type": f"lifespan.{kind}.complete"})  # type: ignore[operator]
             if kind == "shutdown":
                 return
+    if scope["type"] == "websocket":
+        await receive()  # type: ignore[operator]  # websocket.connect
+        await send({"type": "websocket.accept"})  # type: ignore[operator]
+
+        async def push() -> None:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"h" * 65536})  # type: ignore[operator]
+                await asyncio.sleep(0.01)
+
+        pusher = asyncio.create_task(push()) if scope["path"] == "/push" else None
+        try:
+            while (await receive())["type"] != "websocket.disconnect":  # type: ignore[operator]
+                pass
+        finally:
+            if pusher is not None:
+                pusher.cancel()
+        return
     body = b""
     while True:
         msg = await receive()  # type: ignore[operator]
@@ -175,10 +193,12 @@ BIG = 4 << 20
 class Served:
     """A guarded uvicorn server in a thread: `port`, `server.guard`."""
 
-    def __init__(self, edge: EdgeSettings) -> None:
+    def __init__(self, edge: EdgeSettings, keep_alive: float | None = None) -> None:
         self.sock = bind_socket("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.server = node_server(_hello, log_level="error", edge=edge)
+        if keep_alive is not None:  # uvicorn's idle keep-alive close (default 5 s)
+            self.server.config.timeout_keep_alive = keep_alive  # type: ignore[assignment]
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run,
                                        kwargs={"sockets": [self.sock]}, daemon=True)
@@ -327,6 +347,114 @@ def test_slow_steady_reader_gets_a_large_response_whole(quick: Served) -> None:
     assert elapsed > 0.5, "too fast to test the deadlines"
     assert len(data) > BIG and data.endswith(b"x" * 1000), (len(data), elapsed)
     assert quick.server.guard.send_timed_out == 0 and quick.server.guard.timed_out == 0
+
+
+QUICK_SEND = EdgeSettings(header_timeout=0.5, body_timeout=0.5, send_timeout=0.5,
+                          max_connections_per_ip=8)
+
+
+def _gone(served: Served, seconds: float = 10.0) -> bool:
+    """True once a send deadline closed a connection and no connection is left."""
+    return _wait_for(lambda: served.server.guard.send_timed_out >= 1
+                     and len(served.server.guard) == 0, seconds)
+
+
+def test_non_reader_asking_connection_close_is_closed_at_the_send_deadline(
+        quick: Served) -> None:
+    """`Connection: close` (uvicorn closes the transport as soon as it wrote the body) does
+    not escape the send deadline: the close waits for a flush that never comes."""
+    s = _small_buffers_client(quick)
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _gone(quick)
+    s.close()
+
+
+def test_non_reader_is_closed_even_after_the_keep_alive_close() -> None:
+    """uvicorn's keep-alive timer closing the connection first (its 5 s default fires before
+    the 30 s send deadline) used to leave it closing for ever, its slot and response held."""
+    with Served(QUICK_SEND, keep_alive=0.2) as served:
+        s = _small_buffers_client(served)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _gone(served)
+        s.close()
+
+
+def _read_response(s: socket.socket, size: int) -> bytes:
+    """Read one response whose body is `size` bytes, slowly (at most 16 KiB a read, 3 ms
+    apart: over 0.75 s for 4 MiB)."""
+    data = b""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep and len(body) >= size:
+            return data
+        chunk = s.recv(16384)
+        assert chunk, f"closed after {len(data)} bytes"
+        data += chunk
+        time.sleep(0.003)
+
+
+@pytest.mark.parametrize("keep_alive", [None, 0.2], ids=["default", "short-keep-alive"])
+def test_slow_reader_behind_large_kernel_buffers_keeps_its_connection(
+        keep_alive: float | None) -> None:
+    """With the kernel holding most of a 4 MiB response (the server's send buffer is not
+    limited here; the client's window is 64 KiB), a slow but steady reader makes progress
+    the transport's buffer does not show: it gets the whole response and then a second one
+    on the same connection. The header deadline and uvicorn's keep-alive close used to
+    start when the response reached the kernel and end the connection under the reader."""
+    with Served(QUICK_SEND, keep_alive=keep_alive) as served:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", served.port))
+        started = time.monotonic()
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = _read_response(s, BIG)
+        assert time.monotonic() - started > 0.5, "too fast to test the deadlines"
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = _read_response(s, 1)
+        s.close()
+        assert first.endswith(b"x" * 1000) and second.endswith(b"\r\n\r\n0")
+        guard = served.server.guard
+        assert (guard.timed_out, guard.send_timed_out, guard.responses) == (0, 0, 2)
+
+
+def _websocket(served: Served, path: str) -> socket.socket:
+    """A raw WebSocket connection to `path` (small buffers), past its handshake."""
+    s = _small_buffers_client(served)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+              "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def test_websocket_peer_that_never_reads_is_closed_at_the_send_deadline(
+        quick: Served) -> None:
+    s = _websocket(quick, "/push")
+    assert _gone(quick)
+    s.close()
+
+
+def test_websocket_ping_flood_without_reading_is_closed_not_buffered(quick: Served) -> None:
+    """Every ping is answered with a pong: a peer sending pings and reading nothing grew the
+    node's memory at its upload rate. Now the connection is closed once WS_MAX_UNSENT bytes
+    wait, long before the 8 MiB of pings (and pongs) here."""
+    s = _websocket(quick, "/")
+    ping = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125  # masked with zeros
+    sent, closed = 0, False
+    try:
+        while sent < 8 << 20:
+            s.sendall(ping * 512)
+            sent += len(ping) * 512
+    except OSError:
+        closed = True
+    assert closed or _gone(quick), f"{sent} bytes of pings sent, connection still open"
+    assert _gone(quick)
+    assert sent < 8 << 20
+    s.close()
 
 
 def test_keep_alive_requests_are_served(quick: Served) -> None:
