@@ -21,10 +21,12 @@ descriptor of the process, and the event loop then logs one traceback per failed
   response was taken (slowloris), the body within `body_timeout` plus its length at
   `min_body_rate` bytes/s (slow bodies), and while bytes of a response wait for the
   client, it must take some of them every `send_timeout` seconds (nginx's `send_timeout`;
-  `SendWatch`). "Waiting" counts the kernel's send queue as well as the transport's
-  buffer (Linux SIOCOUTQ): a loopback or fast peer's kernel buffers hold megabytes, so
-  a slow but steady reader is seen progressing and is never cut, and the next header
-  deadline and uvicorn's keep-alive close wait until the response was taken. A client
+  `SendWatch`: taken is what the peer acknowledged, Linux TCP_INFO, so pipelined
+  responses written meanwhile do not hide a reader's progress). "Waiting" counts the
+  kernel's send queue as well as the transport's buffer (Linux SIOCOUTQ): a loopback or
+  fast peer's kernel buffers hold megabytes, so a slow but steady reader is seen
+  progressing and is never cut, and the next header deadline and uvicorn's keep-alive
+  close wait until the response was taken. A client
   that sends requests and never reads the answers is closed, `Connection: close` or
   not (a closing transport still flushes, so the send deadline still runs), instead of
   holding a slot and the responses' memory for ever. WebSockets get the send deadline
@@ -84,6 +86,7 @@ __all__ = [
     "WS_MAX_UNSENT",
     "WriteRateLimit",
     "abort_with_reset",
+    "bytes_taken",
     "client_ip",
     "describe_limits",
     "expose_guard_metrics",
@@ -407,6 +410,9 @@ def _content_length(headers: list[tuple[bytes, bytes]] | None) -> int | None:
 
 #: Linux's SIOCOUTQ (== TIOCOUTQ): bytes in a socket's send queue not yet taken by the peer.
 _SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+#: Where Linux's `struct tcp_info` (TCP_INFO) keeps `tcpi_bytes_acked`, a u64 (Linux >= 4.1).
+_TCPI_BYTES_ACKED = 120
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 #: Most bytes a WebSocket may have waiting in its write buffer while it receives: the
 #: protocol answers every ping with a pong, so a peer sending pings and reading nothing
 #: would otherwise grow the node's memory at its upload rate.
@@ -428,6 +434,21 @@ def unsent_bytes(transport: asyncio.BaseTransport) -> int:
     return unsent
 
 
+def bytes_taken(transport: asyncio.BaseTransport) -> int | None:
+    """Bytes written to `transport` that its peer has acknowledged so far (Linux TCP_INFO
+    `tcpi_bytes_acked`), or None where the kernel does not say."""
+    sock = transport.get_extra_info("socket")
+    if _TCP_INFO is None or sock is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
+    except (OSError, ValueError):
+        return None
+    if len(info) < _TCPI_BYTES_ACKED + 8:
+        return None
+    return int(struct.unpack_from("=Q", info, _TCPI_BYTES_ACKED)[0])
+
+
 def abort_with_reset(transport: asyncio.BaseTransport) -> None:
     """Abort `transport` with a TCP reset (SO_LINGER 0): the kernel drops what it still
     holds for the peer at once instead of keeping it for a client that is not reading."""
@@ -442,7 +463,12 @@ class SendWatch:
     """The send deadline of one connection (module doc): while bytes wait for the peer
     (`unsent_bytes`), it must take some of them every `timeout` seconds, else `on_stall`
     runs; once none wait, `on_drained` runs and the watch stops. Polled every
-    `min(timeout, 1 s)` on the event loop (one ioctl per poll)."""
+    `min(timeout, 1 s)` on the event loop (two system calls per poll).
+
+    Taking is measured as the bytes the peer acknowledged (`bytes_taken`): while it reads,
+    the node may write more (the next pipelined response), so what waits can grow although
+    the peer is taking bytes. Where the kernel does not say, a fall of `unsent_bytes` below
+    its lowest value so far counts instead."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport,
                  timeout: float, on_stall: Callable[[], None],
@@ -462,7 +488,7 @@ class SendWatch:
     def start(self) -> None:
         """Start watching (no-op if running): the first period starts now."""
         if self._timer is None:
-            self._mark = unsent_bytes(self.transport)
+            self._mark = self._progress()
             self._progress_at = self.loop.time()
             self._schedule()
 
@@ -476,16 +502,20 @@ class SendWatch:
         """Poll again in a while."""
         self._timer = self.loop.call_later(min(self.timeout, 1.0), self._poll)
 
+    def _progress(self) -> int:
+        """A count that grows when, and only when, the peer takes bytes."""
+        taken = bytes_taken(self.transport)
+        return taken if taken is not None else -unsent_bytes(self.transport)
+
     def _poll(self) -> None:
         """Drained, progressing, or stalled past the timeout."""
         self._timer = None
-        unsent = unsent_bytes(self.transport)
-        now = self.loop.time()
-        if unsent == 0:
+        if unsent_bytes(self.transport) == 0:
             self.on_drained()
             return
-        if unsent < self._mark:
-            self._mark, self._progress_at = unsent, now
+        now, progress = self.loop.time(), self._progress()
+        if progress > self._mark:
+            self._mark, self._progress_at = progress, now
         elif now - self._progress_at >= self.timeout:
             self.on_stall()
             return

@@ -418,6 +418,42 @@ def test_slow_reader_behind_large_kernel_buffers_keeps_its_connection(
         assert (guard.timed_out, guard.send_timed_out, guard.responses) == (0, 0, 2)
 
 
+def test_without_tcp_info_a_non_reader_is_still_closed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel does not report acknowledged bytes, a fall of what waits counts."""
+    import hashcloud.node.edge as edge_module
+
+    monkeypatch.setattr(edge_module, "_TCP_INFO", None)
+    with Served(QUICK_SEND) as served:
+        s = _small_buffers_client(served)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _gone(served)
+        s.close()
+
+
+def test_slow_reader_of_pipelined_large_responses_is_not_cut() -> None:
+    """Two large responses pipelined on one connection, read slowly: the second is written
+    while the kernel still holds most of the first, so the bytes waiting grow although the
+    reader is taking them. Progress is what the peer acknowledged (TCP_INFO), not a fall in
+    what waits (with that, the reader was cut at the send deadline)."""
+    with Served(QUICK_SEND) as served:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", served.port))
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        data = _read_response(s, BIG)
+        whole = 2 * (data.index(b"\r\n\r\n") + 4 + BIG)
+        while len(data) < whole:
+            chunk = s.recv(16384)
+            assert chunk, f"closed after {len(data)} of {whole} bytes"
+            data += chunk
+            time.sleep(0.003)
+        s.close()
+        assert data.count(b"HTTP/1.1 200") == 2
+        assert served.server.guard.send_timed_out == 0
+
+
 def _websocket(served: Served, path: str) -> socket.socket:
     """A raw WebSocket connection to `path` (small buffers), past its handshake."""
     s = _small_buffers_client(served)
