@@ -131,16 +131,15 @@ class EdgeSettings:
     A bad value raises InvalidOption naming the field (CLI exit 2)."""
 
     #: Seconds a client has to send a whole request header, from the connection's opening
-    #: or the end of the previous response.
+    #: or from when the client had taken the whole previous response.
     header_timeout: float = 10.0
     #: Seconds a client has to send a request body, plus its length at `min_body_rate`.
     body_timeout: float = 30.0
     #: Bytes per second a body deadline allows beyond `body_timeout` (64 KiB/s: a 17 MiB
     #: reveal, the largest legal one, gets about 5 minutes).
     min_body_rate: int = 64 * 1024
-    #: Seconds a response may wait on a client that takes none of it: while bytes wait
-    #: for the client (the transport's buffer and the kernel's send queue), fewer must
-    #: wait at least once per period (`SendWatch`).
+    #: Seconds a client may take none of the bytes waiting for it (a response, WebSocket
+    #: messages) before its connection is closed (`SendWatch`).
     send_timeout: float = 30.0
     #: Open connections overall; None: `DEFAULT_MAX_CONNECTIONS`. Never above what the
     #: open-file limit allows (`connection_cap`).
@@ -301,8 +300,9 @@ class ConnectionGuard:
     connection it upgraded). `admit` takes a slot or says no; `set_waiting` marks a
     connection as waiting for a request header (the ones evicted first at the overall
     cap); `release` gives the slot back (idempotent). Counters: `refused`, `evicted`,
-    `timed_out` (closed at a header or body deadline), `send_timed_out` (closed with a
-    response the client did not read), `responses` (HTTP responses sent)."""
+    `timed_out` (closed at a header or body deadline), `send_timed_out` (closed at a send
+    deadline, or a WebSocket with over `WS_MAX_UNSENT` bytes waiting), `responses` (HTTP
+    responses sent)."""
 
     def __init__(self, cap: int, per_ip: int, exempt: Iterable[str] = ()) -> None:
         """At most `cap` connections overall and `per_ip` per address (`exempt` addresses,
@@ -384,7 +384,7 @@ class GuardMetrics:
                 ("evicted", g.evicted, "closed at the overall cap while waiting for a header"),
                 ("timed_out", g.timed_out, "closed at a header or body deadline"),
                 ("send_timed_out", g.send_timed_out,
-                 "closed with a response the client did not read in time")):
+                 "closed: the client took none of what waited for it in time")):
             yield CounterMetricFamily(f"hc_connections_{name}", f"Connections {what}",
                                       value=value)
         yield CounterMetricFamily("hc_http_responses", "HTTP responses sent",
@@ -462,22 +462,26 @@ def abort_with_reset(transport: asyncio.BaseTransport) -> None:
 class SendWatch:
     """The send deadline of one connection (module doc): while bytes wait for the peer
     (`unsent_bytes`), it must take some of them every `timeout` seconds, else `on_stall`
-    runs; once none wait, `on_drained` runs and the watch stops. Polled every
-    `min(timeout, 1 s)` on the event loop (two system calls per poll).
+    runs. Once none wait, `on_drained` runs and the watch stops, unless it is `persistent`
+    (a WebSocket's, watched for its whole life: it may stall with too few bytes waiting to
+    fill the transport's buffer). Polled every `min(timeout, 1 s)` on the event loop.
 
-    Taking is measured as the bytes the peer acknowledged (`bytes_taken`): while it reads,
-    the node may write more (the next pipelined response), so what waits can grow although
-    the peer is taking bytes. Where the kernel does not say, a fall of `unsent_bytes` below
-    its lowest value so far counts instead."""
+    The peer took bytes when the bytes it acknowledged grew (`bytes_taken`: while it
+    reads, the node may write more, the next pipelined response, so what waits can grow
+    although the peer is taking bytes) or when what waits fell below its lowest value
+    since the last progress (where the kernel does not report acknowledged bytes)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport,
                  timeout: float, on_stall: Callable[[], None],
-                 on_drained: Callable[[], None] = lambda: None) -> None:
+                 on_drained: Callable[[], None] = lambda: None, *,
+                 persistent: bool = False) -> None:
         """Watch `transport` (not started)."""
         self.loop, self.transport, self.timeout = loop, transport, timeout
         self.on_stall, self.on_drained = on_stall, on_drained
+        self.persistent = persistent
         self._timer: asyncio.TimerHandle | None = None
-        self._mark = 0
+        self._taken: int | None = None
+        self._lowest = 0
         self._progress_at = 0.0
 
     @property
@@ -488,8 +492,7 @@ class SendWatch:
     def start(self) -> None:
         """Start watching (no-op if running): the first period starts now."""
         if self._timer is None:
-            self._mark = self._progress()
-            self._progress_at = self.loop.time()
+            self._restart(unsent_bytes(self.transport))
             self._schedule()
 
     def stop(self) -> None:
@@ -498,25 +501,30 @@ class SendWatch:
             self._timer.cancel()
             self._timer = None
 
+    def _restart(self, unsent: int) -> None:
+        """A new period from now, with the marks progress is measured against."""
+        self._taken = bytes_taken(self.transport)
+        self._lowest = unsent
+        self._progress_at = self.loop.time()
+
     def _schedule(self) -> None:
         """Poll again in a while."""
         self._timer = self.loop.call_later(min(self.timeout, 1.0), self._poll)
 
-    def _progress(self) -> int:
-        """A count that grows when, and only when, the peer takes bytes."""
-        taken = bytes_taken(self.transport)
-        return taken if taken is not None else -unsent_bytes(self.transport)
-
     def _poll(self) -> None:
         """Drained, progressing, or stalled past the timeout."""
         self._timer = None
-        if unsent_bytes(self.transport) == 0:
+        unsent = unsent_bytes(self.transport)
+        taken = bytes_taken(self.transport)
+        if unsent == 0:
             self.on_drained()
-            return
-        now, progress = self.loop.time(), self._progress()
-        if progress > self._mark:
-            self._mark, self._progress_at = progress, now
-        elif now - self._progress_at >= self.timeout:
+            if not self.persistent:
+                return
+            self._restart(0)
+        elif (taken is not None and self._taken is not None and taken > self._taken) \
+                or unsent < self._lowest:
+            self._restart(unsent)
+        elif self.loop.time() - self._progress_at >= self.timeout:
             self.on_stall()
             return
         self._schedule()
@@ -541,6 +549,7 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
             self._deadline: asyncio.TimerHandle | None = None
             self._state: tuple[str, object] | None = None
             self._sending = False  # bytes of a response wait for the peer
+            self._lost = False
             self._watch: SendWatch | None = None
             ws = self.ws_protocol_class
             if ws is not None:
@@ -560,12 +569,17 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
             self._update_deadline()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            """Give the slot back."""
+            """Give the slot back; no timer of this connection may outlive it (uvicorn
+            leaves its keep-alive timer armed when the peer reset the connection)."""
+            self._lost, self._sending = True, False
             self._cancel_deadline()
             if self._watch is not None:
                 self._watch.stop()
             guard.release(self.transport)
             super().connection_lost(exc)
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
 
         def data_received(self, data: bytes) -> None:
             """Parse, then move the deadline if a header or a body was completed."""
@@ -591,6 +605,9 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
             """uvicorn's keep-alive close, put off while the last response is still being
             taken (a close would wait for it anyway, and cut the keep-alive of a slow but
             steady reader)."""
+            if self._lost:
+                self.timeout_keep_alive_task = None
+                return
             if self._sending:
                 self.timeout_keep_alive_task = self.loop.call_later(
                     self.timeout_keep_alive, self.timeout_keep_alive_handler)
@@ -671,21 +688,22 @@ def guarded_protocol(guard: ConnectionGuard, settings: EdgeSettings,
 
 
 def _guarded_ws(base: type, guard: ConnectionGuard, settings: EdgeSettings) -> type:
-    """`base` (a uvicorn WebSocket protocol) with the send deadline (`SendWatch`, armed
-    when its write buffer fills), a bound on its write buffer while it receives
-    (`WS_MAX_UNSENT`), and releasing its guard slot when it closes."""
+    """`base` (a uvicorn WebSocket protocol) with the send deadline for its whole life
+    (a persistent `SendWatch`: a WebSocket closed by uvicorn's ping timeout with a few KiB
+    its peer never takes would otherwise wait for that flush for ever), a bound on its
+    write buffer while it receives (`WS_MAX_UNSENT`), and releasing its guard slot when
+    it closes."""
 
     class GuardedWebSocket(base):  # type: ignore[valid-type, misc]
         """A WebSocket connection holding the guard slot of the HTTP connection it was."""
 
         _watch: SendWatch | None = None
 
-        def pause_writing(self) -> None:
-            """The peer stopped reading: start the send deadline."""
-            super().pause_writing()
-            if self._watch is None:
-                self._watch = SendWatch(self.loop, self.transport, settings.send_timeout,
-                                        self._send_stalled)
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+            """Take over the connection and start its send deadline."""
+            super().connection_made(transport)
+            self._watch = SendWatch(self.loop, transport, settings.send_timeout,
+                                    self._send_stalled, persistent=True)
             self._watch.start()
 
         def data_received(self, data: bytes) -> None:
@@ -795,5 +813,5 @@ def describe_limits(validator: Any, edge: EdgeSettings, connection_cap: int) -> 
         f"connections {edge.max_connections_per_ip} per IP, {connection_cap} overall; "
         f"request header within {edge.header_timeout:g} s, body within "
         f"{edge.body_timeout:g} s + 1 s per {edge.min_body_rate // 1024} KiB, "
-        f"a stalled response drained within {edge.send_timeout:g} s"
+        f"a client taking none of a response for {edge.send_timeout:g} s is closed"
     )

@@ -325,12 +325,18 @@ def test_response_the_client_never_reads_is_closed_at_the_send_deadline(quick: S
     s.close()
 
 
-def test_slow_steady_reader_gets_a_large_response_whole(quick: Served) -> None:
-    """A client reading a 4 MiB response in small steps for longer than both the header and
-    the send deadline (0.5 s each) gets all of it: the next request's header deadline starts
-    once the response has drained (it used to start when the app finished writing, cutting
-    a follower on a thin link mid-download), and every read restarts the send deadline."""
-    s = _small_buffers_client(quick)
+def test_slow_steady_reader_gets_a_large_response_whole() -> None:
+    """A client reading a 4 MiB response in small steps for longer than the header deadline
+    (0.5 s) gets all of it: the next request's header deadline starts once the response has
+    drained (it used to start when the app finished writing, cutting a follower on a thin
+    link mid-download)."""
+    with Served(STEADY) as served:
+        _read_big_slowly(served)
+
+
+def _read_big_slowly(served: Served) -> None:
+    """`GET /big` with small buffers, read 16 KiB at a time, 3 ms apart; check it whole."""
+    s = _small_buffers_client(served)
     s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: no close to flush
     data, started = b"", time.monotonic()
     while not data.endswith(b"x" * 1000) or len(data) < BIG:
@@ -346,11 +352,15 @@ def test_slow_steady_reader_gets_a_large_response_whole(quick: Served) -> None:
     s.close()
     assert elapsed > 0.5, "too fast to test the deadlines"
     assert len(data) > BIG and data.endswith(b"x" * 1000), (len(data), elapsed)
-    assert quick.server.guard.send_timed_out == 0 and quick.server.guard.timed_out == 0
+    assert served.server.guard.send_timed_out == 0 and served.server.guard.timed_out == 0
 
 
 QUICK_SEND = EdgeSettings(header_timeout=0.5, body_timeout=0.5, send_timeout=0.5,
                           max_connections_per_ip=8)
+#: For the tests asserting a reader is NOT cut: a send deadline a starved test thread on a
+#: loaded machine cannot plausibly miss, short read deadlines (what those tests are about).
+STEADY = EdgeSettings(header_timeout=0.5, body_timeout=0.5, send_timeout=3.0,
+                      max_connections_per_ip=8)
 
 
 def _gone(served: Served, seconds: float = 10.0) -> bool:
@@ -379,9 +389,9 @@ def test_non_reader_is_closed_even_after_the_keep_alive_close() -> None:
         s.close()
 
 
-def _read_response(s: socket.socket, size: int) -> bytes:
-    """Read one response whose body is `size` bytes, slowly (at most 16 KiB a read, 3 ms
-    apart: over 0.75 s for 4 MiB)."""
+def _read_response(s: socket.socket, size: int, pause: float = 0.003) -> bytes:
+    """Read one response whose body is `size` bytes, slowly (at most 16 KiB a read, `pause`
+    apart: over 0.75 s for 4 MiB at the default)."""
     data = b""
     while True:
         head, sep, body = data.partition(b"\r\n\r\n")
@@ -390,10 +400,10 @@ def _read_response(s: socket.socket, size: int) -> bytes:
         chunk = s.recv(16384)
         assert chunk, f"closed after {len(data)} bytes"
         data += chunk
-        time.sleep(0.003)
+        time.sleep(pause)
 
 
-@pytest.mark.parametrize("keep_alive", [None, 0.2], ids=["default", "short-keep-alive"])
+@pytest.mark.parametrize("keep_alive", [None, 0.5], ids=["default", "short-keep-alive"])
 def test_slow_reader_behind_large_kernel_buffers_keeps_its_connection(
         keep_alive: float | None) -> None:
     """With the kernel holding most of a 4 MiB response (the server's send buffer is not
@@ -401,7 +411,7 @@ def test_slow_reader_behind_large_kernel_buffers_keeps_its_connection(
     the transport's buffer does not show: it gets the whole response and then a second one
     on the same connection. The header deadline and uvicorn's keep-alive close used to
     start when the response reached the kernel and end the connection under the reader."""
-    with Served(QUICK_SEND, keep_alive=keep_alive) as served:
+    with Served(STEADY, keep_alive=keep_alive) as served:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         s.settimeout(10)
@@ -435,20 +445,22 @@ def test_slow_reader_of_pipelined_large_responses_is_not_cut() -> None:
     """Two large responses pipelined on one connection, read slowly: the second is written
     while the kernel still holds most of the first, so the bytes waiting grow although the
     reader is taking them. Progress is what the peer acknowledged (TCP_INFO), not a fall in
-    what waits (with that, the reader was cut at the send deadline)."""
-    with Served(QUICK_SEND) as served:
+    what waits (with that, the reader was cut at the send deadline). A read every 5 ms
+    takes over 1.3 s per response, beyond the 1 s send deadline."""
+    edge = EdgeSettings(header_timeout=0.5, body_timeout=0.5, send_timeout=1.0)
+    with Served(edge) as served:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         s.settimeout(10)
         s.connect(("127.0.0.1", served.port))
         s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
-        data = _read_response(s, BIG)
+        data = _read_response(s, BIG, pause=0.005)
         whole = 2 * (data.index(b"\r\n\r\n") + 4 + BIG)
         while len(data) < whole:
             chunk = s.recv(16384)
             assert chunk, f"closed after {len(data)} of {whole} bytes"
             data += chunk
-            time.sleep(0.003)
+            time.sleep(0.005)
         s.close()
         assert data.count(b"HTTP/1.1 200") == 2
         assert served.server.guard.send_timed_out == 0
@@ -491,6 +503,42 @@ def test_websocket_ping_flood_without_reading_is_closed_not_buffered(quick: Serv
     assert _gone(quick)
     assert sent < 8 << 20
     s.close()
+
+
+def test_websocket_with_a_little_unread_is_closed_at_the_send_deadline(
+        quick: Served) -> None:
+    """700 pings, then nothing read: ~90 KB of pongs wait, too few to fill the transport's
+    buffer (pause_writing never comes), and uvicorn's ping timeout would close it into a
+    flush that never ends. The WebSocket's deadline runs for its whole life."""
+    s = _websocket(quick, "/")
+    ping = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125
+    s.sendall(ping * 700)
+    assert _gone(quick)
+    s.close()
+
+
+def test_a_reset_mid_response_leaves_no_timer_behind() -> None:
+    """uvicorn leaves its keep-alive timer armed when the peer resets the connection, and
+    the send phase re-armed it every period: every client dropping out of a download
+    leaked its connection object and a timer, for ever."""
+    import gc
+
+    with Served(QUICK_SEND, keep_alive=0.1) as served:
+        for _ in range(3):
+            s = _small_buffers_client(served)
+            s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.recv(4096)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            s.close()  # a reset, mid-response
+        assert _wait_for(lambda: len(served.server.guard) == 0)
+        time.sleep(0.5)  # several keep-alive periods
+        gc.collect()
+        left = [p for p in gc.get_objects()
+                if type(p).__name__ == "GuardedProtocol"
+                and getattr(p, "server_state", None) is served.server.server_state
+                and (p._sending or (p.timeout_keep_alive_task is not None
+                                    and not p.timeout_keep_alive_task.cancelled()))]
+        assert left == []
 
 
 def test_keep_alive_requests_are_served(quick: Served) -> None:
@@ -703,7 +751,7 @@ def test_limits_notice_names_every_limit() -> None:
     for part in ("challenges 240/min per IP", "60/min per worker", "4 open per worker",
                  "transactions 1200/min per IP", "reveals 480/min per IP",
                  "failed audits 20/h per IP", "connections 64 per IP, 896 overall",
-                 "header within 10 s"):
+                 "header within 10 s", "none of a response for 30 s is closed"):
         assert part in text, part
 
 
