@@ -313,5 +313,12 @@ class ProducerUnavailable(NodeError):
 
 
 class FollowRefused(ChainError):
-    """A follower's producer served an invalid or conflicting block, or another genesis: the
-    follower stops following and keeps the blocks it already accepted (SPEC 6, 7 v1.1)."""
+    """A follower's producer served an invalid or conflicting block, another genesis, or
+    an answer this node cannot follow: the follower stops following and keeps the blocks it
+    already accepted (SPEC 6, 7 v1.1)."""
+
+
+class ProducerChainRefused(FollowRefused):
+    """A verdict on the producer's chain itself (an invalid or conflicting block, another
+    genesis): kept on disk across restarts until the operator reconsiders (`node.refusal`).
+    Other refusals (a 4xx, a malformed answer: a proxy or a mistyped URL) last one run."""

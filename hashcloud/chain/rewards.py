@@ -73,7 +73,9 @@ def epoch_view(genesis: Genesis, state: State, height: int, epoch: int | None = 
     with `"status": "open"`, `pool` so far, `projected_pool`, `carried_in` and `pending:
     [{"address", "work", "fees", "estimated_payout"}...]`. Rows are in address order, one
     page of at most `limit` from `offset`: `count` is the epoch's number of rows and
-    `next_offset` the next page's offset (None after the last). `record_of` reads a closed
+    `next_offset` the next page's offset (None after the last). A closed epoch's rows never
+    change; each page of the open epoch is read at its own height, so a payout address
+    joining between two reads shifts the later pages by one row. `record_of` reads a closed
     epoch's record (a node passes a cached reader: closed records never change)."""
     if offset < 0 or not 1 <= limit <= MAX_EPOCH_ROWS:
         raise ValueError(f"epoch view page out of range: offset {offset}, limit {limit}")

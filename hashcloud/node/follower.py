@@ -19,9 +19,12 @@ Sync (`Follower.run`, an asyncio task of the node's app):
   not extend this node's chain, a head that conflicts with a block this node accepted, or
   another genesis, is refused: the follower stops following, logs the reason at ERROR and
   shows it in `/v1/info` (`follow.state = "refused"`, `follow.reason`). It never rewrites or
-  rolls back an accepted block; it keeps serving what it has. The refusal is recorded on
-  disk first (`node.refusal`), so a restart does not follow (or relay to) that producer
-  again until the operator clears it (`node start --follow URL --reconsider`).
+  rolls back an accepted block; it keeps serving what it has. A verdict on the producer's
+  chain (`ProducerChainRefused`) is recorded on disk first (`node.refusal`), so a restart
+  does not follow (or relay to) that producer again until the operator clears it (`node
+  start --follow URL --reconsider`); a record naming another producer URL is not applied
+  (that producer's blocks are checked afresh). Other refusals (a 4xx, a malformed answer)
+  last one run.
 
 `FollowerService` is a `NodeService` whose writes go to the producer (`Relay`, httpx with
 timeouts): transactions (single and batch), next-nonce and pending transaction status, and
@@ -85,6 +88,7 @@ from hashcloud.errors import (
     NodeError,
     NodeRejected,
     NotFound,
+    ProducerChainRefused,
     ProducerUnavailable,
     StoreError,
 )
@@ -97,7 +101,7 @@ from hashcloud.node.config import (
     is_initialised,
 )
 from hashcloud.node.intake import prevalidate
-from hashcloud.node.refusal import Refusal, load_refusal, record_refusal
+from hashcloud.node.refusal import UNKNOWN_PRODUCER, Refusal, load_refusal, record_refusal
 from hashcloud.node.service import NodeService
 from hashcloud.node.sync import DEFAULT_RANGE_BLOCKS, decode_range
 from hashcloud.types import AddressStr, PublicKeyBytes, describe_validation_error
@@ -332,8 +336,11 @@ class FollowerService(NodeService):
         self.imported_blocks = Counter("hc_blocks_imported", "Blocks imported from the producer",
                                        registry=self.metrics.registry)
         prior = load_refusal(files.data_dir)
-        if prior is not None:
+        if prior is not None and prior.producer in (producer_url, UNKNOWN_PRODUCER):
             self._mark_refused(f"{prior.describe()} (start with --reconsider to follow again)")
+        elif prior is not None:  # another producer: its blocks will be checked afresh
+            log.warning("a refusal of another producer is on record (%s); following %s",
+                        prior.describe(), producer_url)
 
     # ------------------------------------------------------------------ reads
 
@@ -445,8 +452,8 @@ class FollowerService(NodeService):
             try:
                 self.ledger.add_blocks(usable, now_ms=now)
             except InvalidBlock as exc:
-                raise FollowRefused(f"block {self.ledger.height + 1} from the producer is "
-                                    f"invalid: {exc}") from None
+                raise ProducerChainRefused(f"block {self.ledger.height + 1} from the producer "
+                                           f"is invalid: {exc}") from None
             finally:
                 self._count_imported(before)
             if len(usable) < len(blocks):
@@ -466,16 +473,19 @@ class FollowerService(NodeService):
             log.info("imported blocks %d..%d (head %s, proposer %s)", before + 1, height,
                      block_hash(head)[:16], head.proposer)
 
-    def refuse(self, reason: str) -> None:
-        """Stop following: record why on disk (`node.refusal`; a write error is logged, the
-        refusal stands in memory), log it; relaying stops too (module doc)."""
-        refusal = Refusal(self.producer_url, reason, self.ledger.height,
-                          int(time.time() * 1000))
-        try:
-            record_refusal(self.files.data_dir, refusal)
-        except OSError as exc:
-            log.error("cannot record the refusal in %s (%s): a restart would follow again",
-                      self.files.data_dir, exc.strerror or exc)
+    def refuse(self, reason: str, *, record: bool = True) -> None:
+        """Stop following and log why; relaying stops too (module doc). With `record` (a
+        verdict on the producer's chain, `ProducerChainRefused`) the refusal is first
+        written to disk (`node.refusal`; a write error is logged, the refusal stands in
+        memory)."""
+        if record:
+            refusal = Refusal(self.producer_url, reason, self.ledger.height,
+                              int(time.time() * 1000))
+            try:
+                record_refusal(self.files.data_dir, refusal)
+            except OSError as exc:
+                log.error("cannot record the refusal in %s (%s): a restart would follow "
+                          "again", self.files.data_dir, exc.strerror or exc)
         self._mark_refused(reason)
 
     def _mark_refused(self, reason: str) -> None:
@@ -534,7 +544,9 @@ class Follower:
                         await self._step(http, sink)
                         backoff = BACKOFF_MIN
                     except FollowRefused as exc:
-                        self.service.refuse(str(exc))
+                        await asyncio.to_thread(  # the record is fsynced: off the loop
+                            self.service.refuse, str(exc),
+                            record=isinstance(exc, ProducerChainRefused))
                         return
                     except Exception as exc:  # noqa: BLE001 - never die silently: retry
                         expected = isinstance(exc, (httpx.HTTPError, NodeError, StoreError,
@@ -561,8 +573,9 @@ class Follower:
             if not isinstance(info, dict):
                 raise FollowRefused("the producer's /v1/info is not a JSON object")
             if info.get("genesis_hash") != self.service.genesis_hash:
-                raise FollowRefused(f"the producer runs genesis {info.get('genesis_hash')}, "
-                                    f"this node {self.service.genesis_hash}")
+                raise ProducerChainRefused(
+                    f"the producer runs genesis {info.get('genesis_hash')}, this node "
+                    f"{self.service.genesis_hash}")
             with contextlib.suppress(ProducerUnavailable):  # shown as unknown in /v1/info
                 self.service.learn_producer(info)
             self.checked_genesis = True
@@ -610,8 +623,9 @@ class Follower:
         ours = await asyncio.to_thread(ledger.get_block, head.height)
         if ours is None or block_hash(ours.header) != head.hash:
             mine = block_hash(ours.header) if ours is not None else "nothing"
-            raise FollowRefused(f"the producer's block {head.height} is {head.hash}, this node "
-                                f"accepted {mine} (conflicting chain)")
+            raise ProducerChainRefused(
+                f"the producer's block {head.height} is {head.hash}, this node accepted "
+                f"{mine} (conflicting chain)")
 
     async def _catch_up(self, http: httpx.AsyncClient, target: int,
                         sink: HeadSink | None) -> None:
@@ -654,7 +668,7 @@ class Follower:
         try:
             return await asyncio.to_thread(self._decode_and_prevalidate, answer.blocks, start)
         except InvalidBlock as exc:
-            raise FollowRefused(f"the producer served an invalid block: {exc}") from None
+            raise ProducerChainRefused(f"the producer served an invalid block: {exc}") from None
 
     def _decode_and_prevalidate(self, records: list[Any], start: int) -> list[Block]:
         """Decode a range, then check its transactions' signatures on the verification

@@ -22,12 +22,18 @@ from pathlib import Path
 
 from hashcloud.fsutil import atomic_replace, fsync_dir
 
-__all__ = ["REFUSAL_FILE", "Refusal", "clear_refusal", "load_refusal", "record_refusal",
-           "refusal_path"]
+__all__ = ["REFUSAL_FILE", "UNKNOWN_PRODUCER", "Refusal", "clear_refusal", "load_refusal",
+           "record_refusal", "refusal_path"]
 
 REFUSAL_FILE = "follow.refused"
 """The refusal record's file name in the data dir (beside `genesis.json`, outside `chain/`:
 a reindex or a lost block store does not clear it)."""
+
+UNKNOWN_PRODUCER = "unknown"
+"""The producer of a damaged record: it refuses whatever producer the node is told to follow."""
+
+_MAX_TIME_MS = 253_402_300_800_000
+"""Year 10000 in unix milliseconds: a later time is damage (and cannot be shown)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def load_refusal(data_dir: Path) -> Refusal | None:
     producer, reason, height, time_ms = fields
     if not (isinstance(producer, str) and isinstance(reason, str)
             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                    for v in (height, time_ms))):
+                    for v in (height, time_ms)) and time_ms < _MAX_TIME_MS):
         return _damaged(path, "is damaged")
     return Refusal(producer, reason, height, time_ms)
 
@@ -88,7 +94,8 @@ def _damaged(path: Path, what: str) -> Refusal:
         mtime_ms = int(path.stat().st_mtime * 1000)
     except OSError:
         mtime_ms = 0
-    return Refusal("unknown", f"the refusal record {path} {what}", 0, mtime_ms)
+    return Refusal(UNKNOWN_PRODUCER, f"the refusal record {path} {what}", 0,
+                   min(max(mtime_ms, 0), _MAX_TIME_MS - 1))
 
 
 def clear_refusal(data_dir: Path) -> Refusal | None:

@@ -336,8 +336,10 @@ def test_a_refusal_survives_a_restart_until_reconsidered(producer: Producer,
 
 @pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"producer": 1}',
                                      b'{"producer": "u", "reason": "r", "height": -1, '
-                                     b'"time_ms": 0}'],
-                         ids=["empty", "truncated", "list", "missing", "negative"])
+                                     b'"time_ms": 0}',
+                                     b'{"producer": "u", "reason": "r", "height": 1, '
+                                     b'"time_ms": 1000000000000000000000000000000}'],
+                         ids=["empty", "truncated", "list", "missing", "negative", "far-future"])
 def test_a_damaged_refusal_record_still_refuses(producer: Producer, tmp_path: Path,
                                                 content: bytes) -> None:
     path = tmp_path / "f"
@@ -347,8 +349,44 @@ def test_a_damaged_refusal_record_still_refuses(producer: Producer, tmp_path: Pa
     try:
         assert f.follow.state == "refused"
         assert f.follow.reason is not None and "is damaged" in f.follow.reason
+        f.info()  # shows it (a far-future time used to raise here)
     finally:
         f.close()
+
+
+def test_a_refusal_of_another_producer_url_is_not_applied(producer: Producer,
+                                                          tmp_path: Path) -> None:
+    """The record is a verdict on one producer: pointed at another URL, the follower
+    follows it (and checks its blocks afresh); the record stays for the first URL."""
+    path = tmp_path / "f"
+    refuse_at_block_2(producer, path)
+    files, _ = open_follower_dir(path, URL)
+    other = FollowerService(files, "http://other.test", relay_client=producer.client)
+    try:
+        assert other.follow.state != "refused" and other.relay.refused is None
+    finally:
+        other.close()
+    assert load_refusal(path) is not None
+
+
+def test_a_refusal_that_is_not_about_the_chain_lasts_one_run(producer: Producer,
+                                                             tmp_path: Path) -> None:
+    """A 4xx from the producer (a proxy, a mistyped path) stops this run's following but is
+    not kept: a restart tries again."""
+    produce(producer.svc, producer.nd, 2)
+    f = open_follower(tmp_path / "f", producer)
+
+    class Forbidden(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(403, json={"detail": "forbidden"})
+
+    try:
+        follow_until(Follower(f, head_feed=False, poll_seconds=0.02, transport=Forbidden()),
+                     lambda: f.follow.state == "refused")
+        assert f.follow.reason is not None and "403" in f.follow.reason
+    finally:
+        f.close()
+    assert load_refusal(tmp_path / "f") is None
 
 
 @pytest.mark.e2e
@@ -356,12 +394,11 @@ def test_a_damaged_refusal_record_still_refuses(producer: Producer, tmp_path: Pa
 def test_node_start_follow_warns_of_a_refusal_and_reconsider_clears_it(
         producer: Producer, tmp_path: Path) -> None:
     """A real `node start --follow` on a dir holding a refusal warns, serves its chain and
-    shows the refusal in /v1/info; `--reconsider` clears the record and follows again (here
-    towards an unreachable producer: disconnected, retrying)."""
+    shows the refusal in /v1/info without contacting its producer (URL does not resolve);
+    `--reconsider` clears the record and follows again (disconnected, retrying)."""
     path = tmp_path / "f"
     reason = refuse_at_block_2(producer, path)
-    gone = "http://127.0.0.1:9"  # nothing listens: the follower must not need it to start
-    node = start_node(path, tmp_path / "home", extra_args=("--follow", gone))
+    node = start_node(path, tmp_path / "home", extra_args=("--follow", URL))
     try:
         info = httpx.get(f"{node.url}/v1/info", timeout=10).json()
         assert info["follow"]["state"] == "refused" and reason in info["follow"]["reason"]
@@ -370,7 +407,7 @@ def test_node_start_follow_warns_of_a_refusal_and_reconsider_clears_it(
         node.stop()
     assert "warning: this follower refused producer" in node.stderr()
     assert "--reconsider" in node.stderr()
-    node = start_node(path, tmp_path / "home", extra_args=("--follow", gone, "--reconsider"))
+    node = start_node(path, tmp_path / "home", extra_args=("--follow", URL, "--reconsider"))
     try:
         info = httpx.get(f"{node.url}/v1/info", timeout=10).json()
         assert info["follow"]["state"] != "refused"

@@ -285,8 +285,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
              "--config-file", str(HERE / "schemathesis.toml"), "run",
              f"{node.url}/openapi.json", "--max-examples", str(EXAMPLES), "--seed", "1",
              # one worker: Python 3.11's ast.parse is not thread-safe (CPython gh-106905), and
-             # schemathesis' threads reach it through hypothesis ("AST constructor recursion
-             # depth mismatch", a Runtime Error that failed CI once with --workers 2).
+             # schemathesis' threads reach it through hypothesis ("SystemError: AST
+             # constructor recursion depth mismatch", which failed CI once with --workers 2).
              "--workers", "1", "--request-timeout", "20", "--report", "json",
              "--report-json-path", str(report)],
             capture_output=True, text=True, timeout=280, env=cli_env(), cwd=tmp_path)
