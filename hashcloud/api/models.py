@@ -225,8 +225,8 @@ class EpochPending(_Strict):
 
 class ClosedEpoch(_Strict):
     """A closed epoch (`chain.rewards.epoch_view`): pool, total work, what was carried on
-    to the next epoch and one page of the payouts per address (`count` in all; `next_offset`
-    is the next page's `offset`, null after the last)."""
+    to the next epoch and one page of the payouts per address, in address order (`count`
+    in all; `next_after` is the next page's `after`, null after the last)."""
 
     epoch: int = Field(ge=0)
     first_height: int = Field(ge=0)
@@ -236,8 +236,7 @@ class ClosedEpoch(_Strict):
     total_work: int = Field(ge=0)
     carried: Amount
     count: int = Field(ge=0)
-    offset: int = Field(ge=0)
-    next_offset: int | None = Field(ge=1)
+    next_after: AddressStr | None
     payouts: list[EpochPayout]
 
 
@@ -255,8 +254,7 @@ class OpenEpoch(_Strict):
     carried_in: Amount
     total_work: int = Field(ge=0)
     count: int = Field(ge=0)
-    offset: int = Field(ge=0)
-    next_offset: int | None = Field(ge=1)
+    next_after: AddressStr | None
     pending: list[EpochPending]
 
 

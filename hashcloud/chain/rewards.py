@@ -10,6 +10,7 @@ miners' work arrives. Views are JSON-ready dicts of integers (base units, work u
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 
 from hashcloud.chain.epoch import epoch_bounds, is_epoch_start, scheduled_subsidy, split_pool
@@ -62,7 +63,7 @@ def account_rewards(genesis: Genesis, state: State, height: int, address: str) -
 
 
 def epoch_view(genesis: Genesis, state: State, height: int, epoch: int | None = None, *,
-               offset: int = 0, limit: int = DEFAULT_EPOCH_ROWS,
+               after: str | None = None, limit: int = DEFAULT_EPOCH_ROWS,
                record_of: Callable[[State, int], EpochRecord | None] = get_epoch_record,
                ) -> dict:
     """The `hashcloud epoch [N]` view (default: the open epoch) of the chain whose state after
@@ -72,13 +73,13 @@ def epoch_view(genesis: Genesis, state: State, height: int, epoch: int | None = 
     "carried", "payouts": [{"address", "work", "amount", "fees", "net"}...]}`. Open: the same
     with `"status": "open"`, `pool` so far, `projected_pool`, `carried_in` and `pending:
     [{"address", "work", "fees", "estimated_payout"}...]`. Rows are in address order, one
-    page of at most `limit` from `offset`: `count` is the epoch's number of rows and
-    `next_offset` the next page's offset (None after the last). A closed epoch's rows never
-    change; each page of the open epoch is read at its own height, so a payout address
-    joining between two reads shifts the later pages by one row. `record_of` reads a closed
-    epoch's record (a node passes a cached reader: closed records never change)."""
-    if offset < 0 or not 1 <= limit <= MAX_EPOCH_ROWS:
-        raise ValueError(f"epoch view page out of range: offset {offset}, limit {limit}")
+    page of at most `limit` rows whose address sorts after `after` (None: from the first):
+    `count` is the epoch's number of rows and `next_after` the cursor of the next page (None
+    after the last), as `history` pages with `before`. A cursor, not an offset: an address
+    joining the open epoch between two reads cannot shift or repeat rows. `record_of` reads
+    a closed epoch's record (a node passes a cached reader: closed records never change)."""
+    if not 1 <= limit <= MAX_EPOCH_ROWS:
+        raise ValueError(f"epoch view page out of range: limit {limit}")
     current = state.totals.epoch
     epoch = current if epoch is None else epoch
     first, last = epoch_bounds(epoch, genesis.epoch_length)
@@ -89,25 +90,31 @@ def epoch_view(genesis: Genesis, state: State, height: int, epoch: int | None = 
         record = record_of(state, epoch)
         if record is None:  # pragma: no cover - every close writes its record
             raise NotFound(f"no record of epoch {epoch}")
-        page = record.payouts[offset:offset + limit]
+        first = 0 if after is None else bisect_right(record.payouts, after,
+                                                     key=lambda p: p.address)
+        page = record.payouts[first:first + limit]
         return {**base, "status": "closed", "pool": record.pool, "total_work": record.work,
-                "carried": record.carried, **_page(len(record.payouts), offset, limit),
+                "carried": record.carried,
+                **_page(len(record.payouts), first, limit, page[-1].address if page else None),
                 "payouts": [{"address": p.address, "work": p.work, "amount": p.amount,
                              "fees": p.fees, "net": p.amount - p.fees} for p in page]}
     projected = projected_pool(genesis, state, height)
     total = state.totals.epoch_work
     pending = []
-    for address in sorted(state.epoch_work)[offset:offset + limit]:
+    addresses = sorted(state.epoch_work)
+    first = 0 if after is None else bisect_right(addresses, after)
+    for address in addresses[first:first + limit]:
         entry = state.epoch_work[address]
         gross = projected * entry.work // total if total else 0
         pending.append({"address": address, "work": entry.work, "fees": entry.fees,
                         "estimated_payout": gross - min(gross, entry.fees)})
     return {**base, "status": "open", "pool": state.totals.pool, "projected_pool": projected,
             "carried_in": state.totals.carried, "total_work": total,
-            **_page(len(state.epoch_work), offset, limit), "pending": pending}
+            **_page(len(addresses), first, limit, pending[-1]["address"] if pending else None),
+            "pending": pending}
 
 
-def _page(count: int, offset: int, limit: int) -> dict:
-    """The paging fields of a view over `count` rows: `count`, `offset`, `next_offset`."""
-    return {"count": count, "offset": offset,
-            "next_offset": offset + limit if offset + limit < count else None}
+def _page(count: int, first: int, limit: int, last: str | None) -> dict:
+    """The paging fields of a page of the rows `first..first+limit` of `count`, whose last
+    address is `last`: `count` and `next_after` (None after the last page)."""
+    return {"count": count, "next_after": last if first + limit < count else None}

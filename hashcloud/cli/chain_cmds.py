@@ -83,8 +83,10 @@ def epoch(
     ctx: typer.Context,
     number: Annotated[int | None, typer.Argument(
         min=0, help="Epoch number (SPEC 6 v1.1; default: the open one).")] = None,
-    offset: Annotated[int, typer.Option(
-        min=0, help="First payout row to show (rows are in address order).")] = 0,
+    after: Annotated[str | None, typer.Option(
+        show_default=False,
+        help="Show the rows after this payout address (rows are in address order; the "
+             "page says where the next one starts).")] = None,
     limit: Annotated[int, typer.Option(
         min=1, max=MAX_EPOCH_ROWS, help="Most payout rows to show.")] = DEFAULT_EPOCH_ROWS,
     node: NodeOpt = None,
@@ -93,18 +95,18 @@ def epoch(
 ) -> None:
     """An epoch's reward pool (SPEC 6 v1.1): pool, total work and payouts per address once
     closed; pending work and estimated payouts while open (in HC; --json: base units). An
-    epoch has a row per payout address: they come a page at a time (--offset, --limit)."""
+    epoch has a row per payout address: they come a page at a time (--after, --limit)."""
     from hashcloud.chain.rewards import epoch_view
     from hashcloud.cli.chain_source import open_source
 
     with open_source(state(ctx), node, data_dir) as src:
         if src.client is not None:
             path = "/v1/epoch" if number is None else f"/v1/epochs/{number}"
-            view = src.client._request(  # a plain JSON read, like `history`
-                "GET", f"{path}?offset={offset}&limit={limit}")
+            query = f"?limit={limit}" + (f"&after={after}" if after else "")
+            view = src.client._request("GET", path + query)  # a plain JSON read, like `history`
         else:
             view = _local_chain(src, lambda g, s, h: epoch_view(
-                g, s, h, number, offset=offset, limit=limit))
+                g, s, h, number, after=after, limit=limit))
     if json_:
         print_json(view)
     else:
@@ -125,7 +127,7 @@ def _print_epoch(view: dict) -> None:
     out.print(head + f"; total work {view['total_work']:,}")
     rows = view["payouts"] if view["status"] == "closed" else view["pending"]
     if not rows:
-        out.print(f"no rows from offset {view['offset']} ({view['count']} in all)"
+        out.print(f"no rows after that address ({view['count']} in all)"
                   if view["count"] else
                   "no work in this epoch" + (" yet" if view["status"] == "open" else ""))
         return
@@ -141,10 +143,9 @@ def _print_epoch(view: dict) -> None:
                       format_hc(amount), format_hc(row["fees"]))
     out.print(table)
     if len(rows) < view["count"]:
-        first = view["offset"] + 1
-        more = (f"; next page: --offset {view['next_offset']}"
-                if view["next_offset"] is not None else "")
-        out.print(f"rows {first}..{first + len(rows) - 1} of {view['count']}{more}")
+        more = (f"; next page: --after {view['next_after']}"
+                if view["next_after"] is not None else "")
+        out.print(f"{len(rows)} of {view['count']} rows{more}")
 
 
 @cli_command

@@ -106,7 +106,7 @@ from hashcloud.errors import (
 from hashcloud.node.config import ValidatorConfig
 from hashcloud.node.edge import DEFAULT_EDGE_SETTINGS, EdgeSettings, WriteRateLimit, client_ip
 from hashcloud.node.intake import SubmitThreads
-from hashcloud.node.openapi import install_openapi
+from hashcloud.node.openapi import ADDRESS_PATTERN, install_openapi
 from hashcloud.node.service import NodeService
 from hashcloud.node.sync import DEFAULT_RANGE_BLOCKS, MAX_RANGE_BLOCKS, block_range
 from hashcloud.node.validator import reveal_json_bound
@@ -126,7 +126,8 @@ THREAD_MARGIN = 40
 """Worker threads kept for the other routes beyond the audit places (anyio's own default)."""
 
 #: The paging parameters of the epoch views (`chain.rewards.epoch_view`).
-EPOCH_OFFSET = Query(0, ge=0, lt=2**63, description="First row of the page.")
+EPOCH_AFTER = Query(None, pattern=ADDRESS_PATTERN,
+                    description="The page starts after this payout address (`next_after`).")
 EPOCH_LIMIT = Query(DEFAULT_EPOCH_ROWS, ge=1, le=MAX_EPOCH_ROWS,
                     description="Most rows in the page.")
 
@@ -437,16 +438,16 @@ def create_app(service: NodeService, *, produce_blocks: bool = True,
         return service.account(address)
 
     @app.get("/v1/epoch", response_model=OpenEpoch)
-    def current_epoch(offset: int = EPOCH_OFFSET, limit: int = EPOCH_LIMIT) -> dict:
+    def current_epoch(after: str | None = EPOCH_AFTER, limit: int = EPOCH_LIMIT) -> dict:
         """The open epoch (SPEC 6 v1.1): pool so far, projected pool, pending work and
-        estimated payouts per payout address (one page of rows, `next_offset` continues)."""
-        return service.epoch(None, offset, limit)
+        estimated payouts per payout address (one page of rows, `next_after` continues)."""
+        return service.epoch(None, after, limit)
 
     @app.get("/v1/epochs/{number}", response_model=EpochView)
-    def epoch(number: int, offset: int = EPOCH_OFFSET, limit: int = EPOCH_LIMIT) -> dict:
+    def epoch(number: int, after: str | None = EPOCH_AFTER, limit: int = EPOCH_LIMIT) -> dict:
         """Epoch `number`: closed (pool, total work, payouts per address) or open (pending
         work), one page of rows; 404 for an epoch that has not started."""
-        return service.epoch(number, offset, limit)
+        return service.epoch(number, after, limit)
 
     @app.get("/v1/accounts/{address}/history", response_model=HistoryPage)
     def history(address: AddressStr, before: int | None = Query(None, ge=1, lt=2**63),

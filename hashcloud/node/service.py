@@ -280,13 +280,13 @@ class NodeService:
         return AccountInfo(address=address, balance=acct.balance, nonce=acct.nonce,
                            **account_rewards(self.genesis, state, height, address))
 
-    def epoch(self, number: int | None = None, offset: int = 0,
+    def epoch(self, number: int | None = None, after: str | None = None,
               limit: int = DEFAULT_EPOCH_ROWS) -> dict:
         """One page of the epoch view (SPEC 6 v1.1, `hashcloud epoch [N]`,
         `chain.rewards.epoch_view`); NotFound for a future epoch."""
         with self.lock:
             state, height = self.ledger.state, self.ledger.height
-        return epoch_view(self.genesis, state, height, number, offset=offset, limit=limit,
+        return epoch_view(self.genesis, state, height, number, after=after, limit=limit,
                           record_of=self._epoch_record)
 
     #: Closed-epoch records kept decoded (`epoch`): the pages of a few epochs being read.

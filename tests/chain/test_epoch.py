@@ -238,7 +238,7 @@ def test_epoch_views_open_and_closed():
 
 def test_epoch_views_come_in_pages():
     """Every payout address is a row, so views are paged: the pages of any size, in order,
-    are the whole view's rows; `next_offset` walks them and is None after the last."""
+    are the whole view's rows; `next_after` walks them and is None after the last."""
     genesis = make_genesis(epoch_length=3, subsidy0=1000, halving_interval=10**6)
     txs = [claim(WORKERS[i], i + 1, 10 * (i + 1), PAYOUTS[i], genesis=genesis)
            for i in range(3)]
@@ -246,23 +246,30 @@ def test_epoch_views_come_in_pages():
     for state, height, number, key in ((states[1], 1, None, "pending"),
                                        (states[4], 4, 0, "payouts")):
         whole = epoch_view(genesis, state, height, number)
-        assert whole["count"] == 3 and whole["next_offset"] is None
-        assert [r["address"] for r in whole[key]] == sorted(PAYOUTS)
+        assert whole["count"] == 3 and whole["next_after"] is None
+        addresses = sorted(PAYOUTS)
+        assert [r["address"] for r in whole[key]] == addresses
         for limit in (1, 2, 3):
-            rows, offset, offsets = [], 0, []
-            while offset is not None:
-                page = epoch_view(genesis, state, height, number, offset=offset, limit=limit)
-                assert page["count"] == 3 and page["offset"] == offset
-                assert len(page[key]) <= limit
+            rows, after, pages = [], None, 0
+            while True:
+                page = epoch_view(genesis, state, height, number, after=after, limit=limit)
+                assert page["count"] == 3 and 0 < len(page[key]) <= limit
                 rows += page[key]
-                offsets.append(offset)
-                offset = page["next_offset"]
-            assert rows == whole[key] and offsets == list(range(0, 3, limit))
-        past = epoch_view(genesis, state, height, number, offset=7, limit=2)
-        assert past[key] == [] and past["count"] == 3 and past["next_offset"] is None
-        for bad in ({"offset": -1}, {"limit": 0}, {"limit": 1001}):
+                pages += 1
+                after = page["next_after"]
+                if after is None:
+                    break
+                assert after == page[key][-1]["address"]
+            assert rows == whole[key] and pages == -(-3 // limit)
+        # A cursor need not be a row: the page starts after where it would sort.
+        between = addresses[0] + "0"
+        page = epoch_view(genesis, state, height, number, after=between, limit=5)
+        assert [r["address"] for r in page[key]] == addresses[1:]
+        past = epoch_view(genesis, state, height, number, after=addresses[-1], limit=2)
+        assert past[key] == [] and past["count"] == 3 and past["next_after"] is None
+        for bad in (0, 1001):
             with pytest.raises(ValueError, match="page out of range"):
-                epoch_view(genesis, state, height, number, **bad)
+                epoch_view(genesis, state, height, number, limit=bad)
 
 
 @settings(derandomize=True, deadline=None, max_examples=10)

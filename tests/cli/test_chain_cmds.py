@@ -133,9 +133,10 @@ def test_epoch_comes_a_page_at_a_time(mined):
     page = runner.invoke(app, ["--home", home, "epoch", "--json", "--limit", "1"])
     assert page.exit_code == 0, page.output
     view = json.loads(page.stdout)
-    assert (view["count"], view["offset"], view["next_offset"]) == (1, 0, None)
-    past = runner.invoke(app, ["--home", home, "epoch", "--offset", "1"])
-    assert past.exit_code == 0 and "no rows from offset 1 (1 in all)" in past.stdout
+    assert (view["count"], view["next_after"]) == (1, None)
+    last = view["pending"][0]["address"]
+    past = runner.invoke(app, ["--home", home, "epoch", "--after", last])
+    assert past.exit_code == 0 and "no rows after that address (1 in all)" in past.stdout
     too_many = runner.invoke(app, ["--home", home, "epoch", "--limit", "1001"])
     assert too_many.exit_code == 2
 
@@ -145,6 +146,6 @@ def test_epoch_table_says_where_the_next_page_starts(capsys):
 
     row = {"address": "cpc1" + "q" * 38, "work": 5, "amount": 10, "fees": 1, "net": 9}
     _print_epoch({"epoch": 3, "status": "closed", "first_height": 7, "last_height": 9,
-                  "pool": 30, "total_work": 15, "carried": 0, "count": 3, "offset": 1,
-                  "next_offset": 2, "payouts": [row]})
-    assert "rows 2..2 of 3; next page: --offset 2" in capsys.readouterr().out
+                  "pool": 30, "total_work": 15, "carried": 0, "count": 3,
+                  "next_after": row["address"], "payouts": [row]})
+    assert f"1 of 3 rows; next page: --after {row['address']}" in capsys.readouterr().out

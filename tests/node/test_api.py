@@ -228,12 +228,12 @@ def test_epoch_views_are_paged_and_closed_records_decoded_once(
     from tests.chain.test_epoch import PAYOUTS, WORKERS, claim, make_genesis, run_chain
 
     view = api.get("/v1/epoch").json()
-    assert (view["count"], view["offset"], view["next_offset"], view["pending"]) == \
-        (0, 0, None, [])
+    assert (view["count"], view["next_after"], view["pending"]) == (0, None, [])
     for path in ("/v1/epoch", "/v1/epochs/0"):
-        for query in ("limit=0", "limit=1001", "offset=-1", "limit=x"):
+        for query in ("limit=0", "limit=1001", "limit=x", "after=cpc1x", "after=" + "a" * 42):
             assert_refused(api.get(f"{path}?{query}"), 422)
-        assert api.get(f"{path}?offset=5&limit=1000").status_code == 200
+        after = WORKER_KEY.public_key.address
+        assert api.get(f"{path}?after={after}&limit=1000").status_code == 200
     genesis = make_genesis(epoch_length=1, subsidy0=1000, halving_interval=10**6)
     blocks = [[claim(WORKERS[0], e + 1, 5, PAYOUTS[e % 3], nonce=e, genesis=genesis)]
               for e in range(10)]
