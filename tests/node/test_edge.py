@@ -791,3 +791,116 @@ def test_loopback_start_says_nothing_about_exposure(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=15)
     assert "unauthenticated" not in err
+
+
+# ------------------------------------------------------------ send watch, no sockets
+
+
+class _Timer:
+    def __init__(self, when: float, fn: object) -> None:
+        self.when, self.fn, self.cancelled = when, fn, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Loop:
+    """A manual clock and timer queue for `SendWatch`."""
+
+    def __init__(self) -> None:
+        self.now, self.timers = 0.0, []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, fn: object) -> _Timer:
+        timer = _Timer(self.now + delay, fn)
+        self.timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while True:
+            due = [t for t in self.timers if not t.cancelled and t.when <= end]
+            if not due:
+                break
+            timer = min(due, key=lambda t: t.when)
+            self.timers.remove(timer)
+            self.now = timer.when
+            timer.fn()  # type: ignore[operator]
+        self.now = end
+
+
+class _Peer:
+    """What the kernel would say: bytes waiting and bytes the peer acknowledged."""
+
+    def __init__(self, unsent: int, taken: int | None) -> None:
+        self.unsent, self.taken = unsent, taken
+
+
+@pytest.fixture
+def watched(monkeypatch: pytest.MonkeyPatch):
+    """A `SendWatch` factory over a fake loop and peer; returns (make, loop, peer, events)."""
+    import hashcloud.node.edge as edge_module
+
+    loop, peer, events = _Loop(), _Peer(1000, 0), []
+    monkeypatch.setattr(edge_module, "unsent_bytes", lambda t: peer.unsent)
+    monkeypatch.setattr(edge_module, "bytes_taken", lambda t: peer.taken)
+
+    def make(persistent: bool = False) -> edge_module.SendWatch:
+        return edge_module.SendWatch(loop, None, 3.0, lambda: events.append("stall"),  # type: ignore[arg-type]
+                                     lambda: events.append("drained"), persistent=persistent)
+
+    return make, loop, peer, events
+
+
+def test_send_watch_stalls_after_a_period_without_progress(watched) -> None:
+    make, loop, peer, events = watched
+    watch = make()
+    watch.start()
+    loop.advance(2.9)
+    assert events == []
+    loop.advance(0.2)
+    assert events == ["stall"] and not watch.running
+
+
+def test_send_watch_counts_acknowledged_bytes_even_while_more_waits(watched) -> None:
+    """Pipelined answers: what waits grows every second, but the peer keeps acknowledging."""
+    make, loop, peer, events = watched
+    make().start()
+    for _ in range(20):
+        peer.unsent += 5000
+        peer.taken += 100  # type: ignore[operator]
+        loop.advance(1.0)
+    assert events == []
+    loop.advance(3.1)  # then nothing more is taken
+    assert events == ["stall"]
+
+
+def test_send_watch_counts_a_fall_of_what_waits_without_acknowledged_bytes(watched) -> None:
+    make, loop, peer, events = watched
+    peer.taken = None  # the kernel does not say
+    make().start()
+    for _ in range(10):
+        peer.unsent -= 50
+        loop.advance(1.0)
+    peer.unsent += 10_000  # more written: no progress until it falls below the lowest again
+    loop.advance(3.1)
+    assert events == ["stall"]
+
+
+def test_send_watch_stops_when_drained_unless_persistent(watched) -> None:
+    make, loop, peer, events = watched
+    watch = make()
+    watch.start()
+    peer.unsent = 0
+    loop.advance(1.0)
+    assert events == ["drained"] and not watch.running
+    events.clear()
+    ws = make(persistent=True)
+    ws.start()
+    loop.advance(5.0)
+    assert ws.running and events.count("drained") >= 4 and "stall" not in events
+    peer.unsent = 10  # a few bytes its peer never takes
+    loop.advance(3.5)
+    assert events[-1] == "stall" and not ws.running
