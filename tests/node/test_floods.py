@@ -25,7 +25,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.node.conftest import LISTEN_RE, cli_env, hashcloud_cmd, make_node_dir, run_cli
+from tests.node.conftest import (
+    LISTEN_RE,
+    cli_env,
+    hashcloud_cmd,
+    make_node_dir,
+    run_cli,
+    stop_process,
+)
 
 FD_LIMIT = 256
 FLOOD_SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]
@@ -154,9 +161,4 @@ def test_node_survives_a_flood_of_half_sent_requests(tmp_path: Path) -> None:
         assert log_size < 20_000, log_path.read_text()[-3000:]
         assert "Traceback" not in log_path.read_text()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)

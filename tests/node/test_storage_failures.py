@@ -48,6 +48,7 @@ from .conftest import (
     make_node_dir,
     run_cli,
     start_node,
+    stop_process,
     transfer,
 )
 
@@ -395,12 +396,7 @@ def test_full_disk_refuses_with_503_then_resumes_by_itself(tmp_path: Path) -> No
             assert http.post("/v1/challenges", json=_challenge_body(nd)).status_code != 503
             _submit_and_wait(url, nd, range(nonce, nonce + 1))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     text = stderr_path.read_text()
     assert "Traceback" not in text and "No space left on device" in text, text
 
