@@ -492,7 +492,7 @@ class SendWatch:
     def start(self) -> None:
         """Start watching (no-op if running): the first period starts now."""
         if self._timer is None:
-            self._restart(unsent_bytes(self.transport))
+            self._restart(unsent_bytes(self.transport), bytes_taken(self.transport))
             self._schedule()
 
     def stop(self) -> None:
@@ -501,9 +501,9 @@ class SendWatch:
             self._timer.cancel()
             self._timer = None
 
-    def _restart(self, unsent: int) -> None:
+    def _restart(self, unsent: int, taken: int | None) -> None:
         """A new period from now, with the marks progress is measured against."""
-        self._taken = bytes_taken(self.transport)
+        self._taken = taken
         self._lowest = unsent
         self._progress_at = self.loop.time()
 
@@ -520,10 +520,10 @@ class SendWatch:
             self.on_drained()
             if not self.persistent:
                 return
-            self._restart(0)
+            self._restart(0, taken)
         elif (taken is not None and self._taken is not None and taken > self._taken) \
                 or unsent < self._lowest:
-            self._restart(unsent)
+            self._restart(unsent, taken)
         elif self.loop.time() - self._progress_at >= self.timeout:
             self.on_stall()
             return
