@@ -79,7 +79,7 @@ def audit_chain(data_dir: Path | str, genesis: Genesis) -> AuditReport:
     """
     with _open_store(data_dir, genesis) as store:
         snapshot = store.read_snapshot()
-        initial_supply = genesis_state(genesis).total_supply
+        initial_supply = genesis.initial_supply
 
         scheduled = 0  # subsidies of blocks 1..height, from the schedule itself
         boundaries = 0

@@ -115,6 +115,11 @@ class Genesis(BaseModel):
             raise ValueError("allocations add up to 2**96 or more")
         return dict(sorted(value.items()))
 
+    @property
+    def initial_supply(self) -> int:
+        """The coins that exist before block 1: the allocations' sum (SPEC 6)."""
+        return sum(self.allocations.values())
+
     @field_validator("authorities")
     @classmethod
     def _check_authorities(cls, value: tuple[str, ...]) -> tuple[str, ...]:

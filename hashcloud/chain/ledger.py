@@ -208,7 +208,7 @@ class Ledger:
         except (DecodeError, InvalidBlock, StoreError) as exc:
             logger.warning("ignoring state snapshot at height %d: %s", height, exc)
             return 0
-        problem = check_supply(state, genesis_state(self.genesis).total_supply)
+        problem = check_supply(state, self.genesis.initial_supply)
         if block.header.state_root != state_root(state) or problem:
             logger.warning("ignoring state snapshot at height %d: it does not match block %d",
                            height, height)
