@@ -331,7 +331,6 @@ class FollowerService(NodeService):
         self.relay = Relay(producer_url, client=relay_client)
         self.follow = FollowState(producer_url)
         self.is_validator = self.key.public_key.hex() in self.genesis.validators
-        self.relays_poc = not self.is_validator
         self.producer_key: dict[str, Any] | None = None
         self.imported_blocks = Counter("hc_blocks_imported", "Blocks imported from the producer",
                                        registry=self.metrics.registry)
@@ -341,6 +340,11 @@ class FollowerService(NodeService):
         elif prior is not None:  # another producer: its blocks will be checked afresh
             log.warning("a refusal of another producer is on record (%s); following %s",
                         prior.describe(), producer_url)
+
+    @property
+    def relays_poc(self) -> bool:  # type: ignore[override]
+        """True unless this follower is a validator: its PoC requests go to the producer."""
+        return not self.is_validator
 
     # ------------------------------------------------------------------ reads
 
@@ -620,9 +624,9 @@ class Follower:
         ledger = self.service.ledger
         if head.height > ledger.height:
             return
-        ours = await asyncio.to_thread(ledger.get_block, head.height)
-        if ours is None or block_hash(ours.header) != head.hash:
-            mine = block_hash(ours.header) if ours is not None else "nothing"
+        ours = ledger.store.find_block_hash(head.height)  # the index: no block read
+        if ours is None or ours.hex() != head.hash:
+            mine = ours.hex() if ours is not None else "nothing"
             raise ProducerChainRefused(
                 f"the producer's block {head.height} is {head.hash}, this node accepted "
                 f"{mine} (conflicting chain)")
