@@ -17,6 +17,9 @@ from rich.table import Table
 
 from hashcloud.cli.common import (
     EXIT_FAIL,
+    DataDirOpt,
+    JsonOpt,
+    NodeOpt,
     cli_command,
     err,
     load_key,
@@ -30,9 +33,6 @@ from hashcloud.params import DEFAULT_EPOCH_ROWS, DEFAULT_KEY_NAME, MAX_EPOCH_ROW
 if TYPE_CHECKING:
     from hashcloud.node.config import NodeFiles
 
-NodeOpt = Annotated[str | None, typer.Option(envvar="HASHCLOUD_NODE", help="Node URL.")]
-DataDirOpt = Annotated[Path | None, typer.Option(help="Chain data dir (default: HOME/node).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 @cli_command

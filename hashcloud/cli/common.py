@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,6 +27,11 @@ from rich.markup import escape
 
 from hashcloud.errors import HashCloudError, InputError, KeystoreError, UsageError
 from hashcloud.params import BACKEND_NAMES, DEFAULT_KEY_NAME
+
+#: The options every chain-reading command shares (`chain_cmds`, `wallet`).
+NodeOpt = Annotated[str | None, typer.Option(envvar="HASHCLOUD_NODE", help="Node URL.")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Chain data dir (default: HOME/node).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 if TYPE_CHECKING:  # annotations only: the key modules load pydantic and the curve libraries
     from hashcloud.crypto.keys import PrivateKey

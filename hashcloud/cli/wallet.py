@@ -11,19 +11,24 @@ The chain, key and HTTP modules are imported inside each command, so that buildi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from hashcloud.cli.common import CliState, cli_command, load_key, out, print_json, state
+from hashcloud.cli.common import (
+    CliState,
+    DataDirOpt,
+    JsonOpt,
+    NodeOpt,
+    cli_command,
+    load_key,
+    out,
+    print_json,
+    state,
+)
 from hashcloud.errors import HashCloudError, InsufficientBalance, KeystoreError, UsageError
 from hashcloud.params import DEFAULT_KEY_NAME
-
-NodeOpt = Annotated[str | None, typer.Option(envvar="HASHCLOUD_NODE", help="Node URL.")]
-DataDirOpt = Annotated[Path | None, typer.Option(help="Chain data dir (default: HOME/node).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 def address_argument(st: CliState, address: str | None, key_name: str | None) -> str:

@@ -51,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -104,7 +103,13 @@ from hashcloud.errors import (
     ValidatorError,
 )
 from hashcloud.node.config import ValidatorConfig
-from hashcloud.node.edge import DEFAULT_EDGE_SETTINGS, EdgeSettings, WriteRateLimit, client_ip
+from hashcloud.node.edge import (
+    DEFAULT_EDGE_SETTINGS,
+    EdgeSettings,
+    WriteRateLimit,
+    client_ip,
+    retry_after_header,
+)
 from hashcloud.node.intake import SubmitThreads
 from hashcloud.node.openapi import ADDRESS_PATTERN, install_openapi
 from hashcloud.node.service import NodeService
@@ -187,14 +192,12 @@ def error_response(exc: HashCloudError) -> JSONResponse:
     whole seconds, RFC 9110); a follower passes its producer's refusal (`NodeRejected`)
     through unchanged (`node.follower`)."""
     if isinstance(exc, NodeRejected):
-        retry = getattr(exc, "retry_after", None)
-        headers = ({"Retry-After": str(max(1, math.ceil(retry or 1)))}
-                   if exc.status == 429 else None)
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
-    status = http_status(exc)
-    retry = max(1, math.ceil(getattr(exc, "retry_after", 1)))
-    headers = {"Retry-After": str(retry)} if status == 429 else None
-    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+        status, detail = exc.status, exc.detail
+    else:
+        status, detail = http_status(exc), str(exc)
+    headers = ({"Retry-After": retry_after_header(getattr(exc, "retry_after", None) or 1)}
+               if status == 429 else None)
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 class BodyLimit:

@@ -93,6 +93,7 @@ __all__ = [
     "guarded_protocol",
     "is_loopback_host",
     "raise_fd_limit",
+    "retry_after_header",
     "unsent_bytes",
     "write_route",
 ]
