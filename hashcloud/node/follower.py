@@ -217,6 +217,14 @@ def open_follower_dir(data_dir: Path, url: str, expected_hash: str | None = None
 # ------------------------------------------------------------------ relay
 
 
+def known_fields(model: type[BaseModel], raw: Any) -> Any:
+    """`raw` with the top-level keys `model` does not know dropped (a newer producer may add
+    fields to an answer; nested protocol records stay strict: see `parse_relayed`)."""
+    if isinstance(raw, dict):
+        return {k: v for k, v in raw.items() if k in model.model_fields}
+    return raw
+
+
 def parse_relayed(model: type[M], raw: Any, what: str) -> M:
     """The producer's answer `raw` (to `what`, e.g. `GET /v1/head`) as `model`; a shape this
     node does not understand is ProducerUnavailable (a 503 saying so, never a 500).
@@ -225,10 +233,8 @@ def parse_relayed(model: type[M], raw: Any, what: str) -> M:
     producer adding a field to an answer is still relayed (without it). Nested records stay
     strict: they are protocol records (a challenge, an audit plan) that the miner checks
     against signatures, which a changed record must fail visibly, not be trimmed to pass."""
-    if isinstance(raw, dict):
-        raw = {k: v for k, v in raw.items() if k in model.model_fields}
     try:
-        return model.model_validate(raw)
+        return model.model_validate(known_fields(model, raw))
     except ValidationError as exc:
         why = describe_validation_error(exc)
     except (TypeError, KeyError, ValueError) as exc:
@@ -612,9 +618,10 @@ class Follower:
 
     @staticmethod
     def _head(raw: Any) -> HeadInfo:
-        """The producer's head, or FollowRefused if it is not one."""
+        """The producer's head (fields a newer producer adds are ignored), or FollowRefused
+        if it is not one."""
         try:
-            return HeadInfo.model_validate(raw)
+            return HeadInfo.model_validate(known_fields(HeadInfo, raw))
         except ValidationError as exc:
             raise FollowRefused(f"the producer's head is malformed: "
                                 f"{describe_validation_error(exc)}") from None
@@ -664,7 +671,7 @@ class Follower:
         a malformed answer or block is FollowRefused."""
         raw = await self._get(http, f"/v1/blocks?from={start}&limit={self.batch}")
         try:
-            answer = BlockRange.model_validate(raw)
+            answer = BlockRange.model_validate(known_fields(BlockRange, raw))
         except ValidationError as exc:
             raise FollowRefused(f"the producer's block range is malformed: "
                                 f"{describe_validation_error(exc)}") from None

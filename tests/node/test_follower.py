@@ -615,6 +615,36 @@ def test_a_producer_answer_of_the_wrong_shape_is_a_503_not_a_500(
 
 
 @pytest.mark.timeout(60)
+class AddField(httpx.AsyncBaseTransport):
+    """The producer's transport with a key it does not know yet added to every JSON object
+    answer (a newer producer)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        resp = await self.inner.handle_async_request(request)
+        body = json.loads(await resp.aread())
+        if isinstance(body, dict):
+            body["added_in_a_later_version"] = 1
+        return httpx.Response(resp.status_code, json=body)
+
+
+def test_a_newer_producer_adding_a_field_is_still_followed(producer: Producer,
+                                                           tmp_path: Path) -> None:
+    """An unknown top-level key in the head or a block range is dropped, as in relayed
+    answers (it used to make the follower refuse the producer)."""
+    produce(producer.svc, producer.nd, 3)
+    f = open_follower(tmp_path / "f", producer)
+    try:
+        follow_until(Follower(f, head_feed=False, poll_seconds=0.02,
+                              transport=AddField(producer.transport())),
+                     lambda: f.ledger.height == 3)
+        assert f.follow.state != "refused", f.follow.reason
+    finally:
+        f.close()
+
+
 def test_a_newer_producer_adding_a_field_is_still_relayed(producer: Producer,
                                                           tmp_path: Path) -> None:
     """An unknown top-level key of a relayed answer is dropped (a newer producer's addition);
