@@ -26,6 +26,7 @@ a block's writes with it).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -142,7 +143,7 @@ def _build(leaves: Sequence[_Leaf], depth: int) -> _Node:
     if len(leaves) == 1:
         return leaves[0]
     lo, hi = 0, len(leaves)
-    while lo < hi:  # first leaf whose bit `depth` is 1
+    while lo < hi:  # `_first_one` over the leaves' paths, without building their list
         mid = (lo + hi) // 2
         if _bit(leaves[mid].path, depth):
             hi = mid
@@ -154,7 +155,8 @@ def _build(leaves: Sequence[_Leaf], depth: int) -> _Node:
 
 def _first_one(paths: Sequence[bytes], depth: int) -> int:
     """Index of the first of `paths` (sorted, sharing their first `depth` bits) whose bit
-    `depth` is 1 (`len(paths)` if none)."""
+    `depth` is 1 (`len(paths)` if none). A plain loop: `bisect` with a key function is
+    slower here, on the state root's path."""
     lo, hi = 0, len(paths)
     while lo < hi:
         mid = (lo + hi) // 2
@@ -196,14 +198,7 @@ def _update(node: _Node, paths: Sequence[bytes], values: Sequence[bytes | None],
 
 def _first_at_least(paths: Sequence[bytes], path: bytes) -> int:
     """Index of the first of the sorted `paths` that is >= `path`."""
-    lo, hi = 0, len(paths)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if paths[mid] < path:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    return bisect_left(paths, path)
 
 
 def _check_path(path: bytes) -> bytes:

@@ -82,10 +82,6 @@ class Watermark:
         self._fd: int | None = None
         self._sequence = -1  # sequence of the newest good slot; -1: not read yet
 
-    def exists(self) -> bool:
-        """Whether the file exists (the node behind it acknowledged at least one block)."""
-        return self.path.exists()
-
     def read(self) -> Mark | None:
         """The recorded mark; None when there is no file.
 
